@@ -1,0 +1,15 @@
+"""Extract the kernel headers archive (CONFIG_IKHEADERS) from kernel images, modules and dumps.
+
+    >>> import extract_ikheaders
+    >>> found = extract_ikheaders.find("vmlinux")
+    >>> found.method, found.release, found.sha256
+    >>> extract_ikheaders.extract("vmlinux", "headers/")
+"""
+
+from .api import extract, find, list_members, read_archive
+from .errors import Damaged, ExtractError, InputError, NotFound, UnsafeArchive, UsageError
+from .model import Extracted, Found, Layer, Member, Method
+
+__version__ = "0.1.0"
+__all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "Layer", "Member", "Method",
+           "NotFound", "UnsafeArchive", "UsageError", "extract", "find", "list_members", "read_archive"]

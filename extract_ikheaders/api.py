@@ -1,0 +1,241 @@
+"""The public functions: find the archive in an input, read it, list it, unpack it.
+
+The pipeline peels one container at a time (compressed file, bzImage, ELF) until it holds bytes
+in which locate.py can find the archive; each peeled container is recorded as a Layer.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import locate, xzstream
+from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
+from .errors import Damaged, InputError, NotFound, NotMine
+from .model import Extracted, Found, Layer, Member, Method
+from .xzstream import Buffer
+
+# Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
+WHOLE_FILE_CODECS = ("xz", "zstd", "gzip", "bzip2", "lzma", "lz4", "lzo")
+MAX_DECOMPRESSED = 1 << 30
+_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \(")
+_VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
+_UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
+
+
+def find(path: str | os.PathLike[str]) -> Found:
+    """Locate the headers archive in `path` and return it, verified.
+
+    Raises NotFound (no archive), Damaged (an archive that is truncated or corrupt) or
+    InputError (unreadable input).
+    """
+    name = os.fspath(path)
+    with open_input(name) as buf:
+        found = _search(buf, name, ())
+    xzstream.verify(found.archive, found.offset)
+    return found
+
+
+def read_archive(path: str | os.PathLike[str]) -> bytes:
+    """The exact embedded .tar.xz bytes."""
+    return find(path).archive
+
+
+def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
+    from . import extract as _extract
+
+    return _extract.list_members(find(path).archive)
+
+
+def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
+            force: bool = False, **limits: int) -> tuple[Found, Extracted]:
+    """Unpack the archive into `dest` (default: ./kheaders-<release>) safely."""
+    from . import extract as _extract
+
+    found = find(path)
+    target = Path(dest) if dest is not None else Path(default_directory(found))
+    return found, _extract.extract(found.archive, target, force=force, **limits)
+
+
+def default_directory(found: Found) -> str:
+    release = found.release or release_from_archive(found.archive) or found.sha256[:12]
+    return f"kheaders-{release}"
+
+
+def release_from_archive(archive: bytes) -> str | None:
+    """UTS_RELEASE from include/generated/utsrelease.h inside the archive (decodes it)."""
+    import tarfile
+    from io import BytesIO
+
+    try:
+        with tarfile.open(fileobj=BytesIO(archive), mode="r|xz") as tar:
+            for member in tar:
+                if member.name.endswith("include/generated/utsrelease.h") and member.isfile():
+                    data = tar.extractfile(member)
+                    match = _UTS_RELEASE.search(data.read() if data else b"")
+                    return match.group(1).decode(errors="replace") if match else None
+    except (tarfile.TarError, OSError, EOFError):
+        return None
+    return None
+
+
+# Input ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[Buffer]:
+    """The file mapped read-only (never read whole into memory); b"" for an empty file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                yield b""
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                yield mapped
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+# The pipeline --------------------------------------------------------------------------------
+
+
+def _search(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    if len(buf) == 0:
+        raise NotFound(f"{path}: empty file")
+    if bytes(buf[:4]) == ELF_MAGIC:
+        return _search_elf(buf, path, layers)
+    codec = _whole_file_codec(buf)
+    if codec is not None:
+        return _search_compressed(buf, path, layers, codec)
+    try:
+        return _search_bzimage(buf, path, layers)
+    except NotMine:
+        pass
+    return _search_raw(buf, path, layers, notes=())
+
+
+def _search_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    try:
+        elf = ElfImage(buf)
+        if elf.type == ElfType.CORE:
+            raise NotFound(f"{path}: ELF core files (crash dumps) are not supported yet")
+        layer = Layer("elf", 0, len(buf), elf.describe())
+        span = locate.by_symbols(elf)
+    except CorruptElf as exc:
+        # A broken ELF may still hold an intact archive: search its raw bytes.
+        return _search_raw(buf, path, layers, notes=(f"ELF structures unusable ({exc}); searched raw bytes",))
+    release = _module_release(elf) if elf.type == ElfType.REL else None
+    if span is not None:
+        return _found(buf, path, span, (*layers, layer), release)
+    return _search_raw(buf, path, (*layers, layer), notes=(), release=release)
+
+
+def _search_raw(buf: Buffer, path: str, layers: tuple[Layer, ...], notes: tuple[str, ...],
+                release: str | None = None) -> Found:
+    span = locate.by_markers(buf) or locate.carve(buf)
+    if span is None:
+        raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")
+    return _found(buf, path, span, layers, release, notes)
+
+
+def _whole_file_codec(buf: Buffer) -> str | None:
+    from . import codecs
+
+    name = codecs.identify(buf, 0)
+    return name if name in WHOLE_FILE_CODECS else None
+
+
+def _search_compressed(buf: Buffer, path: str, layers: tuple[Layer, ...], codec: str) -> Found:
+    if codec == "xz" and xzstream.looks_like_headers(buf, 0):
+        info = xzstream.stream_end(buf, 0)
+        span = locate.Span(Method.WHOLE, 0, info.end)
+        return _found(buf, path, span, layers, None)
+    from . import codecs
+
+    data = codecs.decode_all(codec, buf, 0, limit=MAX_DECOMPRESSED)
+    return _search(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
+
+
+def _search_bzimage(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    from .containers import bzimage
+
+    payload_layers, chunks = bzimage.payload_chunks(buf, path)
+    carver = locate.StreamCarver()
+    banner = _BannerScanner()
+    try:
+        for chunk in chunks:
+            banner.feed(chunk)
+            if carver.feed(chunk):
+                break
+        span = carver.found or carver.finish()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    all_layers = (*layers, *payload_layers)
+    if span is None:
+        raise NotFound(f"{path}: cannot find kernel headers in the decompressed kernel "
+                       f"(was it built with CONFIG_IKHEADERS?)")
+    return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
+                 layers=(*all_layers, Layer("image", 0, span.end, "decompressed payload (read up to here)")),
+                 release=banner.release)
+
+
+def _found(buf: Buffer, path: str, span: locate.Span, layers: tuple[Layer, ...], release: str | None,
+           notes: tuple[str, ...] = ()) -> Found:
+    archive = bytes(buf[span.start : span.end])
+    if release is None and span.method != Method.WHOLE:
+        release = banner_release(buf)
+    return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=layers,
+                 release=release, notes=notes)
+
+
+# Release -------------------------------------------------------------------------------------
+
+
+def banner_release(buf: Buffer) -> str | None:
+    """The release from the `Linux version ... (` banner, without copying the whole buffer."""
+    pos = buf.find(b"Linux version ")
+    while pos != -1:
+        match = _BANNER.match(bytes(buf[pos : pos + 200]))
+        if match:
+            return match.group(1).decode(errors="replace")
+        pos = buf.find(b"Linux version ", pos + 1)
+    return None
+
+
+def _module_release(elf: ElfImage) -> str | None:
+    section = elf.section(".modinfo")
+    if section is None:
+        return None
+    match = _VERMAGIC.search(elf.section_bytes(section))
+    return match.group(1).decode(errors="replace") if match else None
+
+
+class _BannerScanner:
+    """Find the banner in streamed chunks (it may straddle two)."""
+
+    def __init__(self) -> None:
+        self.release: str | None = None
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self.release is not None:
+            return
+        data = self._tail + chunk
+        self.release = banner_release(data)
+        self._tail = data[-256:]
+
+
+

@@ -1,0 +1,229 @@
+"""Just enough ELF, read straight from a buffer (usually an mmap), for any class and byte order.
+
+The symbol lookup never builds an object per symbol: it finds the wanted names in the string
+table, then finds their string-table offsets among the symbol entries with bytes.find. A 631 MB
+debug vmlinux with 130k symbols is answered in milliseconds. Everything read from the file is
+bounds-checked; a malformed file raises CorruptElf, which callers treat as "use the raw bytes".
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import struct
+from dataclasses import dataclass
+
+Buffer = bytes | bytearray | mmap.mmap
+
+ELF_MAGIC = b"\x7fELF"
+SHT_SYMTAB = 2
+SHT_NOBITS = 8
+SHN_UNDEF = 0
+SHN_LORESERVE = 0xFF00
+STB_GLOBAL = 1
+
+MACHINES = {3: "i386", 8: "mips", 20: "powerpc", 21: "powerpc64", 22: "s390", 40: "arm", 62: "x86_64",
+            183: "arm64", 243: "riscv", 258: "loongarch"}
+
+
+class ElfType(enum.IntEnum):
+    REL = 1
+    EXEC = 2
+    DYN = 3
+    CORE = 4
+
+
+class CorruptElf(Exception):
+    """The ELF structures are inconsistent with the file; the raw bytes may still be useful."""
+
+
+@dataclass(frozen=True)
+class Section:
+    index: int
+    name: str
+    type: int
+    addr: int
+    offset: int
+    size: int
+    link: int
+    entsize: int
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    value: int
+    size: int
+    shndx: int
+    bind: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    type: int
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+class ElfImage:
+    """An ELF file in a buffer. Headers are parsed on construction; the rest on demand."""
+
+    def __init__(self, buf: Buffer) -> None:
+        if len(buf) < 52 or bytes(buf[:4]) != ELF_MAGIC:
+            raise CorruptElf("not an ELF file")
+        ei_class, ei_data = buf[4], buf[5]
+        if ei_class not in (1, 2) or ei_data not in (1, 2):
+            raise CorruptElf(f"unknown ELF class/data {ei_class}/{ei_data}")
+        self.buf = buf
+        self.bits = 64 if ei_class == 2 else 32
+        self.endian = "<" if ei_data == 1 else ">"
+        word = "Q" if self.bits == 64 else "I"
+        fmt = f"{self.endian}HHI{word}{word}{word}IHHHHHH"
+        fields = self._unpack(fmt, 16)
+        (self.type, self.machine, _, self.entry, self.phoff, self.shoff, _, _, self.phentsize,
+         self.phnum, self.shentsize, self.shnum, self.shstrndx) = fields
+        self._sections: tuple[Section, ...] | None = None
+
+    @property
+    def machine_name(self) -> str:
+        return MACHINES.get(self.machine, f"machine {self.machine}")
+
+    def describe(self) -> str:
+        kind = ElfType(self.type).name if self.type in {t.value for t in ElfType} else str(self.type)
+        return f"ET_{kind} {self.machine_name} {self.bits}-bit {self.byte_order}-endian"
+
+    @property
+    def byte_order(self) -> str:
+        return "little" if self.endian == "<" else "big"
+
+    def _unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
+        size = struct.calcsize(fmt)
+        if offset < 0 or offset + size > len(self.buf):
+            raise CorruptElf(f"structure at {offset:#x} runs past the end of the file")
+        return struct.unpack(fmt, self.buf[offset : offset + size])
+
+    def _check_span(self, what: str, offset: int, size: int) -> None:
+        if offset < 0 or size < 0 or offset + size > len(self.buf):
+            raise CorruptElf(f"{what} ({offset:#x}+{size:#x}) lies outside the file ({len(self.buf):#x} bytes)")
+
+    # Sections ------------------------------------------------------------------------------
+
+    def sections(self) -> tuple[Section, ...]:
+        if self._sections is None:
+            self._sections = self._read_sections()
+        return self._sections
+
+    def _read_sections(self) -> tuple[Section, ...]:
+        if self.shoff == 0 or self.shnum == 0:
+            return ()
+        entsize = 64 if self.bits == 64 else 40
+        if self.shentsize < entsize:
+            raise CorruptElf(f"section header entry size {self.shentsize} is too small")
+        self._check_span("section header table", self.shoff, self.shnum * self.shentsize)
+        word = "Q" if self.bits == 64 else "I"
+        fmt = f"{self.endian}II{word}{word}{word}{word}II{word}{word}"
+        raw = [self._unpack(fmt, self.shoff + i * self.shentsize) for i in range(self.shnum)]
+        names = self._section_names(raw)
+        return tuple(Section(i, names[i], r[1], r[3], r[4], r[5], r[6], r[9]) for i, r in enumerate(raw))
+
+    def _section_names(self, raw: list[tuple[int, ...]]) -> list[str]:
+        if self.shstrndx >= len(raw):
+            return [""] * len(raw)
+        str_off, str_size = raw[self.shstrndx][4], raw[self.shstrndx][5]
+        self._check_span("section name table", str_off, str_size)
+        table = bytes(self.buf[str_off : str_off + str_size])
+        return [table[r[0] : table.find(b"\0", r[0])].decode("ascii", "replace") if r[0] < len(table) else ""
+                for r in raw]
+
+    def section(self, name: str) -> Section | None:
+        return next((s for s in self.sections() if s.name == name), None)
+
+    def section_bytes(self, section: Section) -> bytes:
+        if section.type == SHT_NOBITS:
+            return b""
+        self._check_span(f"section {section.name}", section.offset, section.size)
+        return bytes(self.buf[section.offset : section.offset + section.size])
+
+    # Segments ------------------------------------------------------------------------------
+
+    def segments(self) -> tuple[Segment, ...]:
+        if self.phoff == 0 or self.phnum == 0:
+            return ()
+        self._check_span("program header table", self.phoff, self.phnum * self.phentsize)
+        result = []
+        for i in range(self.phnum):
+            at = self.phoff + i * self.phentsize
+            if self.bits == 64:
+                p_type, _, off, vaddr, paddr, filesz, memsz, _ = self._unpack(f"{self.endian}IIQQQQQQ", at)
+            else:
+                p_type, off, vaddr, paddr, filesz, memsz, _, _ = self._unpack(f"{self.endian}IIIIIIII", at)
+            result.append(Segment(p_type, off, vaddr, paddr, filesz, memsz))
+        return tuple(result)
+
+    # Symbols -------------------------------------------------------------------------------
+
+    def find_symbols(self, *names: str) -> dict[str, Symbol]:
+        """The named symbols from .symtab (global binding preferred), without parsing the rest."""
+        symtab = next((s for s in self.sections() if s.type == SHT_SYMTAB), None)
+        if symtab is None:
+            return {}
+        entsize = 24 if self.bits == 64 else 16
+        if symtab.entsize != entsize or symtab.size % entsize or symtab.link >= len(self.sections()):
+            raise CorruptElf(f"malformed symbol table (entry size {symtab.entsize}, size {symtab.size:#x})")
+        strtab = self.sections()[symtab.link]
+        self._check_span("symbol table", symtab.offset, symtab.size)
+        self._check_span("string table", strtab.offset, strtab.size)
+        found: dict[str, Symbol] = {}
+        for name in names:
+            candidates = [s for off in self._string_offsets(strtab, name)
+                          for s in self._symbols_named(symtab, off, name)]
+            if candidates:
+                found[name] = max(candidates, key=lambda s: (s.bind == STB_GLOBAL, s.shndx != SHN_UNDEF))
+        return found
+
+    def _string_offsets(self, strtab: Section, name: str) -> list[int]:
+        """Every offset in the string table at which `name` can be read (tail merging included)."""
+        needle = name.encode() + b"\0"
+        start, end = strtab.offset, strtab.offset + strtab.size
+        offsets = []
+        pos = self.buf.find(needle, start, end)
+        while pos != -1:
+            offsets.append(pos - start)
+            pos = self.buf.find(needle, pos + 1, end)
+        return offsets
+
+    def _symbols_named(self, symtab: Section, name_offset: int, name: str) -> list[Symbol]:
+        entsize = symtab.entsize
+        needle = struct.pack(f"{self.endian}I", name_offset)
+        start, end = symtab.offset, symtab.offset + symtab.size
+        symbols = []
+        pos = self.buf.find(needle, start, end)
+        while pos != -1:
+            if (pos - start) % entsize == 0:
+                symbols.append(self._symbol_at(pos, name))
+            pos = self.buf.find(needle, pos + 1, end)
+        return symbols
+
+    def _symbol_at(self, at: int, name: str) -> Symbol:
+        if self.bits == 64:
+            _, info, _, shndx, value, size = self._unpack(f"{self.endian}IBBHQQ", at)
+        else:
+            _, value, size, info, _, shndx = self._unpack(f"{self.endian}IIIBBH", at)
+        return Symbol(name, value, size, shndx, info >> 4)
+
+    def symbol_file_offset(self, symbol: Symbol) -> int:
+        """Where a defined symbol's bytes sit in the file (ET_REL: value is section-relative)."""
+        if symbol.shndx == SHN_UNDEF or symbol.shndx >= SHN_LORESERVE:
+            raise CorruptElf(f"symbol {symbol.name} is not defined in a section")
+        if symbol.shndx >= len(self.sections()):
+            raise CorruptElf(f"symbol {symbol.name} names section {symbol.shndx}, which does not exist")
+        section = self.sections()[symbol.shndx]
+        relative = symbol.value if self.type == ElfType.REL else symbol.value - section.addr
+        if not 0 <= relative <= section.size:
+            raise CorruptElf(f"symbol {symbol.name} ({symbol.value:#x}) lies outside section {section.name}")
+        if section.type == SHT_NOBITS:
+            raise CorruptElf(f"symbol {symbol.name} is in {section.name}, which has no file data")
+        return section.offset + relative

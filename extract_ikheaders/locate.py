@@ -1,0 +1,185 @@
+"""Where the archive is: symbols first, then the seed's markers, then carving.
+
+- Symbols (Linux 5.2, commit 43d8ce9d65a5 "Provide in-kernel headers to make extending kernel
+  easier", and every release since): kernel/kheaders.c `.incbin`s the archive into .rodata
+  between `kernel_headers_data` and `kernel_headers_data_end`.
+- Markers: the 2019 seed patch bracketed the archive with the ASCII strings IKHD_ST / IKHD_ED,
+  like kernel/configs.c's IKCFG_ST / IKCFG_ED.
+- Carve: with neither (stripped or raw images, memory), an xz stream whose first tar members
+  are ./include/... or ./arch/<arch>/include/...; its exact end comes from the xz index.
+"""
+
+from __future__ import annotations
+
+import lzma
+from dataclasses import dataclass
+
+from . import xzstream
+from .containers.elf import CorruptElf, ElfImage
+from .errors import Damaged
+from .model import Method
+from .xzstream import Buffer
+
+START_SYMBOL = "kernel_headers_data"
+END_SYMBOL = "kernel_headers_data_end"
+START_MARKER = b"IKHD_ST"
+END_MARKER = b"IKHD_ED"
+
+
+@dataclass(frozen=True)
+class Span:
+    method: Method
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"bad span {self.start:#x}..{self.end:#x}")
+
+
+def by_symbols(elf: ElfImage) -> Span | None:
+    """The archive between the two symbols, or None when the image has no such symbols.
+
+    Raises Damaged when the symbols exist but frame something that is not a whole xz stream.
+    """
+    symbols = elf.find_symbols(START_SYMBOL, END_SYMBOL)
+    if START_SYMBOL not in symbols or END_SYMBOL not in symbols:
+        return None
+    start_sym, end_sym = symbols[START_SYMBOL], symbols[END_SYMBOL]
+    if start_sym.shndx != end_sym.shndx:
+        raise CorruptElf(f"{START_SYMBOL} and {END_SYMBOL} are in different sections")
+    start = elf.symbol_file_offset(start_sym)
+    end = elf.symbol_file_offset(end_sym)
+    if end < start:
+        raise CorruptElf(f"{END_SYMBOL} ({end_sym.value:#x}) lies before {START_SYMBOL} ({start_sym.value:#x})")
+    check_whole_stream(elf.buf, start, end, f"{START_SYMBOL}..{END_SYMBOL}")
+    return Span(Method.SYMBOLS, start, end)
+
+
+def by_markers(buf: Buffer) -> Span | None:
+    """The xz stream framed by IKHD_ST / IKHD_ED. A marker pair around anything else is ignored
+    (a tool that searches for the markers contains the strings too)."""
+    pos = buf.find(START_MARKER)
+    damaged: Damaged | None = None
+    while pos != -1:
+        start = pos + len(START_MARKER)
+        if xzstream.header_flags(buf, start) is not None:
+            end_marker = buf.find(END_MARKER, start)
+            try:
+                end = xzstream.stream_end(buf, start, None if end_marker == -1 else end_marker).end
+            except Damaged as exc:
+                damaged = damaged or exc
+            else:
+                if bytes(buf[end : end + len(END_MARKER)]) == END_MARKER:
+                    return Span(Method.MARKERS, start, end)
+        pos = buf.find(START_MARKER, pos + 1)
+    if damaged is not None and xzstream.looks_like_headers(buf, damaged.offset or 0):
+        raise Damaged(f"the archive after {START_MARKER.decode()} is truncated or corrupt: {damaged}",
+                      offset=damaged.offset)
+    return None
+
+
+def carve(buf: Buffer, start: int = 0, end: int | None = None) -> Span | None:
+    """The first xz stream in buf[start:end] that holds a kernel headers tar.
+
+    Raises Damaged if such a stream starts but has no valid end (truncated or corrupt).
+    """
+    for pos in xzstream.stream_headers(buf, start, end):
+        if not xzstream.looks_like_headers(buf, pos):
+            continue
+        info = xzstream.stream_end(buf, pos, end)
+        return Span(Method.CARVE, pos, info.end)
+    return None
+
+
+def check_whole_stream(buf: Buffer, start: int, end: int, what: str) -> None:
+    """The bytes start..end must be exactly one xz stream (padding allowed), else Damaged."""
+    if xzstream.header_flags(buf, start) is None:
+        raise Damaged(f"{what} at offset {start:#x} does not start with an xz stream header", offset=start)
+    info = xzstream.stream_end(buf, start, end)
+    if any(bytes(buf[info.end : end])):
+        raise Damaged(f"{what}: the xz stream ends at {info.end:#x}, before {end:#x}", offset=info.end)
+
+
+class StreamCarver:
+    """Carve from data that arrives in chunks (a kernel image being decompressed).
+
+    Keeps only what a live candidate needs plus a short tail for a magic split across chunks.
+    A candidate is decoded as it arrives, so its end is known the moment it is seen and the
+    producer can stop decompressing the rest of the image.
+    """
+
+    _TAIL = 16
+    _PROBE = 64 * 1024  # decoded bytes wanted after a magic before judging it
+
+    def __init__(self) -> None:
+        self._window = bytearray()
+        self._window_start = 0  # offset of _window[0] in the whole decoded stream
+        self._decoder: lzma.LZMADecompressor | None = None  # set while a candidate is live
+        self._fed = 0  # bytes of the window already given to the decoder
+        self._final = False
+        self._marker_before = False
+        self.found: Span | None = None
+        self.archive = b""
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; True once the archive is complete (stop feeding then)."""
+        self._window += chunk
+        while self.found is None:
+            if self._decoder is None and not self._next_candidate():
+                return False
+            if not self._advance():
+                return self.found is not None
+        return True
+
+    def finish(self) -> Span | None:
+        """No more input: judge magics held back for want of data; report a cut-off archive."""
+        self._final = True
+        self.feed(b"")
+        if self.found is None and self._decoder is not None:
+            at = self._window_start + len(self._window)
+            raise Damaged(f"the headers archive at decoded offset {self._window_start:#x} is cut off "
+                          f"at {at:#x}", offset=at)
+        return self.found
+
+    def _drop(self, count: int) -> None:
+        del self._window[:count]
+        self._window_start += count
+
+    def _next_candidate(self) -> bool:
+        pos = self._window.find(xzstream.MAGIC)
+        while pos != -1:
+            if len(self._window) - pos < self._PROBE and not self._final:
+                self._drop(pos)  # judge it when more data has arrived
+                return False
+            if xzstream.header_flags(self._window, pos) is not None and xzstream.looks_like_headers(
+                    self._window, pos):
+                self._marker_before = self._window[max(0, pos - len(START_MARKER)) : pos] == START_MARKER
+                self._drop(pos)
+                self._decoder, self._fed = lzma.LZMADecompressor(lzma.FORMAT_XZ), 0
+                return True
+            pos = self._window.find(xzstream.MAGIC, pos + 1)
+        self._drop(max(0, len(self._window) - self._TAIL))
+        return False
+
+    def _advance(self) -> bool:
+        """Give the decoder what has arrived. True: look for another candidate; False: wait."""
+        assert self._decoder is not None
+        data, self._fed = bytes(self._window[self._fed :]), len(self._window)
+        try:
+            while not self._decoder.eof and (data or not self._decoder.needs_input):
+                self._decoder.decompress(data, max_length=1 << 22)
+                data = b""
+        except lzma.LZMAError:
+            self._decoder = None  # not a stream after all: look past its magic
+            self._drop(1)
+            return True
+        if self._decoder.eof:
+            self._complete(len(self._window) - len(self._decoder.unused_data))
+        return False
+
+    def _complete(self, end: int) -> None:
+        self.archive = bytes(self._window[:end])
+        after = self._window[end : end + len(END_MARKER)]
+        method = Method.MARKERS if self._marker_before and after == END_MARKER else Method.CARVE
+        self.found = Span(method, self._window_start, self._window_start + end)

@@ -1,0 +1,89 @@
+"""Frozen value objects passed between the pipeline's stages and returned by the API."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Method(enum.StrEnum):
+    """How the archive's bounds were found."""
+
+    SYMBOLS = "symbols"  # kernel_headers_data / kernel_headers_data_end (5.2 and later)
+    MARKERS = "markers"  # IKHD_ST ... IKHD_ED (the 2019 seed patch)
+    CARVE = "carve"  # xz stream whose content is a tar of ./include/ headers
+    WHOLE = "whole"  # the input is the archive itself (a copy of /sys/kernel/kheaders.tar.xz)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One container peeled on the way to the archive: what it was and where it sat in its parent."""
+
+    format: str
+    offset: int
+    length: int
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.length < 0:
+            raise ValueError(f"negative span in layer {self.format}: {self.offset:#x}+{self.length:#x}")
+
+    def as_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"format": self.format, "offset": self.offset, "length": self.length}
+        if self.detail:
+            d["detail"] = self.detail
+        return d
+
+
+@dataclass(frozen=True)
+class Found:
+    """A headers archive located in an input, with the bytes already sliced out."""
+
+    path: str
+    method: Method
+    offset: int  # offset of the archive in the innermost layer's data
+    archive: bytes = field(repr=False)
+    layers: tuple[Layer, ...] = ()
+    release: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.archive)
+
+    def read_archive(self) -> bytes:
+        return self.archive
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.archive).hexdigest()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One archive member as listed or unpacked."""
+
+    name: str
+    size: int
+    kind: str  # "file", "dir", "symlink", ...
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something unpacking refused or changed, for the CLI to report."""
+
+    member: str
+    problem: str
+    action: str  # "skipped", "refused", "mode changed"
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """Result of unpacking an archive safely."""
+
+    directory: str
+    members: int
+    bytes_written: int
+    incidents: tuple[Incident, ...] = ()

@@ -1,0 +1,214 @@
+"""xz streams: exact end from the format itself, content checks, full validation.
+
+Format: https://tukaani.org/xz/xz-file-format.txt (sections 2.1 stream header/footer, 4 index).
+The end of a stream is found without decompressing: the 12-byte footer's backward size points
+at the index, whose records give every block's size; all of it is CRC32-protected.
+"""
+
+from __future__ import annotations
+
+import lzma
+import mmap
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import Damaged
+
+Buffer = bytes | bytearray | mmap.mmap
+
+MAGIC = b"\xfd7zXZ\x00"
+FOOTER_MAGIC = b"YZ"
+HEADER_SIZE = 12
+FOOTER_SIZE = 12
+CHECK_NAMES = {0x00: "none", 0x01: "crc32", 0x04: "crc64", 0x0A: "sha256"}
+
+# A kheaders archive is `tar -C <dir> .` of include/ and arch/<arch>/include/, sorted by name.
+_HEADERS_MEMBER = re.compile(rb"^\./(include|arch/[^/\x00]+/include)(/|\x00)")
+_PROBE_OUTPUT = 16 * 1024  # the first few tar headers
+_PROBE_INPUT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    start: int
+    end: int  # exclusive; stream padding not included
+    check: str
+    blocks: int
+    uncompressed: int
+
+
+def header_flags(buf: Buffer, start: int) -> bytes | None:
+    """The two stream-flag bytes if a valid stream header starts at `start`, else None."""
+    header = bytes(buf[start : start + HEADER_SIZE])
+    if len(header) < HEADER_SIZE or not header.startswith(MAGIC):
+        return None
+    flags = header[6:8]
+    if flags[0] != 0 or flags[1] & 0xF0:
+        return None
+    if struct.unpack("<I", header[8:12])[0] != zlib.crc32(flags):
+        return None
+    return flags
+
+
+def stream_headers(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[int]:
+    """Offsets of valid xz stream headers in buf[start:end], in order."""
+    stop = len(buf) if end is None else end
+    pos = buf.find(MAGIC, start, stop)
+    while pos != -1:
+        if header_flags(buf, pos) is not None:
+            yield pos
+        pos = buf.find(MAGIC, pos + 1, stop)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for i in range(9):
+        if pos + i >= len(buf):
+            raise ValueError("index ends inside a number")
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i:
+                raise ValueError("non-minimal number in index")
+            return value, pos + i + 1
+    raise ValueError("number too long in index")
+
+
+def _parse_index(index: bytes) -> tuple[int, int, int]:
+    """(blocks, total padded block bytes, uncompressed bytes) from a complete index field."""
+    if not index or index[0] != 0:
+        raise ValueError("no index indicator")
+    if struct.unpack("<I", index[-4:])[0] != zlib.crc32(index[:-4]):
+        raise ValueError("index CRC32 mismatch")
+    count, pos = _varint(index, 1)
+    if count > len(index):
+        raise ValueError("index claims more records than it can hold")
+    padded = uncompressed = 0
+    for _ in range(count):
+        unpadded, pos = _varint(index, pos)
+        size, pos = _varint(index, pos)
+        if unpadded < 5:
+            raise ValueError("block smaller than its header")
+        padded += (unpadded + 3) & ~3
+        uncompressed += size
+    body_end = len(index) - 4
+    if (pos + 3) & ~3 != body_end or any(index[pos:body_end]):
+        raise ValueError("bad index padding")
+    return count, padded, uncompressed
+
+
+def _footer_end(buf: Buffer, start: int, flags: bytes, yz: int) -> StreamInfo | None:
+    """A StreamInfo if the `YZ` at `yz` closes the stream that starts at `start`."""
+    footer_start = yz - 10
+    if footer_start < start + HEADER_SIZE or (yz + 2 - start) % 4:
+        return None
+    footer = bytes(buf[footer_start : yz + 2])
+    crc, backward, footer_flags = struct.unpack("<II2s", footer[:10])
+    if footer_flags != flags or crc != zlib.crc32(footer[4:10]):
+        return None
+    index_size = (backward + 1) * 4
+    index_start = footer_start - index_size
+    if index_start < start + HEADER_SIZE:
+        return None
+    try:
+        blocks, padded, uncompressed = _parse_index(bytes(buf[index_start:footer_start]))
+    except ValueError:
+        return None
+    if start + HEADER_SIZE + padded != index_start:
+        return None
+    return StreamInfo(start, yz + 2, CHECK_NAMES.get(flags[1], f"{flags[1]:#x}"), blocks, uncompressed)
+
+
+def stream_end(buf: Buffer, start: int, limit: int | None = None) -> StreamInfo:
+    """Locate the footer that closes the stream starting at `start` (no decompression).
+
+    Searches buf[start:limit] for candidate footers and accepts the first one whose index
+    accounts for exactly the bytes between header and index. Raises Damaged if none does.
+    """
+    flags = header_flags(buf, start)
+    if flags is None:
+        raise Damaged(f"no valid xz stream header at offset {start:#x}", offset=start)
+    stop = len(buf) if limit is None else min(limit, len(buf))
+    yz = buf.find(FOOTER_MAGIC, start + HEADER_SIZE + 10, stop)
+    while yz != -1 and yz + 2 <= stop:
+        info = _footer_end(buf, start, flags, yz)
+        if info is not None:
+            return info
+        yz = buf.find(FOOTER_MAGIC, yz + 1, stop)
+    raise Damaged(f"xz stream at offset {start:#x} has no valid footer and index (truncated or corrupt)",
+                  offset=start)
+
+
+def looks_like_headers(buf: Buffer, start: int) -> bool:
+    """Does the stream at `start` decode to a tar archive of kernel headers?
+
+    Decodes only the first few tar headers. Any decoding error means "no".
+    """
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    try:
+        head = decoder.decompress(bytes(buf[start : start + _PROBE_INPUT]), max_length=_PROBE_OUTPUT)
+    except lzma.LZMAError:
+        return False
+    return any(_HEADERS_MEMBER.match(name) for name in _tar_names(head))
+
+
+def _tar_names(data: bytes) -> Iterator[bytes]:
+    """Names of the complete ustar headers at the start of data (stops at the first non-header)."""
+    pos = 0
+    while pos + 512 <= len(data):
+        block = data[pos : pos + 512]
+        if block[257:262] != b"ustar" or not _tar_checksum_ok(block):
+            return
+        prefix = block[345:500].split(b"\0", 1)[0]
+        name = block[:100].split(b"\0", 1)[0]
+        yield (prefix + b"/" + name) if prefix else name
+        size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        pos += 512 + ((size + 511) & ~511)
+
+
+def _tar_checksum_ok(block: bytes) -> bool:
+    try:
+        stored = int(block[148:156].replace(b"\0", b" ").strip() or b"-1", 8)
+    except ValueError:
+        return False
+    return stored == sum(block[:148]) + 8 * 32 + sum(block[156:])
+
+
+def verify(archive: bytes | memoryview, base_offset: int = 0) -> int:
+    """Decode the whole stream to check every block's integrity; return the uncompressed size.
+
+    Output is discarded as it is produced, so memory stays small whatever the archive holds.
+    `base_offset` is added to offsets in error messages (the archive's place in its container).
+    """
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    data = bytes(archive)
+    total, fed, step = 0, 0, 1 << 20
+    try:
+        while not decoder.eof:
+            if decoder.needs_input:
+                if fed >= len(data):
+                    raise Damaged(f"xz data ends at offset {base_offset + fed:#x} before the stream does",
+                                  offset=base_offset + fed)
+                chunk, fed = data[fed : fed + step], fed + step
+            else:
+                chunk = b""
+            total += len(decoder.decompress(chunk, max_length=1 << 22))
+    except lzma.LZMAError as exc:
+        at = base_offset + min(fed, len(data))
+        raise Damaged(f"corrupt xz data near offset {at:#x}: {exc}", offset=at) from None
+    if decoder.unused_data.strip(b"\0"):
+        at = base_offset + len(data) - len(decoder.unused_data)
+        raise Damaged(f"unexpected data after the xz stream at offset {at:#x}", offset=at)
+    return total
+
+
+def decode_prefix(archive: bytes, limit: int) -> bytes:
+    """Up to `limit` decoded bytes from the start of the stream (errors ignored; for probing)."""
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    try:
+        return decoder.decompress(archive, max_length=limit)
+    except lzma.LZMAError:
+        return b""
