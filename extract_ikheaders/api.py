@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
-from .errors import Damaged, InputError, NotFound, NotMine
+from .errors import InputError, NotFound, NotMine
 from .model import Extracted, Found, Layer, Member, Method
 from .xzstream import Buffer
 
@@ -46,7 +46,7 @@ def read_archive(path: str | os.PathLike[str]) -> bytes:
 
 
 def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
-    from . import extract as _extract
+    from . import unpack as _extract
 
     return _extract.list_members(find(path).archive)
 
@@ -54,7 +54,7 @@ def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
 def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
             force: bool = False, **limits: int) -> tuple[Found, Extracted]:
     """Unpack the archive into `dest` (default: ./kheaders-<release>) safely."""
-    from . import extract as _extract
+    from . import unpack as _extract
 
     found = find(path)
     target = Path(dest) if dest is not None else Path(default_directory(found))

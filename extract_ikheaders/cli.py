@@ -41,7 +41,8 @@ Exit codes:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.argument("image", type=click.Path(dir_okay=True, allow_dash=False, path_type=str))
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Unpack into DIR instead of ./kheaders-<release>.")
-@click.option("--force", is_flag=True, help="Replace a non-empty output directory (only once the new tree is complete).")
+@click.option("--force", is_flag=True,
+              help="Replace a non-empty output directory (only once the new tree is complete).")
 @click.option("-a", "--archive", "archive_out", type=click.Path(allow_dash=True, path_type=str),
               help="Write the exact embedded .tar.xz to FILE ('-' for stdout) instead of unpacking.")
 @click.option("-l", "--list", "list_only", is_flag=True, help="List the archive's members instead of unpacking.")
@@ -90,7 +91,7 @@ def command(image: str, output: str | None, force: bool, archive_out: str | None
 
 
 def _list(found: Found, as_json: bool) -> int:
-    from . import extract
+    from . import unpack as extract
 
     members = extract.list_members(found.archive)
     if not as_json:
@@ -101,7 +102,7 @@ def _list(found: Found, as_json: bool) -> int:
 
 
 def _unpack(found: Found, output: str | None, force: bool, limits: dict[str, int]) -> tuple[Found, Extracted]:
-    from . import extract
+    from . import unpack as extract
 
     target = Path(output) if output is not None else Path(api.default_directory(found))
     result = extract.extract(found.archive, target, force=force, **limits)

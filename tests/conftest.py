@@ -1,0 +1,84 @@
+"""Shared fixtures: the real-kernel corpus (built by fixtures/corpus.py) and the CLI runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "fixtures"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: Path
+    manifest: dict[str, Any]
+
+    def stage(self, name: str) -> Path:
+        return self.root / self.manifest["recipe"][name]["dir"]
+
+    def file(self, stage: str, name: str) -> Path:
+        path = self.stage(stage) / name
+        assert path.is_file(), f"corpus file missing: {path}"
+        return path
+
+    def truth(self, kernel: str) -> dict[str, Any]:
+        truth: dict[str, Any] = self.manifest["kernels"][kernel]["ground_truth"]
+        return truth
+
+    def build(self, kernel: str) -> dict[str, Any]:
+        build: dict[str, Any] = self.manifest["kernels"][kernel]["build"]
+        return build
+
+
+def _find_corpus() -> Corpus | str:
+    try:
+        import corpus as builder
+
+        root = builder.corpus_dir()
+    except Exception as exc:  # e.g. linux-source packages not installed
+        return f"kernel corpus unavailable ({type(exc).__name__}: {exc})"
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        return f"kernel corpus not built ({root}); run: python fixtures/corpus.py build"
+    return Corpus(root, json.loads(manifest.read_text()))
+
+
+_CORPUS = _find_corpus()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    if isinstance(_CORPUS, str):
+        pytest.skip(_CORPUS)
+    return _CORPUS
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> Run:
+    """Run the tool as a user would: a separate process, `python -m extract_ikheaders`."""
+    proc = subprocess.run([sys.executable, "-m", "extract_ikheaders", *map(str, args)], cwd=cwd,
+                          capture_output=True, timeout=600)
+    return Run(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+
+
+@pytest.fixture
+def cli() -> Any:
+    return run_cli
