@@ -138,15 +138,30 @@ def _search_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
     release = _module_release(elf) if elf.type == ElfType.REL else None
     if span is not None:
         return _found(buf, path, span, (*layers, layer), release)
-    return _search_raw(buf, path, (*layers, layer), notes=(), release=release)
+    if elf.has_symbols():
+        # A symbol table without kernel_headers_data: the headers are not built in. Only the
+        # seed layout (markers) is still worth a look; carving would only cost time.
+        return _search_markers(buf, path, (*layers, layer), release, elf)
+    return _search_raw(buf, path, (*layers, layer), notes=(), release=release, ranges=elf.loaded_ranges())
+
+
+def _search_markers(buf: Buffer, path: str, layers: tuple[Layer, ...], release: str | None,
+                    elf: ElfImage) -> Found:
+    for start, end in elf.loaded_ranges():
+        span = locate.by_markers(buf, start, end)
+        if span is not None:
+            return _found(buf, path, span, layers, release)
+    raise NotFound(f"{path}: cannot find kernel headers: the symbol table has no {locate.START_SYMBOL}, so "
+                   f"CONFIG_IKHEADERS is not built in (with =m the headers are in kheaders.ko)")
 
 
 def _search_raw(buf: Buffer, path: str, layers: tuple[Layer, ...], notes: tuple[str, ...],
-                release: str | None = None) -> Found:
-    span = locate.by_markers(buf) or locate.carve(buf)
-    if span is None:
-        raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")
-    return _found(buf, path, span, layers, release, notes)
+                release: str | None = None, ranges: list[tuple[int, int]] | None = None) -> Found:
+    for start, end in ranges or [(0, len(buf))]:
+        span = locate.by_markers(buf, start, end) or locate.carve(buf, start, end)
+        if span is not None:
+            return _found(buf, path, span, layers, release, notes)
+    raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")
 
 
 def _whole_file_codec(buf: Buffer) -> str | None:

@@ -97,8 +97,13 @@ def _list(found: Found, as_json: bool) -> int:
     if not as_json:
         out = click.get_text_stream("stdout")
         for m in members:
-            out.write(m.name + ("/" if m.kind == "dir" else "") + "\n")
+            out.write(_printable(m.name) + ("/" if m.kind == "dir" else "") + "\n")
     return len(members)
+
+
+def _printable(name: str) -> str:
+    """A hostile member name must not drive the terminal: escape control characters."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _unpack(found: Found, output: str | None, force: bool, limits: dict[str, int]) -> tuple[Found, Extracted]:
@@ -132,6 +137,9 @@ def _write_archive(data: bytes, dest: str) -> None:
         return
     fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)

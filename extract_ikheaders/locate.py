@@ -56,23 +56,24 @@ def by_symbols(elf: ElfImage) -> Span | None:
     return Span(Method.SYMBOLS, start, end)
 
 
-def by_markers(buf: Buffer) -> Span | None:
-    """The xz stream framed by IKHD_ST / IKHD_ED. A marker pair around anything else is ignored
-    (a tool that searches for the markers contains the strings too)."""
-    pos = buf.find(START_MARKER)
+def by_markers(buf: Buffer, start_at: int = 0, stop: int | None = None) -> Span | None:
+    """The xz stream framed by IKHD_ST / IKHD_ED within buf[start_at:stop]. A marker pair around
+    anything else is ignored (a tool that searches for the markers contains the strings too)."""
+    stop = len(buf) if stop is None else stop
+    pos = buf.find(START_MARKER, start_at, stop)
     damaged: Damaged | None = None
     while pos != -1:
         start = pos + len(START_MARKER)
         if xzstream.header_flags(buf, start) is not None:
-            end_marker = buf.find(END_MARKER, start)
+            end_marker = buf.find(END_MARKER, start, stop)
             try:
-                end = xzstream.stream_end(buf, start, None if end_marker == -1 else end_marker).end
+                end = xzstream.stream_end(buf, start, stop if end_marker == -1 else end_marker).end
             except Damaged as exc:
                 damaged = damaged or exc
             else:
                 if bytes(buf[end : end + len(END_MARKER)]) == END_MARKER:
                     return Span(Method.MARKERS, start, end)
-        pos = buf.find(START_MARKER, pos + 1)
+        pos = buf.find(START_MARKER, pos + 1, stop)
     if damaged is not None and xzstream.looks_like_headers(buf, damaged.offset or 0):
         raise Damaged(f"the archive after {START_MARKER.decode()} is truncated or corrupt: {damaged}",
                       offset=damaged.offset)

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 Buffer = bytes | bytearray | mmap.mmap
 
 ELF_MAGIC = b"\x7fELF"
+PT_LOAD = 1
+PT_NOTE = 4
+PN_XNUM = 0xFFFF  # e_phnum escape: the real count is in section header 0's sh_info
 SHT_SYMTAB = 2
 SHT_NOBITS = 8
+SHF_ALLOC = 0x2
 SHN_UNDEF = 0
 SHN_LORESERVE = 0xFF00
 STB_GLOBAL = 1
@@ -42,6 +46,7 @@ class Section:
     index: int
     name: str
     type: int
+    flags: int
     addr: int
     offset: int
     size: int
@@ -56,6 +61,13 @@ class Symbol:
     size: int
     shndx: int
     bind: int
+
+
+@dataclass(frozen=True)
+class Note:
+    name: str
+    type: int
+    desc: bytes
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,7 @@ class ElfImage:
         fmt = f"{self.endian}II{word}{word}{word}{word}II{word}{word}"
         raw = [self._unpack(fmt, self.shoff + i * self.shentsize) for i in range(self.shnum)]
         names = self._section_names(raw)
-        return tuple(Section(i, names[i], r[1], r[3], r[4], r[5], r[6], r[9]) for i, r in enumerate(raw))
+        return tuple(Section(i, names[i], r[1], r[2], r[3], r[4], r[5], r[6], r[9]) for i, r in enumerate(raw))
 
     def _section_names(self, raw: list[tuple[int, ...]]) -> list[str]:
         if self.shstrndx >= len(raw):
@@ -147,14 +159,45 @@ class ElfImage:
         self._check_span(f"section {section.name}", section.offset, section.size)
         return bytes(self.buf[section.offset : section.offset + section.size])
 
+    def loaded_ranges(self) -> list[tuple[int, int]]:
+        """File ranges that are loaded into memory (SHF_ALLOC sections with data), merged.
+
+        The archive lives in .rodata; searching only here skips a debug vmlinux's ~500 MB of
+        DWARF. Without section headers, the PT_LOAD segments; without those, the whole file.
+        """
+        spans = [(s.offset, s.offset + s.size) for s in self.sections()
+                 if s.flags & SHF_ALLOC and s.type != SHT_NOBITS and s.size]
+        if not spans:
+            spans = [(p.offset, p.offset + p.filesz) for p in self.segments() if p.type == 1 and p.filesz]
+        spans = [(max(0, a), min(b, len(self.buf))) for a, b in spans if a < len(self.buf)]
+        if not spans:
+            return [(0, len(self.buf))]
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
+
     # Segments ------------------------------------------------------------------------------
 
+    def program_header_count(self) -> int:
+        """e_phnum, or for cores with 65535+ segments (QEMU, makedumpfile) section 0's sh_info."""
+        if self.phnum != PN_XNUM or self.shoff == 0:
+            return self.phnum
+        word = "Q" if self.bits == 64 else "I"
+        return self._unpack(f"{self.endian}II{word}{word}{word}{word}II", self.shoff)[7]
+
     def segments(self) -> tuple[Segment, ...]:
-        if self.phoff == 0 or self.phnum == 0:
+        count = self.program_header_count()
+        if self.phoff == 0 or count == 0:
             return ()
-        self._check_span("program header table", self.phoff, self.phnum * self.phentsize)
+        if self.phentsize < (56 if self.bits == 64 else 32):
+            raise CorruptElf(f"program header entry size {self.phentsize} is too small")
+        self._check_span("program header table", self.phoff, count * self.phentsize)
         result = []
-        for i in range(self.phnum):
+        for i in range(count):
             at = self.phoff + i * self.phentsize
             if self.bits == 64:
                 p_type, _, off, vaddr, paddr, filesz, memsz, _ = self._unpack(f"{self.endian}IIQQQQQQ", at)
@@ -163,7 +206,33 @@ class ElfImage:
             result.append(Segment(p_type, off, vaddr, paddr, filesz, memsz))
         return tuple(result)
 
+    def notes(self) -> tuple[Note, ...]:
+        """Every note in the PT_NOTE segments (4-byte aligned, as in Linux cores)."""
+        notes: list[Note] = []
+        for seg in self.segments():
+            if seg.type == PT_NOTE:
+                self._check_span("note segment", seg.offset, seg.filesz)
+                notes.extend(self._parse_notes(bytes(self.buf[seg.offset : seg.offset + seg.filesz])))
+        return tuple(notes)
+
+    def _parse_notes(self, data: bytes) -> list[Note]:
+        notes, pos = [], 0
+        while pos + 12 <= len(data):
+            namesz, descsz, n_type = struct.unpack_from(f"{self.endian}III", data, pos)
+            name_at = pos + 12
+            desc_at = name_at + ((namesz + 3) & ~3)
+            end = desc_at + ((descsz + 3) & ~3)
+            if desc_at + descsz > len(data):
+                raise CorruptElf(f"note at {pos:#x} in a PT_NOTE segment runs past its end")
+            name = data[name_at : name_at + namesz].split(b"\0", 1)[0].decode("ascii", "replace")
+            notes.append(Note(name, n_type, data[desc_at : desc_at + descsz]))
+            pos = end
+        return notes
+
     # Symbols -------------------------------------------------------------------------------
+
+    def has_symbols(self) -> bool:
+        return any(s.type == SHT_SYMTAB and s.size for s in self.sections())
 
     def find_symbols(self, *names: str) -> dict[str, Symbol]:
         """The named symbols from .symtab (global binding preferred), without parsing the rest."""

@@ -1,0 +1,584 @@
+"""List and unpack the headers archive, which is untrusted input.
+
+Members are written one by one with directory-relative, no-follow system calls into a private
+temporary directory beside the target, renamed into place only when the whole archive is done.
+
+Policy, stricter than tarfile's "data" filter:
+- written: regular files, directories, and relative symlinks whose target stays inside the tree
+  (a target may only start with "../" steps, never climb after a name, so that resolving it can
+  never pass through another link and leave the tree);
+- hard links: written as a copy of a regular file the archive put in the tree before them;
+  a hard link to anything else is refused;
+- skipped (Incident "skipped"): device nodes, fifos, unknown member types, and a second regular
+  file or symlink of a name already written (the first is kept);
+- refused, with nothing written (UnsafeArchive): absolute names, "..", control characters,
+  links leaving the tree, writing through a symlink or a file, a name reused with another type,
+  sparse files, oversized extended headers, and exceeding the size or member limits;
+- modes are 0o644 (0o755 with any exec bit), directories 0o755; dropping setuid/setgid/sticky is
+  an Incident ("mode changed"); owners are never set; modification times are.
+
+max_bytes bounds the file data decoded (written or skipped), checked against each member's declared
+size before its data is read, and again against the bytes actually written. A damaged xz or tar
+stream is Damaged; failing to write the output (disk full, ...) is UsageError.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import math
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Self
+
+from .errors import Damaged, ExtractError, UnsafeArchive, UsageError
+from .model import Extracted, Incident, Member
+
+DEFAULT_MAX_BYTES = 1 << 30
+DEFAULT_MAX_MEMBERS = 200_000
+
+_CHUNK = 1 << 20
+_MAX_HEADER_DATA = 64 << 10  # tarfile reads pax and GNU long-name headers into memory whole
+_MAX_TRAILER = 1 << 20  # decoded bytes after the tar's end read to check the xz stream ends well
+_NAME_MAX = 255
+_PATH_MAX = 4095
+_SPECIAL_BITS = 0o7000
+_METADATA_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                   tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _BrokenHeader(Exception):
+    """A damaged header in mid-archive, which tarfile would silently take for the archive's end."""
+
+
+_STREAM_ERRORS = (lzma.LZMAError, tarfile.TarError, EOFError, ValueError, RecursionError, _BrokenHeader)
+
+
+# Public API -----------------------------------------------------------------------------------
+
+
+def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Member, ...]:
+    """The members in archive order, names without their leading "./", the root entry left out."""
+    members: list[Member] = []
+    with _open_stream(archive, _Limits(max_bytes, max_members, Damaged)) as stream:
+        for info in stream:
+            name = _listed_name(info.name)
+            if name:
+                members.append(Member(name, info.size if info.isreg() else 0, _kind(info)))
+    return tuple(members)
+
+
+def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+            max_members: int = DEFAULT_MAX_MEMBERS) -> Extracted:
+    """Unpack `archive` into the directory `dest`, all or nothing (see the module's policy)."""
+    dest = Path(dest)
+    limits = _Limits(max_bytes, max_members, UnsafeArchive)
+    _check_target(dest, force)
+    tmp = _make_temp(dest, "tmp")
+    try:
+        tree = _unpack(archive, tmp, dest, limits)
+        incidents = _move_into_place(tmp, dest, force)
+    except OSError as exc:
+        _discard(tmp)
+        raise UsageError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+    return Extracted(directory=str(dest), members=tree.members, bytes_written=tree.bytes_written,
+                     incidents=(*tree.incidents, *incidents))
+
+
+# Reading the archive --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_bytes: int
+    max_members: int
+    error: Callable[[str], ExtractError]
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 0 or self.max_members < 0:
+            raise UsageError("the size and member limits cannot be negative")
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Headers that tarfile would mistake for the archive's end, or buffer without bound, are errors."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        try:
+            info = super().frombuf(buf, encoding, errors)
+        except tarfile.HeaderError as exc:
+            if not buf or (len(buf) == tarfile.BLOCKSIZE and not any(buf)):
+                raise  # the end of the archive, with or without its zero blocks
+            raise _BrokenHeader(f"bad tar header ({exc})") from None
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise UnsafeArchive(f"{_shown(info.name)}: sparse files are not supported")
+        if info.type in _METADATA_TYPES and info.size > _MAX_HEADER_DATA:
+            raise UnsafeArchive(f"{_shown(info.name)}: extended header of {info.size:,} bytes "
+                                f"(at most {_MAX_HEADER_DATA:,} allowed)")
+        return info
+
+    def _proc_gnusparse_10(self, member: tarfile.TarInfo, pax_headers: object, tar: tarfile.TarFile) -> None:
+        # tarfile's hook for pax sparse 1.0, whose map it would read into memory however long it is
+        raise UnsafeArchive(f"{_shown(member.name)}: sparse files are not supported")
+
+
+class _Stream:
+    """The archive's members read once, front to back, with the limits enforced as they come."""
+
+    def __init__(self, tar: tarfile.TarFile, limits: _Limits) -> None:
+        self._tar = tar
+        self._limits = limits
+        self._members = 0
+        self._data = 0
+        self._current: tarfile.TarInfo | None = None
+
+    def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        while True:
+            with self.reading():
+                info = self._tar.next()
+            if info is None:
+                return
+            self._tar.members.clear()  # type: ignore[attr-defined]  # else stream mode keeps every header
+            self._current = info
+            self._admit(info)
+            yield info
+
+    def data(self, info: tarfile.TarInfo) -> IO[bytes]:
+        with self.reading():
+            src = self._tar.extractfile(info)
+        if src is None:
+            raise Damaged(f"{_shown(info.name)}: no data for a regular file")
+        return src
+
+    def read(self, src: IO[bytes]) -> bytes:
+        with self.reading():
+            return src.read(_CHUNK)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        try:
+            yield
+        except _STREAM_ERRORS as exc:
+            raise Damaged(f"the headers archive is corrupt or truncated {self._where()}: {_reason(exc)}") from None
+
+    def _where(self) -> str:
+        if self._current is None:
+            return "at its first member"
+        return f"in or after member {_shown(self._current.name)} (tar offset {self._current.offset:#x})"
+
+    def _admit(self, info: tarfile.TarInfo) -> None:
+        self._members += 1
+        if self._members > self._limits.max_members:
+            raise self._limits.error(f"{_shown(info.name)}: the archive has more than "
+                                     f"{self._limits.max_members:,} members; raise the limit with "
+                                     "max_members= (--max-members)")
+        if info.sparse is not None:
+            raise UnsafeArchive(f"{_shown(info.name)}: sparse files are not supported")
+        size = _data_size(info)
+        if size < 0:
+            raise Damaged(f"{_shown(info.name)}: negative size {size}")
+        if size > self._limits.max_bytes - self._data:
+            raise self._limits.error(_over_size(info.name, size, self._limits.max_bytes))
+        self._data += size
+
+
+@contextmanager
+def _open_stream(archive: bytes, limits: _Limits) -> Iterator[_Stream]:
+    # LZMAFile, unlike tarfile's "r|xz", raises EOFError when the xz stream is cut short
+    with lzma.LZMAFile(io.BytesIO(archive)) as decoded, _open_tar(decoded) as tar:
+        stream = _Stream(tar, limits)
+        yield stream
+        with stream.reading():
+            decoded.read(_MAX_TRAILER)
+
+
+def _open_tar(decoded: IO[bytes]) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=decoded, mode="r|", tarinfo=_CheckedTarInfo,
+                            encoding="utf-8", errors="surrogateescape")
+    except _STREAM_ERRORS as exc:
+        raise Damaged(f"not a readable xz-compressed tar archive: {_reason(exc)}") from None
+
+
+def _data_size(info: tarfile.TarInfo) -> int:
+    """The bytes of data following the header (tarfile skips or reads exactly these)."""
+    return info.size if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES else 0
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    checks = ((info.isreg, "file"), (info.isdir, "dir"), (info.issym, "symlink"), (info.islnk, "hardlink"),
+              (info.ischr, "chardev"), (info.isblk, "blockdev"), (info.isfifo, "fifo"))
+    return next((kind for check, kind in checks if check()), "other")
+
+
+def _listed_name(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return "" if name == "." else name
+
+
+# Writing the tree -----------------------------------------------------------------------------
+
+
+def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits) -> _Tree:
+    tree = _Tree(tmp, limits.max_bytes)
+    try:
+        with _open_stream(archive, limits) as stream:
+            for info in stream:
+                try:
+                    tree.add(info, stream)
+                except OSError as exc:
+                    raise UsageError(f"cannot write {dest}: {_shown(info.name)}: {exc.strerror or exc}") from None
+        tree.finish()
+    finally:
+        tree.close()
+    return tree
+
+
+class _Tree:
+    """The tree under a private root, and what the archive has put where so far.
+
+    Every check is made against this record of what was written, then the system calls refuse to
+    follow links anyway.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self._root_fd = os.open(root, _DIR_OPEN)
+        self._max_bytes = max_bytes
+        self._kinds: dict[tuple[str, ...], str] = {(): "directory"}
+        self._dir_times: dict[tuple[str, ...], int | None] = {}
+        self.incidents: list[Incident] = []
+        self.members = 0
+        self.bytes_written = 0
+
+    def close(self) -> None:
+        os.close(self._root_fd)
+
+    def add(self, info: tarfile.TarInfo, stream: _Stream) -> None:
+        parts = _safe_parts(info.name, info.name, "name")
+        if info.isdir():
+            self._add_dir(info, parts)
+        elif not parts:
+            raise UnsafeArchive(f"{_shown(info.name)}: a {_kind(info)} in place of the tree's top directory")
+        elif info.isreg():
+            self._add_file(info, parts, stream)
+        elif info.issym():
+            self._add_symlink(info, parts)
+        elif info.islnk():
+            self._add_hardlink(info, parts)
+        else:
+            self._skip(parts, _SKIPPED.get(info.type, f"unsupported member type {info.type!r}"))
+
+    def finish(self) -> None:
+        # directory times last, as writing into a directory changes its time
+        for parts, ns in self._dir_times.items():
+            if ns is not None and not parts:
+                os.utime(self._root_fd, ns=(ns, ns))
+            elif ns is not None:
+                parent = self._open_dir(parts[:-1], "/".join(parts))
+                try:
+                    os.utime(parts[-1], ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
+                finally:
+                    os.close(parent)
+        os.fchmod(self._root_fd, 0o755)
+
+    def _add_dir(self, info: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        self._already(info, parts, "directory")
+        os.close(self._open_dir(parts, info.name))
+        self._note_special_bits(info, parts, 0o755)
+        if parts and parts not in self._dir_times:
+            self.members += 1
+        self._dir_times[parts] = _mtime_ns(info)
+
+    def _add_file(self, info: tarfile.TarInfo, parts: tuple[str, ...], stream: _Stream) -> None:
+        if self._already(info, parts, "file"):
+            self._skip(parts, "duplicate entry; the first one is kept")
+            return
+        fd = self._create_file(parts, info.name)
+        try:
+            src = stream.data(info)
+            while chunk := stream.read(src):
+                self._write(fd, chunk, info.name)
+            self._finish_file(fd, info, parts)
+        finally:
+            os.close(fd)
+        self.members += 1
+
+    def _add_symlink(self, info: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        _check_symlink(info.name, parts, info.linkname)
+        if self._already(info, parts, "symlink"):
+            self._skip(parts, "duplicate entry; the first one is kept")
+            return
+        parent = self._open_dir(parts[:-1], info.name)
+        try:
+            os.symlink(info.linkname, parts[-1], dir_fd=parent)
+            self._kinds[parts] = "symlink"
+            ns = _mtime_ns(info)
+            if ns is not None:
+                os.utime(parts[-1], ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+        self.members += 1
+
+    def _add_hardlink(self, info: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        source = _safe_parts(info.linkname, info.name, f"hard link target {_shown(info.linkname)}")
+        if self._kinds.get(source) != "file":
+            raise UnsafeArchive(f"{_shown(info.name)}: hard link to {_shown(info.linkname)}, "
+                                "which is not a regular file extracted before it")
+        if self._already(info, parts, "file"):
+            self._skip(parts, "duplicate entry; the first one is kept")
+            return
+        fd = self._create_file(parts, info.name)
+        try:
+            self._copy(source, fd, info.name)
+            self._finish_file(fd, info, parts)
+        finally:
+            os.close(fd)
+        self.members += 1
+
+    def _already(self, info: tarfile.TarInfo, parts: tuple[str, ...], kind: str) -> bool:
+        """Whether a `kind` is already at `parts`; any other kind there refuses the archive."""
+        existing = self._kinds.get(parts)
+        if existing is not None and existing != kind:
+            raise UnsafeArchive(f"{_shown(info.name)}: a {kind} where the archive already put a {existing}")
+        return existing is not None
+
+    def _skip(self, parts: tuple[str, ...], problem: str) -> None:
+        self.incidents.append(Incident(member=_display(parts), problem=problem, action="skipped"))
+
+    def _note_special_bits(self, info: tarfile.TarInfo, parts: tuple[str, ...], mode: int) -> None:
+        if info.mode & _SPECIAL_BITS:
+            problem = f"setuid/setgid/sticky bits dropped ({info.mode & 0o7777:04o} -> {mode:04o})"
+            self.incidents.append(Incident(member=_display(parts), problem=problem, action="mode changed"))
+
+    def _create_file(self, parts: tuple[str, ...], name: str) -> int:
+        parent = self._open_dir(parts[:-1], name)
+        try:
+            fd = os.open(parts[-1], _FILE_CREATE, 0o600, dir_fd=parent)
+        finally:
+            os.close(parent)
+        self._kinds[parts] = "file"
+        return fd
+
+    def _finish_file(self, fd: int, info: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        mode = 0o755 if info.mode & 0o111 else 0o644
+        self._note_special_bits(info, parts, mode)
+        os.fchmod(fd, mode)
+        ns = _mtime_ns(info)
+        if ns is not None:
+            os.utime(fd, ns=(ns, ns))
+
+    def _write(self, fd: int, chunk: bytes, name: str) -> None:
+        if len(chunk) > self._max_bytes - self.bytes_written:
+            raise UnsafeArchive(_over_size(name, len(chunk), self._max_bytes))
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+        self.bytes_written += len(chunk)
+
+    def _copy(self, source: tuple[str, ...], fd: int, name: str) -> None:
+        parent = self._open_dir(source[:-1], name)
+        try:
+            src = os.open(source[-1], _FILE_OPEN, dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            while chunk := os.read(src, _CHUNK):
+                self._write(fd, chunk, name)
+        finally:
+            os.close(src)
+
+    def _open_dir(self, parts: tuple[str, ...], name: str) -> int:
+        """A descriptor of directory `parts`, created with its parents if missing; never through a link."""
+        fd = os.dup(self._root_fd)
+        try:
+            for depth in range(1, len(parts) + 1):
+                fd = self._step_into(fd, parts[:depth], name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _step_into(self, fd: int, here: tuple[str, ...], name: str) -> int:
+        """The directory `here` opened from `fd` (its parent), which is closed on success only."""
+        kind = self._kinds.get(here)
+        if kind is None:
+            os.mkdir(here[-1], 0o755, dir_fd=fd)
+            self._kinds[here] = "directory"
+        elif kind != "directory":
+            raise UnsafeArchive(f"{_shown(name)}: {_shown('/'.join(here))} is a {kind} in the tree; "
+                                "refusing to write through it")
+        child = os.open(here[-1], _DIR_OPEN, dir_fd=fd)
+        try:
+            if kind is None:
+                os.fchmod(child, 0o755)  # whatever the umask
+        except BaseException:
+            os.close(child)
+            raise
+        os.close(fd)
+        return child
+
+
+_SKIPPED = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
+
+
+# Vetting names --------------------------------------------------------------------------------
+
+
+def _safe_parts(text: str, member: str, what: str) -> tuple[str, ...]:
+    """`text` as path components inside the tree; anything that could lead out refuses the archive."""
+
+    def refused(problem: str) -> UnsafeArchive:
+        return UnsafeArchive(f"{_shown(member)}: {what} {problem}")
+
+    if _CONTROL.search(text):
+        raise refused("contains a control character")
+    if text.startswith("/"):
+        raise refused("is absolute")
+    parts = tuple(part for part in text.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise refused("contains '..'")
+    if _too_long(text, _PATH_MAX) or any(_too_long(part, _NAME_MAX) for part in parts):
+        raise refused("is too long or not encodable")
+    return parts
+
+
+def _check_symlink(member: str, parts: tuple[str, ...], target: str) -> None:
+    """Refuse a target that is absolute or could lead out of the tree, even through other links."""
+
+    def refused(problem: str) -> UnsafeArchive:
+        return UnsafeArchive(f"{_shown(member)}: symlink to {_shown(target)} {problem}")
+
+    if not target:
+        raise refused("(empty)")
+    if _CONTROL.search(target):
+        raise refused("contains a control character")
+    if target.startswith("/"):
+        raise refused("is absolute")
+    if _too_long(target, _PATH_MAX):
+        raise refused("is too long or not encodable")
+    steps = [step for step in target.split("/") if step not in ("", ".")]
+    climbs = next((i for i, step in enumerate(steps) if step != ".."), len(steps))
+    if ".." in steps[climbs:]:
+        raise refused("climbs after a name (only leading '../' is allowed)")
+    if climbs > len(parts) - 1:
+        raise refused("points outside the tree")
+
+
+def _too_long(text: str, limit: int) -> bool:
+    try:
+        return len(os.fsencode(text)) > limit
+    except UnicodeError:
+        return True
+
+
+def _display(parts: tuple[str, ...]) -> str:
+    return "/".join(parts) or "."
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _over_size(name: str, size: int, max_bytes: int) -> str:
+    return (f"{_shown(name)}: {size:,} more bytes would take the file data past the limit of "
+            f"{max_bytes:,} bytes; raise it with max_bytes= (--max-size)")
+
+
+def _mtime_ns(info: tarfile.TarInfo) -> int | None:
+    """The member's time in nanoseconds, or None when it is not a sane time (then left unset)."""
+    mtime = info.mtime
+    if isinstance(mtime, float):
+        if not math.isfinite(mtime):
+            return None
+        ns = int(mtime * 1e9)
+    else:
+        ns = mtime * 1_000_000_000
+    return ns if -(1 << 62) < ns < (1 << 62) else None
+
+
+# The target directory -------------------------------------------------------------------------
+
+
+def _check_target(dest: Path, force: bool) -> bool:
+    """Whether `dest` holds a tree to replace; refuses a target that cannot or must not be used."""
+    if dest.name in ("", ".", ".."):
+        raise UsageError(f"{dest}: not usable as an output directory name")
+    if not dest.parent.is_dir():
+        raise UsageError(f"{dest.parent}: the parent directory of {dest.name} does not exist")
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise UsageError(f"{dest}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"{dest} is a symbolic link; refusing to unpack through it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{dest} exists and is not a directory")
+    if _is_empty(dest):
+        return False
+    if not force:
+        raise UsageError(f"{dest} is not empty; use --force (force=True) to replace it")
+    return True
+
+
+def _is_empty(directory: Path) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is None
+    except OSError as exc:
+        raise UsageError(f"{directory}: {exc.strerror}") from None
+
+
+def _make_temp(dest: Path, role: str) -> Path:
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{role}-", dir=dest.parent))
+    except OSError as exc:
+        raise UsageError(f"cannot create a directory in {dest.parent}: {exc.strerror}") from None
+
+
+def _move_into_place(tmp: Path, dest: Path, force: bool) -> list[Incident]:
+    if not _check_target(dest, force):  # again: the target may have changed while unpacking
+        os.rename(tmp, dest)  # replaces an empty directory, fails on a non-empty one
+        return []
+    old = _make_temp(dest, "old")
+    try:
+        os.rename(dest, old)
+    except BaseException:
+        os.rmdir(old)
+        raise
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        os.rename(old, dest)
+        raise
+    try:
+        shutil.rmtree(old)
+    except OSError as exc:
+        return [Incident(member=str(old), problem=f"could not remove the replaced tree: {exc}", action="kept")]
+    return []
+
+
+def _discard(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,95 @@
+"""The command line on small synthetic inputs: outputs, options, exit codes and messages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from builders import HEADERS, headers_archive, incbin_object
+from conftest import run_cli
+
+ARCHIVE = headers_archive()
+SHA = hashlib.sha256(ARCHIVE).hexdigest()
+
+
+@pytest.fixture
+def vmlinux(tmp_path: Path) -> Path:
+    build = tmp_path / "build"
+    build.mkdir()
+    return incbin_object(build, ARCHIVE)
+
+
+def test_default_unpacks_into_kheaders_release(vmlinux: Path, tmp_path: Path) -> None:
+    run = run_cli(vmlinux, cwd=tmp_path)
+    assert run.code == 0, run.stderr
+    assert run.stdout.decode() == "kheaders-6.1.0-synthetic\n"
+    tree = tmp_path / "kheaders-6.1.0-synthetic"
+    for name, data in HEADERS.items():
+        assert (tree / name).read_bytes() == data
+    assert run.stderr.count("\n") == 1 and "6.1.0-synthetic: " in run.stderr and "(symbols" in run.stderr
+
+
+def test_output_dir_and_force(vmlinux: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_text("keep me")
+    refused = run_cli("-o", out, vmlinux)
+    assert refused.code == 2 and "--force" in refused.stderr
+    assert (out / "old").read_text() == "keep me"
+    forced = run_cli("-o", out, "--force", vmlinux)
+    assert forced.code == 0, forced.stderr
+    assert not (out / "old").exists() and (out / "include/linux/types.h").is_file()
+
+
+def test_archive_to_file_and_stdout(vmlinux: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "k.tar.xz"
+    assert run_cli("-a", dest, vmlinux).code == 0
+    assert dest.read_bytes() == ARCHIVE
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file, not mkstemp's 0600
+    assert run_cli("-a", "-", vmlinux).stdout == ARCHIVE
+
+
+def test_json_report_keys(vmlinux: Path) -> None:
+    run = run_cli("--json", "-a", "/dev/null", vmlinux)
+    report = json.loads(run.stdout)
+    assert set(report) >= {"input", "release", "layers", "archive", "notes", "output"}
+    assert report["archive"] == {"offset": report["archive"]["offset"], "size": len(ARCHIVE), "sha256": SHA,
+                                 "method": "symbols"}
+    assert report["layers"][0]["format"] == "elf"
+
+
+def test_list(vmlinux: Path) -> None:
+    run = run_cli("-l", vmlinux)
+    names = run.stdout.decode().splitlines()
+    assert "include/linux/types.h" in names and "arch/x86/include/asm/page.h" in names
+    assert all(not n.startswith("./") for n in names)
+
+
+def test_json_list_counts_members(vmlinux: Path) -> None:
+    report = run_cli("--json", "-l", vmlinux).json
+    assert report["members"] == len(run_cli("-l", vmlinux).stdout.decode().splitlines())
+
+
+@pytest.mark.parametrize("args", [["-a", "x", "-l"], ["-a", "x", "-o", "d"], ["--json", "-a", "-"]])
+def test_conflicting_options_are_usage_errors(vmlinux: Path, tmp_path: Path, args: list[str]) -> None:
+    run = run_cli(*args, vmlinux, cwd=tmp_path)
+    assert run.code == 2 and "cannot be combined" in run.stderr or "stdout" in run.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "build"]
+
+
+def test_help_documents_exit_codes_and_examples() -> None:
+    run = run_cli("--help")
+    text = run.stdout.decode()
+    assert run.code == 0
+    for needle in ("Exit codes:", "kheaders-<release>", "--archive", "--list", "--json", "3  headers found but damaged"):
+        assert needle in text
+
+
+def test_directory_as_image_is_input_error(tmp_path: Path) -> None:
+    run = run_cli(tmp_path)
+    assert run.code == 2 and "is a directory" in run.stderr and str(tmp_path) in run.stderr
