@@ -122,6 +122,10 @@ def _search(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
         return _search_bzimage(buf, path, layers)
     except NotMine:
         pass
+    except NotFound:
+        # Looked like a bzImage (boot flag) but no payload held the headers: the raw bytes
+        # still might (a disk or memory image with a boot sector).
+        pass
     return _search_raw(buf, path, layers, notes=())
 
 
@@ -202,9 +206,9 @@ def _search_bzimage(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
     if span is None:
         raise NotFound(f"{path}: cannot find kernel headers in the decompressed kernel "
                        f"(was it built with CONFIG_IKHEADERS?)")
+    image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
-                 layers=(*all_layers, Layer("image", 0, span.end, "decompressed payload (read up to here)")),
-                 release=banner.release)
+                 layers=(*all_layers, image), release=banner.release)
 
 
 def _found(buf: Buffer, path: str, span: locate.Span, layers: tuple[Layer, ...], release: str | None,

@@ -151,7 +151,8 @@ class StreamCarver:
         pos = self._window.find(xzstream.MAGIC)
         while pos != -1:
             if len(self._window) - pos < self._PROBE and not self._final:
-                self._drop(pos)  # judge it when more data has arrived
+                # Judge it when more data has arrived; keep room for a seed marker before it.
+                self._drop(max(0, pos - len(START_MARKER)))
                 return False
             if xzstream.header_flags(self._window, pos) is not None and xzstream.looks_like_headers(
                     self._window, pos):

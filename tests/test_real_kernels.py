@@ -25,6 +25,9 @@ INPUTS = [
     ("k61m", "kheaders.ko.gz", "6.1-m", "symbols"),
     ("k612y", "vmlinux", "6.12-y", "symbols"),
     ("k612y", "vmlinux.stripped", "6.12-y", "carve"),
+    *[("k61y", f"bzImage.{c}", f"6.1-y-{c}", "carve") for c in ("gzip", "bzip2", "lzma", "xz", "lzo", "lz4", "zstd")],
+    ("k61seed", "bzImage", "6.1-seed", "markers"),
+    ("k612y", "bzImage", "6.12-y", "carve"),
 ]
 
 
@@ -40,6 +43,11 @@ def test_archive_is_bit_exact(corpus: Corpus, stage: str, name: str, kernel: str
     assert report["archive"]["size"] == corpus.truth(kernel)["size"]
     if method != "whole":
         assert report["release"] == corpus.truth(kernel)["release"]
+    if name.startswith("bzImage"):
+        formats = [layer["format"] for layer in report["layers"]]
+        assert formats == ["bzImage", "raw image"]
+        codec = name.split(".")[1] if "." in name else None
+        assert codec is None or codec in report["layers"][0]["detail"]
 
 
 def test_default_unpack_makes_a_usable_tree(corpus: Corpus, tmp_path: Path) -> None:
