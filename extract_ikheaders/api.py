@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import locate, xzstream
@@ -110,61 +111,98 @@ def open_input(path: str) -> Iterator[Buffer]:
 # The pipeline --------------------------------------------------------------------------------
 
 
-def _search(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+@dataclass(frozen=True)
+class _Source:
+    """The innermost data once every container is peeled: bytes to search, or a decoded stream."""
+
+    layers: tuple[Layer, ...]
+    buf: Buffer | None = None
+    elf: ElfImage | None = None
+    chunks: Iterator[bytes] | None = None
+    whole_archive: bool = False  # the input is the archive itself
+    release: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
+    """Peel containers until a buffer or a decoded stream is left to search."""
     if len(buf) == 0:
         raise NotFound(f"{path}: empty file")
     if bytes(buf[:4]) == ELF_MAGIC:
-        return _search_elf(buf, path, layers)
+        return _peel_elf(buf, path, layers)
     codec = _whole_file_codec(buf)
+    if codec == "xz" and xzstream.looks_like_headers(buf, 0):
+        return _Source(layers, buf=buf, whole_archive=True)
     if codec is not None:
-        return _search_compressed(buf, path, layers, codec)
-    try:
-        return _search_bzimage(buf, path, layers)
-    except NotMine:
-        pass
-    except NotFound:
-        # Looked like a bzImage (boot flag) but no payload held the headers: the raw bytes
-        # still might (a disk or memory image with a boot sector).
-        pass
-    return _search_raw(buf, path, layers, notes=())
+        from . import codecs
+
+        data = codecs.decode_all(codec, buf, 0, limit=MAX_DECOMPRESSED)
+        return _peel(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
+    from .containers import bzimage
+
+    if bzimage.is_bzimage(buf):
+        try:
+            payload_layers, chunks = bzimage.payload_chunks(buf, path)
+            return _Source((*layers, *payload_layers), chunks=chunks)
+        except (NotMine, NotFound):
+            pass  # a boot sector but no kernel payload (a disk or memory image): search the bytes
+    return _Source(layers, buf=buf)
 
 
-def _search_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+def _peel_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
     try:
         elf = ElfImage(buf)
         if elf.type == ElfType.CORE:
             raise NotFound(f"{path}: ELF core files (crash dumps) are not supported yet")
         layer = Layer("elf", 0, len(buf), elf.describe())
-        span = locate.by_symbols(elf)
+        release = _module_release(elf) if elf.type == ElfType.REL else None
+        elf.sections()  # parse now: a corrupt table should fail here, not halfway through a search
     except CorruptElf as exc:
         # A broken ELF may still hold an intact archive: search its raw bytes.
-        return _search_raw(buf, path, layers, notes=(f"ELF structures unusable ({exc}); searched raw bytes",))
-    release = _module_release(elf) if elf.type == ElfType.REL else None
+        return _Source(layers, buf=buf, notes=(f"ELF structures unusable ({exc}); searched raw bytes",))
+    return _Source((*layers, layer), buf=buf, elf=elf, release=release)
+
+
+def _search(data: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    source = _peel(data, path, layers)
+    if source.chunks is not None:
+        return _search_stream(source, path)
+    buf = source.buf
+    assert buf is not None
+    if source.whole_archive:
+        return _found(source, path, locate.Span(Method.WHOLE, 0, xzstream.stream_end(buf, 0).end))
+    if source.elf is not None:
+        try:
+            return _search_elf(source, path)
+        except CorruptElf as exc:
+            source = replace(source, elf=None, notes=(f"ELF symbols unusable ({exc}); searched raw bytes",))
+    return _search_raw(source, path, [(0, len(buf))])
+
+
+def _search_elf(source: _Source, path: str) -> Found:
+    elf = source.elf
+    assert elf is not None
+    span = locate.by_symbols(elf)
     if span is not None:
-        return _found(buf, path, span, (*layers, layer), release)
+        return _found(source, path, span)
     if elf.has_symbols():
         # A symbol table without kernel_headers_data: the headers are not built in. Only the
         # seed layout (markers) is still worth a look; carving would only cost time.
-        return _search_markers(buf, path, (*layers, layer), release, elf)
-    return _search_raw(buf, path, (*layers, layer), notes=(), release=release, ranges=elf.loaded_ranges())
+        for start, end in elf.loaded_ranges():
+            span = locate.by_markers(elf.buf, start, end)
+            if span is not None:
+                return _found(source, path, span)
+        raise NotFound(f"{path}: cannot find kernel headers: the symbol table has no {locate.START_SYMBOL}, "
+                       f"so CONFIG_IKHEADERS is not built in (with =m the headers are in kheaders.ko)")
+    return _search_raw(source, path, elf.loaded_ranges())
 
 
-def _search_markers(buf: Buffer, path: str, layers: tuple[Layer, ...], release: str | None,
-                    elf: ElfImage) -> Found:
-    for start, end in elf.loaded_ranges():
-        span = locate.by_markers(buf, start, end)
+def _search_raw(source: _Source, path: str, ranges: list[tuple[int, int]]) -> Found:
+    assert source.buf is not None
+    for start, end in ranges:
+        span = locate.by_markers(source.buf, start, end) or locate.carve(source.buf, start, end)
         if span is not None:
-            return _found(buf, path, span, layers, release)
-    raise NotFound(f"{path}: cannot find kernel headers: the symbol table has no {locate.START_SYMBOL}, so "
-                   f"CONFIG_IKHEADERS is not built in (with =m the headers are in kheaders.ko)")
-
-
-def _search_raw(buf: Buffer, path: str, layers: tuple[Layer, ...], notes: tuple[str, ...],
-                release: str | None = None, ranges: list[tuple[int, int]] | None = None) -> Found:
-    for start, end in ranges or [(0, len(buf))]:
-        span = locate.by_markers(buf, start, end) or locate.carve(buf, start, end)
-        if span is not None:
-            return _found(buf, path, span, layers, release, notes)
+            return _found(source, path, span)
     raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")
 
 
@@ -175,49 +213,36 @@ def _whole_file_codec(buf: Buffer) -> str | None:
     return name if name in WHOLE_FILE_CODECS else None
 
 
-def _search_compressed(buf: Buffer, path: str, layers: tuple[Layer, ...], codec: str) -> Found:
-    if codec == "xz" and xzstream.looks_like_headers(buf, 0):
-        info = xzstream.stream_end(buf, 0)
-        span = locate.Span(Method.WHOLE, 0, info.end)
-        return _found(buf, path, span, layers, None)
-    from . import codecs
-
-    data = codecs.decode_all(codec, buf, 0, limit=MAX_DECOMPRESSED)
-    return _search(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
-
-
-def _search_bzimage(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
-    from .containers import bzimage
-
-    payload_layers, chunks = bzimage.payload_chunks(buf, path)
+def _search_stream(source: _Source, path: str) -> Found:
+    assert source.chunks is not None
     carver = locate.StreamCarver()
     banner = _BannerScanner()
     try:
-        for chunk in chunks:
+        for chunk in source.chunks:
             banner.feed(chunk)
             if carver.feed(chunk):
                 break
         span = carver.found or carver.finish()
     finally:
-        close = getattr(chunks, "close", None)
+        close = getattr(source.chunks, "close", None)
         if close is not None:
             close()
-    all_layers = (*layers, *payload_layers)
     if span is None:
         raise NotFound(f"{path}: cannot find kernel headers in the decompressed kernel "
                        f"(was it built with CONFIG_IKHEADERS?)")
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
-                 layers=(*all_layers, image), release=banner.release)
+                 layers=(*source.layers, image), release=banner.release, notes=source.notes)
 
 
-def _found(buf: Buffer, path: str, span: locate.Span, layers: tuple[Layer, ...], release: str | None,
-           notes: tuple[str, ...] = ()) -> Found:
-    archive = bytes(buf[span.start : span.end])
+def _found(source: _Source, path: str, span: locate.Span) -> Found:
+    assert source.buf is not None
+    archive = bytes(source.buf[span.start : span.end])
+    release = source.release
     if release is None and span.method != Method.WHOLE:
-        release = banner_release(buf)
-    return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=layers,
-                 release=release, notes=notes)
+        release = banner_release(source.buf)
+    return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=source.layers,
+                 release=release, notes=source.notes)
 
 
 # Release -------------------------------------------------------------------------------------
