@@ -6,10 +6,10 @@
     >>> extract_ikheaders.extract("vmlinux", "headers/")
 """
 
-from .api import extract, find, list_members, read_archive
+from .api import extract, find, find_config, list_members, read_archive
 from .errors import Damaged, ExtractError, InputError, NotFound, UnsafeArchive, UsageError
-from .model import Extracted, Found, Layer, Member, Method
+from .model import Extracted, Found, KernelConfig, Layer, Member, Method
 
 __version__ = "0.1.0"
-__all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "Layer", "Member", "Method",
-           "NotFound", "UnsafeArchive", "UsageError", "extract", "find", "list_members", "read_archive"]
+__all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member", "Method",
+           "NotFound", "UnsafeArchive", "UsageError", "extract", "find", "find_config", "list_members", "read_archive"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
 from .errors import InputError, NotFound, NotMine
-from .model import Extracted, Found, Layer, Member, Method
+from .model import Extracted, Found, KernelConfig, Layer, Member, Method
 from .xzstream import Buffer
 
 # Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
@@ -39,6 +39,44 @@ def find(path: str | os.PathLike[str]) -> Found:
         found = _search(buf, name, ())
     xzstream.verify(found.archive, found.offset)
     return found
+
+
+def find_config(path: str | os.PathLike[str]) -> KernelConfig:
+    """The kernel's own .config (CONFIG_IKCONFIG) from the same kinds of input as find()."""
+    name = os.fspath(path)
+    with open_input(name) as buf:
+        source = _peel(buf, name, ())
+        if source.chunks is not None:
+            return _config_in_stream(source, name)
+        assert source.buf is not None
+        span = None
+        if source.elf is not None:
+            try:
+                span = locate.config_by_symbols(source.elf)
+            except CorruptElf:
+                span = None
+        span = span or locate.config_by_markers(source.buf)
+        if span is None:
+            raise NotFound(f"{name}: cannot find the kernel's .config (was it built with CONFIG_IKCONFIG?)")
+        text = locate.gunzip_config(bytes(source.buf[span.start : span.end]), span.start)
+        return KernelConfig(name, span.method, span.start, text, source.layers)
+
+
+def _config_in_stream(source: _Source, path: str) -> KernelConfig:
+    assert source.chunks is not None
+    scanner = locate.ConfigScanner()
+    try:
+        for chunk in source.chunks:
+            if scanner.feed(chunk):
+                break
+    finally:
+        _close(source.chunks)
+    if scanner.found is None:
+        raise NotFound(f"{path}: cannot find the kernel's .config in the decompressed kernel "
+                       f"(was it built with CONFIG_IKCONFIG?)")
+    text = locate.gunzip_config(scanner.gzip, scanner.found.start)
+    image = Layer("raw image", 0, scanner.found.end, "decompressed payload, read up to the config's end")
+    return KernelConfig(path, scanner.found.method, scanner.found.start, text, (*source.layers, image))
 
 
 def read_archive(path: str | os.PathLike[str]) -> bytes:
@@ -224,15 +262,20 @@ def _search_stream(source: _Source, path: str) -> Found:
                 break
         span = carver.found or carver.finish()
     finally:
-        close = getattr(source.chunks, "close", None)
-        if close is not None:
-            close()
+        _close(source.chunks)
     if span is None:
         raise NotFound(f"{path}: cannot find kernel headers in the decompressed kernel "
                        f"(was it built with CONFIG_IKHEADERS?)")
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
                  layers=(*source.layers, image), release=banner.release, notes=source.notes)
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    """Stop a decoder early: the rest of the image is not needed."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
 
 
 def _found(source: _Source, path: str, span: locate.Span) -> Found:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from . import api
-from .errors import ExtractError, UsageError
+from .errors import ExtractError, NotFound, UsageError
 from .model import Extracted, Found
 
 PROG = "extract-ikheaders"
@@ -27,6 +27,8 @@ Examples:
   extract-ikheaders -l vmlinux.stripped      list the members, like tar -t
   extract-ikheaders --json -a /dev/null vmlinux
                                              where and how the archive was found
+  extract-ikheaders --config .config -a /dev/null bzImage
+                                             the kernel's own .config (CONFIG_IKCONFIG)
 
 \b
 Exit codes:
@@ -46,6 +48,9 @@ Exit codes:
 @click.option("-a", "--archive", "archive_out", type=click.Path(allow_dash=True, path_type=str),
               help="Write the exact embedded .tar.xz to FILE ('-' for stdout) instead of unpacking.")
 @click.option("-l", "--list", "list_only", is_flag=True, help="List the archive's members instead of unpacking.")
+@click.option("--config", "config_out", type=click.Path(allow_dash=True, path_type=str),
+              help="Also write the kernel's own .config (CONFIG_IKCONFIG) to FILE ('-' for stdout). "
+                   "Succeeds even when the image has no headers.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
 @click.option("--max-size", type=int, default=None, metavar="BYTES",
               help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
@@ -53,7 +58,7 @@ Exit codes:
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(image: str, output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            as_json: bool, max_size: int | None, max_members: int | None) -> None:
+            config_out: str | None, as_json: bool, max_size: int | None, max_members: int | None) -> None:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, a
@@ -69,8 +74,21 @@ def command(image: str, output: str | None, force: bool, archive_out: str | None
         raise UsageError("--archive - and --json both want stdout")
     if archive_out == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write a binary archive to a terminal; redirect stdout or give a file")
-    found = api.find(image)
+    if config_out == "-" and (as_json or archive_out == "-" or list_only or archive_out is None):
+        raise UsageError("--config - needs stdout to itself: use it with --archive FILE, or give a file")
+    config_report = _write_config(image, config_out) if config_out is not None else None
+    try:
+        found = api.find(image)
+    except NotFound as exc:
+        if config_report is None:
+            raise
+        click.echo(f"{PROG}: {exc}; wrote only the .config", err=True)
+        if as_json:
+            click.echo(json.dumps({"input": image, "config": config_report, "archive": None}, sort_keys=True))
+        return
     report = _report(found)
+    if config_report is not None:
+        report["config"] = config_report
     if archive_out is not None:
         _write_archive(found.archive, archive_out)
         report["output"] = {"archive": archive_out}
@@ -88,6 +106,16 @@ def command(image: str, output: str | None, force: bool, archive_out: str | None
         _summary(found, extracted)
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
+
+
+def _write_config(image: str, dest: str) -> dict[str, Any]:
+    import hashlib
+
+    config = api.find_config(image)
+    _write_archive(config.text, dest)
+    return {"offset": config.offset, "size": len(config.text), "method": str(config.method),
+            "sha256": hashlib.sha256(config.text).hexdigest(), "output": dest,
+            "layers": [layer.as_dict() for layer in config.layers]}
 
 
 def _list(found: Found, as_json: bool) -> int:

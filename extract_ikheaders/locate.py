@@ -185,3 +185,83 @@ class StreamCarver:
         after = self._window[end : end + len(END_MARKER)]
         method = Method.MARKERS if self._marker_before and after == END_MARKER else Method.CARVE
         self.found = Span(method, self._window_start, self._window_start + end)
+
+
+# The kernel's .config (CONFIG_IKCONFIG): kernel/configs.c keeps a gzip of it between the symbols
+# kernel_config_data and kernel_config_data_end, themselves between the markers IKCFG_ST/IKCFG_ED
+# (markers since 2.6, symbols since 5.1).
+CONFIG_START_SYMBOL = "kernel_config_data"
+CONFIG_END_SYMBOL = "kernel_config_data_end"
+CONFIG_START_MARKER = b"IKCFG_ST"
+CONFIG_END_MARKER = b"IKCFG_ED"
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+
+
+def config_by_symbols(elf: ElfImage) -> Span | None:
+    symbols = elf.find_symbols(CONFIG_START_SYMBOL, CONFIG_END_SYMBOL)
+    if CONFIG_START_SYMBOL not in symbols or CONFIG_END_SYMBOL not in symbols:
+        return None
+    start = elf.symbol_file_offset(symbols[CONFIG_START_SYMBOL])
+    end = elf.symbol_file_offset(symbols[CONFIG_END_SYMBOL])
+    if end < start:
+        raise CorruptElf(f"{CONFIG_END_SYMBOL} lies before {CONFIG_START_SYMBOL}")
+    return Span(Method.SYMBOLS, start, end)
+
+
+def config_by_markers(buf: Buffer | bytes, start_at: int = 0, stop: int | None = None) -> Span | None:
+    """The gzip data between IKCFG_ST and the next IKCFG_ED (stray marker strings are skipped)."""
+    stop = len(buf) if stop is None else stop
+    pos = buf.find(CONFIG_START_MARKER, start_at, stop)
+    while pos != -1:
+        start = pos + len(CONFIG_START_MARKER)
+        end = buf.find(CONFIG_END_MARKER, start, stop)
+        if end == -1:
+            return None
+        if bytes(buf[start : start + 3]) == _GZIP_MAGIC:
+            return Span(Method.MARKERS, start, end)
+        pos = buf.find(CONFIG_START_MARKER, pos + 1, stop)
+    return None
+
+
+def gunzip_config(data: bytes, offset: int, limit: int = 64 << 20) -> bytes:
+    """The .config text from the embedded gzip; Damaged if it does not decode whole."""
+    import zlib
+
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        text = decoder.decompress(data, limit)
+    except zlib.error as exc:
+        raise Damaged(f"the embedded .config at offset {offset:#x} is corrupt: {exc}", offset=offset) from None
+    if not decoder.eof:
+        raise Damaged(f"the embedded .config at offset {offset:#x} is truncated", offset=offset)
+    return text
+
+
+class ConfigScanner:
+    """Find IKCFG_ST ... IKCFG_ED in streamed chunks; the gzip between them is small."""
+
+    _MAX = 16 << 20
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0  # stream offset of _data[0]
+        self.found: Span | None = None
+        self.gzip = b""
+
+    def feed(self, chunk: bytes) -> bool:
+        if self.found is None:
+            self._data += chunk
+            span = config_by_markers(self._data)
+            if span is not None:
+                self.gzip = bytes(self._data[span.start : span.end])
+                self.found = Span(span.method, self._start + span.start, self._start + span.end)
+            else:
+                self._keep_tail()
+        return self.found is not None
+
+    def _keep_tail(self) -> None:
+        pos = self._data.rfind(CONFIG_START_MARKER)
+        keep_from = pos if pos != -1 and len(self._data) - pos < self._MAX else len(self._data) - 16
+        if keep_from > 0:
+            del self._data[:keep_from]
+            self._start += keep_from

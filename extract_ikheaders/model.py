@@ -87,3 +87,14 @@ class Extracted:
     members: int
     bytes_written: int
     incidents: tuple[Incident, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The kernel's own .config (CONFIG_IKCONFIG), found beside or instead of the headers."""
+
+    path: str
+    method: Method
+    offset: int  # of the embedded gzip in the innermost layer's data
+    text: bytes = field(repr=False)
+    layers: tuple[Layer, ...] = ()

@@ -1,0 +1,64 @@
+"""LiME memory images: ranges of physical memory, each behind a 32-byte header.
+
+Header (little-endian): magic u32 0x4C694D45 ("EMiL" on disk), version u32 (1), start u64,
+end u64 (inclusive), reserved 8 bytes; then end - start + 1 bytes of memory. Repeated to EOF.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+
+from ..errors import Damaged, NotMine
+from ..memory import DumpInfo, Extent, Gap, MappedMemory
+from ..xzstream import Buffer
+
+MAGIC = 0x4C694D45
+_HEADER = struct.Struct("<IIQQ8x")
+
+
+def open(buf: Buffer) -> MappedMemory:
+    """The image's physical memory; NotMine unless it starts with a LiME range header."""
+    if len(buf) < _HEADER.size or _HEADER.unpack_from(buf, 0)[0] != MAGIC:
+        raise NotMine("no LiME header")
+    extents, cut = _ranges(buf)
+    detail = f"LiME, {len(extents)} range(s)" + (f", {cut.why}" if cut else "")
+    return MappedMemory(buf, extents, DumpInfo("lime", detail), _Explain(extents, cut))
+
+
+def _ranges(buf: Buffer) -> tuple[list[Extent], Gap | None]:
+    """Every range, and what a truncated file lost (a range cut short keeps what is there)."""
+    extents: list[Extent] = []
+    pos = 0
+    while pos + _HEADER.size <= len(buf):
+        magic, version, start, end = _HEADER.unpack_from(buf, pos)
+        if magic != MAGIC:
+            raise Damaged(f"LiME range header at file offset {pos:#x} has a bad magic ({magic:#x})")
+        if version != 1 or end < start:
+            raise Damaged(f"LiME range header at file offset {pos:#x} is corrupt (version {version}, "
+                          f"{start:#x}-{end:#x})")
+        data = pos + _HEADER.size
+        size = end - start + 1
+        if data + size > len(buf):
+            present = len(buf) - data
+            extents.append(Extent(start, present, data))
+            return extents, Gap(start + present, end + 1, f"the file is truncated inside the range "
+                                                           f"{start:#x}-{end:#x}")
+        extents.append(Extent(start, size, data))
+        pos = data + size
+    return extents, None
+
+
+class _Explain:
+    """Why a physical address is absent from the image."""
+
+    def __init__(self, extents: list[Extent], cut: Gap | None) -> None:
+        self._starts = sorted(e.paddr for e in extents)
+        self._cut = cut
+
+    def __call__(self, paddr: int) -> Gap:
+        cut = self._cut
+        if cut is not None and cut.end is not None and cut.start <= paddr < cut.end:
+            return Gap(paddr, cut.end, cut.why)
+        i = bisect.bisect_right(self._starts, paddr)
+        return Gap(paddr, self._starts[i] if i < len(self._starts) else None, "no LiME range covers it")

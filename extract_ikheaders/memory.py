@@ -1,0 +1,453 @@
+"""Crash images: find the headers archive in a dump's physical memory.
+
+A CONFIG_IKHEADERS=y kernel keeps the archive in .rodata, which is physically contiguous, so a
+carve over the physical address space finds it whole. Each dump format (containers/elfcore.py,
+kdump.py, flattened.py, lime.py) presents its memory as a PhysicalMemory; this module picks the
+reader, carves (the kernel's own region first when VMCOREINFO says where it is) and decodes the
+candidate to its exact end, which also checks every block's CRC.
+
+A candidate that runs into memory missing from the dump is reported as Damaged naming the missing
+physical range: a cut-short archive is never returned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import lzma
+import mmap
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from . import xzstream
+from .errors import Damaged, NotFound, NotMine
+from .model import Found, Layer, Method
+from .xzstream import Buffer
+
+MAX_ARCHIVE = 256 << 20  # a kheaders archive is ~4-10 MB; anything longer is not one
+_STEP = 1 << 20  # bytes read per step while following a candidate stream
+_PROBE = 64 * 1024
+_PAGE = 4096  # the smallest page size: the stream header's page is contiguous with it
+_KERNEL_WINDOW = 128 << 20  # searched first, from the kernel's physical start (VMCOREINFO)
+_BANNER_WINDOW = 64 << 20  # either side of the archive, for the `Linux version` banner
+RELEASE_EVERY = 16 << 20  # mapped bytes touched before dropping them from our page tables
+_START_KERNEL_MAP = 0xFFFFFFFF80000000  # x86_64 __START_KERNEL_map: __pa_symbol(x) = x - it + phys_base
+_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \(")
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Physical memory absent from the dump: [start, end) and why (end None: to the end of memory)."""
+
+    start: int
+    end: int | None
+    why: str
+
+    def describe(self) -> str:
+        span = f"{self.start:#x}-{self.end - 1:#x}" if self.end is not None else f"{self.start:#x} onwards"
+        return f"physical {span} is not in the dump ({self.why})"
+
+
+@dataclass
+class DumpInfo:
+    """What a reader learnt from the dump's metadata."""
+
+    format: str  # Layer name: "elf-core", "kdump", "lime"
+    detail: str
+    vmcoreinfo: dict[str, str] = field(default_factory=dict)
+    release: str | None = None  # from the format's own header (kdump utsname)
+    outer: tuple[Layer, ...] = ()  # layers around the dump itself (flattened)
+    length: int | None = None  # the dump's size when it is not the input's (rebuilt from flattened)
+
+
+class PhysicalMemory(ABC):
+    """The physical address space a dump holds: present ranges in address order, read, find."""
+
+    info: DumpInfo
+
+    @abstractmethod
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """Maximal runs [start, end) of present bytes, in address order."""
+
+    @abstractmethod
+    def read_some(self, paddr: int, size: int) -> bytes:
+        """Up to `size` bytes from `paddr`, stopping at the first absent byte (b"" if absent)."""
+
+    @abstractmethod
+    def gap(self, paddr: int) -> Gap:
+        """The absent range that starts at `paddr` (called when read_some returned short)."""
+
+    def find(self, pattern: bytes, start: int, end: int) -> int:
+        """Lowest address in [start, end) at which `pattern` lies in present memory, or -1.
+
+        A match may run past `end` (regions searched one after the other miss nothing).
+        """
+        keep = len(pattern) - 1
+        for run_start, run_end in self.ranges():
+            if run_start >= end:
+                break
+            lo, hi = max(start, run_start), min(run_end, end + keep)
+            tail = b""
+            at = lo
+            while at < hi and at - len(tail) < end:
+                data = self.read_some(at, min(_STEP, hi - at))
+                if not data:
+                    break
+                chunk = tail + data
+                hit = chunk.find(pattern)
+                if hit != -1:
+                    found = at - len(tail) + hit
+                    return found if found < end else -1
+                tail = chunk[len(chunk) - keep :] if keep else b""
+                at += len(data)
+        return -1
+
+    def read(self, paddr: int, size: int) -> bytes:
+        """Exactly `size` bytes; Damaged naming the missing range otherwise."""
+        data = self.read_some(paddr, size)
+        if len(data) < size:
+            raise Damaged(self.gap(paddr + len(data)).describe(), offset=paddr + len(data))
+        return data
+
+
+# Memory backed by extents of a mapped file (ELF cores, LiME) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Extent:
+    paddr: int
+    size: int
+    offset: int  # in the file
+
+
+class MappedMemory(PhysicalMemory):
+    """Physical memory stored verbatim in the file: find runs at bytes.find speed on the mmap."""
+
+    def __init__(self, buf: Buffer, extents: Sequence[Extent], info: DumpInfo,
+                 explain: Callable[[int], Gap] | None = None) -> None:
+        self.buf = buf
+        self.info = info
+        self._extents = _disjoint(extents)
+        self._starts = [e.paddr for e in self._extents]
+        self._explain = explain
+        self._touched = 0
+
+    @property
+    def extents(self) -> tuple[Extent, ...]:
+        return tuple(self._extents)
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        run: tuple[int, int] | None = None
+        for e in self._extents:
+            if run is not None and run[1] == e.paddr:
+                run = (run[0], e.paddr + e.size)
+                continue
+            if run is not None:
+                yield run
+            run = (e.paddr, e.paddr + e.size)
+        if run is not None:
+            yield run
+
+    def _extent_at(self, paddr: int) -> int:
+        """Index of the extent holding paddr, or -1."""
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i >= 0 and paddr < self._extents[i].paddr + self._extents[i].size:
+            return i
+        return -1
+
+    def read_some(self, paddr: int, size: int) -> bytes:
+        parts: list[bytes] = []
+        i = self._extent_at(paddr)
+        while size > 0 and i != -1:
+            e = self._extents[i]
+            skip = paddr - e.paddr
+            take = min(size, e.size - skip)
+            parts.append(bytes(self.buf[e.offset + skip : e.offset + skip + take]))
+            self._touch(take)
+            paddr, size = paddr + take, size - take
+            nxt = i + 1
+            i = nxt if nxt < len(self._extents) and self._extents[nxt].paddr == paddr else -1
+        return b"".join(parts)
+
+    def gap(self, paddr: int) -> Gap:
+        if self._explain is not None:
+            return self._explain(paddr)
+        i = bisect.bisect_right(self._starts, paddr)
+        end = self._extents[i].paddr if i < len(self._extents) else None
+        return Gap(paddr, end, "no range of the dump covers it")
+
+    def find(self, pattern: bytes, start: int, end: int) -> int:
+        keep = len(pattern) - 1
+        for i, e in enumerate(self._extents):
+            e_end = e.paddr + e.size
+            if e.paddr >= end:
+                break
+            lo, hi = max(start, e.paddr), min(end, e_end)
+            if lo >= hi:
+                continue
+            stop = min(e_end, hi + keep)
+            hit = self._find_in_file(pattern, e.offset + lo - e.paddr, e.offset + stop - e.paddr)
+            if hit != -1:
+                return e.paddr + hit - e.offset
+            # A pattern straddling two physically adjacent extents.
+            nxt = self._extents[i + 1] if i + 1 < len(self._extents) else None
+            if keep and nxt is not None and nxt.paddr == e_end and hi > e_end - keep:
+                seam_at = max(lo, e_end - keep)
+                at = self.read_some(seam_at, e_end - seam_at + keep).find(pattern)
+                if at != -1 and seam_at + at < hi:
+                    return seam_at + at
+        return -1
+
+    def _find_in_file(self, pattern: bytes, lo: int, hi: int) -> int:
+        """buf.find over [lo, hi) in slices, dropping mapped pages behind us to bound RSS."""
+        slice_len = RELEASE_EVERY
+        for at in range(lo, hi, slice_len):
+            stop = min(hi, at + slice_len + len(pattern) - 1)
+            hit = self.buf.find(pattern, at, stop)
+            self._touch(stop - at)
+            if hit != -1:
+                return hit
+        return -1
+
+    def _touch(self, count: int) -> None:
+        self._touched += count
+        if self._touched >= RELEASE_EVERY:
+            self._touched = 0
+            release_mapping(self.buf)
+
+
+def release_mapping(buf: object) -> None:
+    """Drop an mmap's pages from our page tables (the page cache keeps them): RSS stays small
+    however much of a big dump is scanned. A no-op for in-memory buffers."""
+    if isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):  # only an optimisation
+            buf.madvise(mmap.MADV_DONTNEED)
+
+
+def _disjoint(extents: Sequence[Extent]) -> list[Extent]:
+    """Sorted, non-overlapping extents. Overlaps (kdump's /proc/vmcore maps the kernel text twice)
+    are the same bytes; the earlier extent keeps them."""
+    result: list[Extent] = []
+    for e in sorted((e for e in extents if e.size > 0), key=lambda e: (e.paddr, -e.size)):
+        end = e.paddr + e.size
+        if result and e.paddr < result[-1].paddr + result[-1].size:
+            covered = result[-1].paddr + result[-1].size
+            if end <= covered:
+                continue
+            e = Extent(covered, end - covered, e.offset + covered - e.paddr)
+        result.append(e)
+    return result
+
+
+# VMCOREINFO ----------------------------------------------------------------------------------
+
+
+def parse_vmcoreinfo(data: bytes) -> dict[str, str]:
+    """KEY=value lines (SYMBOL(x)=..., NUMBER(x)=..., OSRELEASE=...)."""
+    info: dict[str, str] = {}
+    for line in data.split(b"\n"):
+        key, sep, value = line.partition(b"=")
+        if sep and key:
+            info[key.decode("ascii", "replace")] = value.rstrip(b"\0").decode("ascii", "replace")
+    return info
+
+
+def kernel_start(vmcoreinfo: dict[str, str]) -> int | None:
+    """Physical address of _stext when VMCOREINFO tells it (x86_64 and arm64), else None."""
+    try:
+        stext = int(vmcoreinfo["SYMBOL(_stext)"], 16)
+        if "NUMBER(phys_base)" in vmcoreinfo and stext >= _START_KERNEL_MAP:
+            return stext - _START_KERNEL_MAP + int(vmcoreinfo["NUMBER(phys_base)"], 0)
+        if "NUMBER(kimage_voffset)" in vmcoreinfo:  # arm64: __pa_symbol(x) = x - kimage_voffset
+            return stext - int(vmcoreinfo["NUMBER(kimage_voffset)"], 16)
+    except (KeyError, ValueError):
+        return None
+    return None
+
+
+# The search ----------------------------------------------------------------------------------
+
+
+def open_dump(buf: Buffer) -> PhysicalMemory:
+    """The reader for this dump's format; NotMine if it is none of them."""
+    from .containers import elfcore, flattened, kdump, lime
+
+    for reader in (elfcore.open, kdump.open, flattened.open, lime.open):
+        try:
+            return reader(buf)
+        except NotMine:
+            continue
+    raise NotMine("not a crash dump")
+
+
+def find_in_dump(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Found:
+    """The headers archive in a crash image (ELF core, kdump-compressed, flattened, LiME).
+
+    Raises NotMine (not a dump), NotFound (no archive in its memory) or Damaged (an archive that
+    runs into memory missing from the dump, or breaks off).
+    """
+    return _find(open_dump(buf), buf, path, layers)
+
+
+def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    regions, hint = _search_order(mem)
+    hit, misses = _carve(mem, regions)
+    length = mem.info.length if mem.info.length is not None else len(buf)
+    outer = (*layers, *mem.info.outer, Layer(mem.info.format, 0, length, mem.info.detail))
+    if hit is None:
+        raise _not_found(path, mem, misses)
+    paddr, archive = hit
+    notes = [hint] if hint else []
+    if misses:
+        notes.append(f"{len(misses)} incomplete copy(ies) of the archive's start seen elsewhere in memory "
+                     f"(first at physical {misses[0][0]:#x})")
+    release, source = _release(mem, paddr)
+    if source:
+        notes.append(source)
+    layer = Layer("physical memory", paddr, len(archive), _describe_memory(mem))
+    return Found(path=path, method=Method.CARVE, offset=paddr, archive=archive, layers=(*outer, layer),
+                 release=release, notes=tuple(notes))
+
+
+def find_in_raw(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Found:
+    """The archive in headerless physical memory (pmemsave, /dev/mem copies), address 0 at offset 0.
+
+    Unlike a plain carve it passes over copies that break off (a module's first page) to a whole
+    one further on, and names what it saw when there is none.
+    """
+    if len(buf) == 0:
+        raise NotFound(f"{path}: empty file")
+    info = DumpInfo("raw memory", "no dump header: physical memory assumed to start at address 0")
+    return _find(MappedMemory(buf, [Extent(0, len(buf), 0)], info), buf, path, layers)
+
+
+def _search_order(mem: PhysicalMemory) -> tuple[list[tuple[int, int]], str]:
+    """The kernel's own region first when VMCOREINFO locates it, then everything else."""
+    everything = [(0, 1 << 64)]
+    start = kernel_start(mem.info.vmcoreinfo)
+    if start is None or start < 0:
+        return everything, ""
+    end = start + _KERNEL_WINDOW
+    note = f"VMCOREINFO puts the kernel at physical {start:#x}; searched there first"
+    return [(start, end), (0, start), (end, 1 << 64)], note
+
+
+Miss = tuple[int, Damaged]  # where an incomplete candidate starts, and why it is incomplete
+
+
+def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> tuple[tuple[int, bytes] | None, list[Miss]]:
+    """The first complete headers archive in the regions, and the incomplete candidates seen."""
+    misses: list[Miss] = []
+    for lo, hi in regions:
+        pos = mem.find(xzstream.MAGIC, lo, hi)
+        while pos != -1:
+            outcome = _follow(mem, pos)
+            if isinstance(outcome, bytes):
+                return (pos, outcome), misses
+            if outcome is not None:
+                misses.append((pos, outcome))
+            pos = mem.find(xzstream.MAGIC, pos + 1, hi)
+    return None, misses
+
+
+def _follow(mem: PhysicalMemory, pos: int) -> bytes | Damaged | None:
+    """The whole archive starting at `pos`; Damaged if it starts but cannot be completed; None if
+    the bytes there are not a headers archive at all."""
+    try:
+        head = mem.read_some(pos, _PROBE)
+    except Damaged:
+        return None
+    if xzstream.header_flags(head, 0) is None or not _looks_like_headers(head, pos):
+        return None
+    try:
+        return _decode_from(mem, pos)
+    except Damaged as exc:
+        return exc
+
+
+def _looks_like_headers(head: bytes, pos: int) -> bool:
+    """The probe, then again on the header's own page alone: a module's archive in vmalloc space
+    continues elsewhere, and the garbage after its first page must not hide what that page is."""
+    if xzstream.looks_like_headers(head, 0):
+        return True
+    cut = _PAGE - pos % _PAGE
+    return cut < len(head) and xzstream.looks_like_headers(head[:cut], 0)
+
+
+def _decode_from(mem: PhysicalMemory, pos: int) -> bytes:
+    """Read forward, decoding as we go: the decoder finds the exact end and checks every CRC."""
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    archive = bytearray()
+    while not decoder.eof:
+        at = pos + len(archive)
+        chunk = mem.read_some(at, _STEP)
+        if not chunk:
+            gap = mem.gap(at)
+            raise _Incomplete(f"the headers archive at physical {pos:#x} is incomplete after {len(archive):,} "
+                          f"bytes: {gap.describe()}", offset=at)
+        archive += chunk
+        try:
+            _feed(decoder, chunk)
+        except lzma.LZMAError:
+            raise Damaged(_broken_message(pos, at, len(chunk)), offset=at) from None
+        if len(archive) > MAX_ARCHIVE:
+            raise Damaged(f"the xz stream at physical {pos:#x} does not end within {MAX_ARCHIVE:,} bytes",
+                          offset=pos)
+    return bytes(archive[: len(archive) - len(decoder.unused_data)])
+
+
+class _Incomplete(Damaged):
+    """A candidate that runs into memory missing from the dump (the most telling failure)."""
+
+
+def _feed(decoder: lzma.LZMADecompressor, chunk: bytes) -> None:
+    """Decode `chunk`, discarding the output in bounded pieces."""
+    decoder.decompress(chunk, max_length=1 << 22)
+    while not decoder.eof and not decoder.needs_input:
+        decoder.decompress(b"", max_length=1 << 22)
+
+
+def _broken_message(pos: int, at: int, size: int) -> str:
+    return (f"a headers archive starts at physical {pos:#x} but its xz data breaks off in "
+            f"{at:#x}-{at + size - 1:#x}: the archive is not physically contiguous here (a kernel built "
+            f"with CONFIG_IKHEADERS=m keeps it in the kheaders module's vmalloc memory, where only the "
+            f"first page follows the stream header; reassembling it would need the kernel's page tables)")
+
+
+def _not_found(path: str, mem: PhysicalMemory, misses: list[Miss]) -> NotFound | Damaged:
+    if misses:
+        # Memory missing from the dump explains more than a stream that breaks off.
+        _, first = next((m for m in misses if isinstance(m[1], _Incomplete)), misses[0])
+        more = f" ({len(misses) - 1} more incomplete candidate(s))" if len(misses) > 1 else ""
+        return Damaged(f"{path}: {first}{more}", offset=first.offset)
+    return NotFound(f"{path}: cannot find kernel headers in the dump's memory ({_describe_memory(mem)}); "
+                    f"was the kernel built with CONFIG_IKHEADERS=y? (=m keeps them in a module, which a "
+                    f"dump holds only if kheaders.ko was loaded, and then scattered over vmalloc pages)")
+
+
+def _describe_memory(mem: PhysicalMemory) -> str:
+    count = total = 0
+    last = 0
+    for start, end in mem.ranges():
+        count, total, last = count + 1, total + end - start, end
+    return f"{total:,} bytes of physical memory in {count} range(s) up to {last:#x}"
+
+
+# Release -------------------------------------------------------------------------------------
+
+
+def _release(mem: PhysicalMemory, paddr: int) -> tuple[str | None, str]:
+    """The release from VMCOREINFO, else the dump header, else the banner near the archive."""
+    release = mem.info.vmcoreinfo.get("OSRELEASE") or mem.info.release
+    if release:
+        return release, ""
+    lo, hi = max(0, paddr - _BANNER_WINDOW), paddr + _BANNER_WINDOW
+    at = mem.find(b"Linux version ", lo, hi)
+    while at != -1:
+        match = _BANNER.match(mem.read_some(at, 200))
+        if match:
+            return match.group(1).decode(errors="replace"), f"release from the banner at physical {at:#x}"
+        at = mem.find(b"Linux version ", at + 1, hi)
+    return None, ""
