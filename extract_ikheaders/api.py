@@ -23,7 +23,7 @@ from .xzstream import Buffer
 # Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
 WHOLE_FILE_CODECS = ("xz", "zstd", "gzip", "bzip2", "lzma", "lz4", "lzo")
 MAX_DECOMPRESSED = 1 << 30
-_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \(")
+_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \([^\n\x00]*")
 _VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
 
@@ -107,16 +107,21 @@ def default_directory(found: Found) -> str:
 
 def release_from_archive(archive: bytes) -> str | None:
     """UTS_RELEASE from include/generated/utsrelease.h inside the archive (decodes it)."""
+    match = _UTS_RELEASE.search(archive_member(archive, "include/generated/utsrelease.h") or b"")
+    return match.group(1).decode(errors="replace") if match else None
+
+
+def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | None:
+    """One regular file's bytes from the archive (decodes up to it), or None."""
     import tarfile
     from io import BytesIO
 
     try:
         with tarfile.open(fileobj=BytesIO(archive), mode="r|xz") as tar:
             for member in tar:
-                if member.name.endswith("include/generated/utsrelease.h") and member.isfile():
+                if member.name.lstrip("./") == name and member.isfile() and member.size <= limit:
                     data = tar.extractfile(member)
-                    match = _UTS_RELEASE.search(data.read() if data else b"")
-                    return match.group(1).decode(errors="replace") if match else None
+                    return data.read() if data else None
     except (tarfile.TarError, OSError, EOFError):
         return None
     return None
@@ -268,7 +273,8 @@ def _search_stream(source: _Source, path: str) -> Found:
                        f"(was it built with CONFIG_IKHEADERS?)")
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
-                 layers=(*source.layers, image), release=banner.release, notes=source.notes)
+                 layers=(*source.layers, image), release=banner.release, notes=source.notes,
+                 banner=banner.banner[1] if banner.banner else None)
 
 
 def _close(chunks: Iterator[bytes]) -> None:
@@ -281,11 +287,10 @@ def _close(chunks: Iterator[bytes]) -> None:
 def _found(source: _Source, path: str, span: locate.Span) -> Found:
     assert source.buf is not None
     archive = bytes(source.buf[span.start : span.end])
-    release = source.release
-    if release is None and span.method != Method.WHOLE:
-        release = banner_release(source.buf)
+    banner = find_banner(source.buf) if span.method != Method.WHOLE else None
+    release = source.release or (banner[0] if banner else None)
     return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=source.layers,
-                 release=release, notes=source.notes)
+                 release=release, notes=source.notes, banner=banner[1] if banner else None)
 
 
 # Release -------------------------------------------------------------------------------------
@@ -293,11 +298,17 @@ def _found(source: _Source, path: str, span: locate.Span) -> Found:
 
 def banner_release(buf: Buffer) -> str | None:
     """The release from the `Linux version ... (` banner, without copying the whole buffer."""
+    banner = find_banner(buf)
+    return banner[0] if banner else None
+
+
+def find_banner(buf: Buffer) -> tuple[str, str] | None:
+    """(release, whole banner line) from the first `Linux version X (...` in buf."""
     pos = buf.find(b"Linux version ")
     while pos != -1:
-        match = _BANNER.match(bytes(buf[pos : pos + 200]))
+        match = _BANNER.match(bytes(buf[pos : pos + 512]))
         if match:
-            return match.group(1).decode(errors="replace")
+            return match.group(1).decode(errors="replace"), match.group(0).decode(errors="replace").strip()
         pos = buf.find(b"Linux version ", pos + 1)
     return None
 
@@ -314,15 +325,19 @@ class _BannerScanner:
     """Find the banner in streamed chunks (it may straddle two)."""
 
     def __init__(self) -> None:
-        self.release: str | None = None
+        self.banner: tuple[str, str] | None = None
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
-        if self.release is not None:
+        if self.banner is not None:
             return
         data = self._tail + chunk
-        self.release = banner_release(data)
-        self._tail = data[-256:]
+        self.banner = find_banner(data)
+        self._tail = data[-600:]
+
+    @property
+    def release(self) -> str | None:
+        return self.banner[0] if self.banner else None
 
 
 

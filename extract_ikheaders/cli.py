@@ -51,6 +51,9 @@ Exit codes:
 @click.option("--config", "config_out", type=click.Path(allow_dash=True, path_type=str),
               help="Also write the kernel's own .config (CONFIG_IKCONFIG) to FILE ('-' for stdout). "
                    "Succeeds even when the image has no headers.")
+@click.option("--info", "info_only", is_flag=True,
+              help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
+                   "containers, BPF-related CONFIG_ values) without unpacking anything.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
 @click.option("--max-size", type=int, default=None, metavar="BYTES",
               help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
@@ -58,7 +61,8 @@ Exit codes:
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(image: str, output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            config_out: str | None, as_json: bool, max_size: int | None, max_members: int | None) -> None:
+            config_out: str | None, info_only: bool, as_json: bool, max_size: int | None,
+            max_members: int | None) -> None:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, a
@@ -66,6 +70,9 @@ def command(image: str, output: str | None, force: bool, archive_out: str | None
     By default the headers are unpacked into ./kheaders-<release>/ and that directory is
     printed on stdout.
     """
+    if info_only:
+        _info(image, as_json)
+        return
     if archive_out is not None and list_only:
         raise UsageError("--archive and --list cannot be combined")
     if archive_out is not None and output is not None:
@@ -106,6 +113,32 @@ def command(image: str, output: str | None, force: bool, archive_out: str | None
         _summary(found, extracted)
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
+
+
+def _info(image: str, as_json: bool) -> None:
+    from . import info
+
+    report = info.describe(image)
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    headers, config = report["headers"], report["config"]
+    lines = [f"image:    {image}", f"release:  {report.get('release') or 'unknown'}",
+             f"arch:     {report.get('arch') or 'unknown'}"]
+    if report.get("banner"):
+        lines.append(f"banner:   {report['banner']}")
+    chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
+    lines.append(f"layers:   {chain or '(none)'}")
+    if headers["status"] == "present":
+        lines.append(f"headers:  built in ({headers['method']}, {headers['size']:,} bytes at {headers['offset']:#x}, "
+                     f"sha256 {headers['sha256']})")
+    else:
+        lines.append(f"headers:  {headers['status']}: {headers.get('hint') or headers['reason']}")
+    lines.append(f"config:   {config['status']}" + (f" ({config['method']})" if config["status"] == "present" else ""))
+    options = report["options"]
+    if options:
+        lines.append("options:  " + " ".join(f"{k}={v}" for k, v in options.items()))
+    click.echo("\n".join(lines))
 
 
 def _write_config(image: str, dest: str) -> dict[str, Any]:

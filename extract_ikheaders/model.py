@@ -46,6 +46,7 @@ class Found:
     layers: tuple[Layer, ...] = ()
     release: str | None = None
     notes: tuple[str, ...] = ()
+    banner: str | None = None  # the `Linux version ...` line, when the image has one
 
     @property
     def size(self) -> int:

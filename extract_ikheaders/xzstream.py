@@ -152,10 +152,10 @@ def looks_like_headers(buf: Buffer, start: int) -> bool:
         head = decoder.decompress(bytes(buf[start : start + _PROBE_INPUT]), max_length=_PROBE_OUTPUT)
     except lzma.LZMAError:
         return False
-    return any(_HEADERS_MEMBER.match(name) for name in _tar_names(head))
+    return any(_HEADERS_MEMBER.match(name) for name in tar_names(head))
 
 
-def _tar_names(data: bytes) -> Iterator[bytes]:
+def tar_names(data: bytes) -> Iterator[bytes]:
     """Names of the complete ustar headers at the start of data (stops at the first non-header)."""
     pos = 0
     while pos + 512 <= len(data):

@@ -155,3 +155,21 @@ def test_config_without_headers_still_succeeds(corpus: Corpus, tmp_path: Path) -
     assert out.read_bytes() == corpus.file("k61m", "config").read_bytes()
     assert "wrote only the .config" in run.stderr
     assert not (tmp_path / "a.tar.xz").exists()
+
+
+def test_info_on_a_modular_kernel_points_at_the_module(corpus: Corpus) -> None:
+    run = run_cli("--info", "--json", corpus.file("k61m", "bzImage"))
+    assert run.code == 0, run.stderr
+    report = run.json
+    assert report["headers"]["status"] == "module" and "kheaders.ko" in report["headers"]["hint"]
+    assert report["options"]["IKHEADERS"] == "m" and report["config"]["status"] == "present"
+    assert report["release"] == corpus.truth("6.1-m")["release"]
+
+
+def test_info_on_vmlinux(corpus: Corpus) -> None:
+    run = run_cli("--info", corpus.file("k61y", "vmlinux"))
+    assert run.code == 0, run.stderr
+    text = run.stdout.decode()
+    assert f"release:  {corpus.truth('6.1-y-gzip')['release']}" in text
+    assert "arch:     x86" in text and "headers:  built in (symbols" in text and "IKHEADERS=y" in text
+    assert corpus.truth("6.1-y-gzip")["sha256"] in text

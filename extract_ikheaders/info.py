@@ -1,0 +1,92 @@
+"""--info: what an image is and holds, without unpacking anything."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from . import api, xzstream
+from .errors import Damaged, NotFound
+from .model import Found
+
+# CONFIG_ options BPF and tracing users ask about first.
+OPTIONS = ("IKHEADERS", "IKCONFIG", "BPF", "BPF_SYSCALL", "BPF_JIT", "BPF_EVENTS", "DEBUG_INFO_BTF",
+           "KPROBES", "KPROBE_EVENTS", "UPROBES", "FTRACE", "MODULES")
+_ARCH_DIR = re.compile(rb"^\./arch/([^/\x00]+)/")
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    name = os.fspath(path)
+    report: dict[str, Any] = {"input": name}
+    found = _headers(name, report)
+    config_text = _config(name, report)
+    options = _options(config_text, found)
+    report["options"] = options
+    if found is None and options.get("IKHEADERS") == "m":
+        report["headers"]["status"] = "module"
+        report["headers"]["hint"] = "CONFIG_IKHEADERS=m: the headers are in kheaders.ko; give that file"
+    report["arch"] = _arch(found)
+    if config_text is not None:
+        # "# Linux/x86 6.1.192 Kernel Configuration" names the release and architecture too.
+        match = re.search(rb"^# Linux/(\S+) (\S+) Kernel Configuration", config_text, re.M)
+        if match:
+            report.setdefault("release", match.group(2).decode(errors="replace"))
+            report["arch"] = report["arch"] or match.group(1).decode(errors="replace")
+    return report
+
+
+def _headers(name: str, report: dict[str, Any]) -> Found | None:
+    try:
+        found = api.find(name)
+    except NotFound as exc:
+        report["headers"] = {"status": "absent", "reason": str(exc)}
+        return None
+    except Damaged as exc:
+        report["headers"] = {"status": "damaged", "reason": str(exc), "offset": exc.offset}
+        return None
+    report["headers"] = {"status": "present", "method": str(found.method), "offset": found.offset,
+                         "size": found.size, "sha256": found.sha256}
+    report["release"] = found.release
+    report["banner"] = found.banner
+    report["layers"] = [layer.as_dict() for layer in found.layers]
+    return found
+
+
+def _config(name: str, report: dict[str, Any]) -> bytes | None:
+    try:
+        config = api.find_config(name)
+    except (NotFound, Damaged) as exc:
+        report["config"] = {"status": "absent", "reason": str(exc)}
+        return None
+    report["config"] = {"status": "present", "method": str(config.method), "offset": config.offset,
+                        "size": len(config.text)}
+    report.setdefault("layers", [layer.as_dict() for layer in config.layers])
+    return config.text
+
+
+def _options(config_text: bytes | None, found: Found | None) -> dict[str, str]:
+    """CONFIG_ values from the embedded .config, else from the headers' autoconf.h."""
+    if config_text is not None:
+        pattern = re.compile(rb"^CONFIG_([A-Z0-9_]+)=(.*)$", re.M)
+        values = {k.decode(): v.decode(errors="replace") for k, v in pattern.findall(config_text)}
+    elif found is not None:
+        autoconf = api.archive_member(found.archive, "include/generated/autoconf.h") or b""
+        values = {k.decode(): ("m" if k.endswith(b"_MODULE") else v.decode(errors="replace"))
+                  for k, v in re.findall(rb"^#define CONFIG_([A-Z0-9_]+) (.*)$", autoconf, re.M)}
+        values.update({k[: -len("_MODULE")]: "m" for k in list(values) if k.endswith("_MODULE")})
+        values = {k: ("y" if v == "1" else v) for k, v in values.items()}
+    else:
+        return {}
+    return {opt: values.get(opt, "n") for opt in OPTIONS}
+
+
+def _arch(found: Found | None) -> str | None:
+    """The architecture whose headers the archive carries (arch/<arch>/include)."""
+    if found is None:
+        return None
+    for member in xzstream.tar_names(xzstream.decode_prefix(found.archive, 64 * 1024)):
+        match = _ARCH_DIR.match(member)
+        if match:
+            return match.group(1).decode(errors="replace")
+    return None
