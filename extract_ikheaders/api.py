@@ -230,8 +230,9 @@ def _search_elf(source: _Source, path: str) -> Found:
         return _found(source, path, span)
     if elf.has_symbols():
         # A symbol table without kernel_headers_data: the headers are not built in. Only the
-        # seed layout (markers) is still worth a look; carving would only cost time.
-        for start, end in elf.loaded_ranges():
+        # seed layout (markers, which its asm put in .rodata) is still worth a look there.
+        rodata = [(s.offset, s.offset + s.size) for s in elf.sections() if s.name.startswith(".rodata")]
+        for start, end in rodata or elf.loaded_ranges():
             span = locate.by_markers(elf.buf, start, end)
             if span is not None:
                 return _found(source, path, span)
