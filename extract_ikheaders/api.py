@@ -181,14 +181,22 @@ def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
 
         data = codecs.decode_all(codec, buf, 0, limit=MAX_DECOMPRESSED)
         return _peel(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
-    from .containers import bzimage
+    from .containers import android, bzimage, zboot
 
+    if android.is_boot_image(buf):
+        layer = android.peel(buf, path)
+        return _peel(bytes(buf[layer.offset : layer.offset + layer.length]), path, (*layers, layer))
+    if zboot.is_zboot(buf):
+        payload_layers, chunks = zboot.payload_chunks(buf, path)
+        return _Source((*layers, *payload_layers), chunks=chunks)
     if bzimage.is_bzimage(buf):
         try:
             payload_layers, chunks = bzimage.payload_chunks(buf, path)
             return _Source((*layers, *payload_layers), chunks=chunks)
         except (NotMine, NotFound):
             pass  # a boot sector but no kernel payload (a disk or memory image): search the bytes
+    if zboot.is_arm64_image(buf):
+        return _Source((*layers, zboot.arm64_image_layer(buf, path)), buf=buf)
     return _Source(layers, buf=buf)
 
 

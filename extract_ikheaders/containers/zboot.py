@@ -111,7 +111,8 @@ def _check_span(data: Buffer, path: str, start: int, size: int) -> None:
 def _comp_type(data: Buffer) -> str:
     """The compression type string (printable ASCII up to its NUL), '' if absent or garbled."""
     raw = bytes(data[COMP_TYPE:COMP_TYPE_END]).split(b"\0", 1)[0]
-    return raw.decode("ascii") if raw.isascii() and raw.decode("ascii").isprintable() else ""
+    text = raw.decode("ascii", errors="replace")
+    return text if raw.isascii() and text.isprintable() else ""
 
 
 def _payload_detail(declared: str, codec: str) -> str:
