@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
-from .errors import InputError, NotFound, NotMine
+from .errors import Damaged, InputError, NotFound, NotMine
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method
 from .xzstream import Buffer
 
@@ -167,6 +167,15 @@ class _Source:
     notes: tuple[str, ...] = ()
 
 
+_DUMP_MAGICS = (b"KDUMP   ", b"makedumpfile", b"EMiL")  # kdump, flattened, LiME (0x4C694D45 LE)
+
+
+def _may_be_dump(buf: Buffer) -> bool:
+    """Cheap test before importing the dump readers: a dump signature, or an ELF core."""
+    head = bytes(buf[:18])
+    return head.startswith(_DUMP_MAGICS) or (head[:4] == ELF_MAGIC and head[16:18] in (b"\x04\x00", b"\x00\x04"))
+
+
 def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
     """Peel containers until a buffer or a decoded stream is left to search."""
     if len(buf) == 0:
@@ -204,7 +213,7 @@ def _peel_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
     try:
         elf = ElfImage(buf)
         if elf.type == ElfType.CORE:
-            raise NotFound(f"{path}: ELF core files (crash dumps) are not supported yet")
+            raise NotFound(f"{path}: an ELF core file inside a container is not searched; give the core itself")
         layer = Layer("elf", 0, len(buf), elf.describe())
         release = _module_release(elf) if elf.type == ElfType.REL else None
         elf.sections()  # parse now: a corrupt table should fail here, not halfway through a search
@@ -215,6 +224,13 @@ def _peel_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
 
 
 def _search(data: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    if _may_be_dump(data):
+        from . import memory
+
+        try:  # crash images (ELF core, kdump-compressed, flattened, LiME): searched as physical memory
+            return memory.find_in_dump(data, path, layers)
+        except NotMine:
+            pass
     source = _peel(data, path, layers)
     if source.chunks is not None:
         return _search_stream(source, path)
@@ -252,7 +268,16 @@ def _search_elf(source: _Source, path: str) -> Found:
 def _search_raw(source: _Source, path: str, ranges: list[tuple[int, int]]) -> Found:
     assert source.buf is not None
     for start, end in ranges:
-        span = locate.by_markers(source.buf, start, end) or locate.carve(source.buf, start, end)
+        try:
+            span = locate.by_markers(source.buf, start, end) or locate.carve(source.buf, start, end)
+        except Damaged:
+            if source.elf is not None or source.layers:
+                raise
+            # Headerless memory may hold a broken-off copy (a module's first page) before a
+            # whole one: look past it.
+            from . import memory
+
+            return memory.find_in_raw(source.buf, path, source.layers)
         if span is not None:
             return _found(source, path, span)
     raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")

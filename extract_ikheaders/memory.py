@@ -26,7 +26,7 @@ from .errors import Damaged, NotFound, NotMine
 from .model import Found, Layer, Method
 from .xzstream import Buffer
 
-MAX_ARCHIVE = 256 << 20  # a kheaders archive is ~4-10 MB; anything longer is not one
+MAX_ARCHIVE = 64 << 20  # a kheaders archive is ~4-10 MB; anything longer is not one (and RSS stays low)
 _STEP = 1 << 20  # bytes read per step while following a candidate stream
 _PROBE = 64 * 1024
 _PAGE = 4096  # the smallest page size: the stream header's page is contiguous with it

@@ -206,11 +206,12 @@ class ElfImage:
             result.append(Segment(p_type, off, vaddr, paddr, filesz, memsz))
         return tuple(result)
 
-    def notes(self) -> tuple[Note, ...]:
-        """Every note in the PT_NOTE segments (4-byte aligned, as in Linux cores)."""
+    def notes(self, max_segment: int = 1 << 24) -> tuple[Note, ...]:
+        """Every note in the PT_NOTE segments (4-byte aligned, as in Linux cores); segments larger
+        than `max_segment` are skipped rather than read into memory."""
         notes: list[Note] = []
         for seg in self.segments():
-            if seg.type == PT_NOTE:
+            if seg.type == PT_NOTE and seg.filesz <= max_segment:
                 self._check_span("note segment", seg.offset, seg.filesz)
                 notes.extend(self._parse_notes(bytes(self.buf[seg.offset : seg.offset + seg.filesz])))
         return tuple(notes)

@@ -16,6 +16,7 @@ import struct
 from array import array
 
 from ..errors import Damaged, NotMine
+from ..memory import release_mapping
 from ..model import Layer
 from ..xzstream import Buffer
 from . import kdump
@@ -82,6 +83,7 @@ def open(buf: Buffer) -> kdump.KdumpMemory:
         raise Damaged(f"flattened dump is truncated inside its {HEADER_SIZE}-byte header")
     kind, version = struct.unpack_from(">qq", buf, 16)
     records, ended = _records(buf)
+    release_mapping(buf)  # walking the record headers mapped most of the file: keep RSS small
     pieces, size = _resolve(records)
     written = sum(r[1] for r in records)
     if size - written > max(_SLACK, written):  # makedumpfile leaves only small holes (header padding)
