@@ -6,6 +6,9 @@ import json
 import os
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,8 +43,20 @@ Exit codes:
 """
 
 
+@dataclass(frozen=True)
+class Options:
+    output: str | None
+    force: bool
+    archive_out: str | None
+    list_only: bool
+    config_out: str | None
+    as_json: bool
+    env: bool
+    limits: dict[str, int]
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.argument("image", type=click.Path(dir_okay=True, allow_dash=False, path_type=str))
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=True, allow_dash=False, path_type=str))
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Unpack into DIR instead of ./kheaders-<release>.")
 @click.option("--force", is_flag=True,
               help="Replace a non-empty output directory (only once the new tree is complete).")
@@ -54,74 +69,134 @@ Exit codes:
 @click.option("--info", "info_only", is_flag=True,
               help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
                    "containers, BPF-related CONFIG_ values) without unpacking anything.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout.")
+@click.option("--env", "env", is_flag=True,
+              help="Unpack (or reuse a tree this tool made) and print shell exports for BCC and bpftrace: "
+                   'eval "$(extract-ikheaders --env IMAGE)".')
+@click.option("--live", is_flag=True,
+              help="Use the running kernel: /sys/kernel/kheaders.tar.xz, else its kheaders.ko, else "
+                   "/boot/vmlinuz-$(uname -r). The default when no IMAGE is given.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=str), default="/", show_default=True,
+              help="Look for the live system's files under DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report (one line per IMAGE) on stdout.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Work on N images at once.")
 @click.option("--max-size", type=int, default=None, metavar="BYTES",
               help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
 @click.option("--max-members", type=int, default=None, metavar="N",
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
-def command(image: str, output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            config_out: str | None, info_only: bool, as_json: bool, max_size: int | None,
-            max_members: int | None) -> None:
+def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
+            config_out: str | None, info_only: bool, env: bool, live: bool, root: str, as_json: bool, jobs: int,
+            max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
-    IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, a
-    kheaders.ko module (also .ko.xz/.ko.zst/.ko.gz), or a copy of /sys/kernel/kheaders.tar.xz.
-    By default the headers are unpacked into ./kheaders-<release>/ and that directory is
-    printed on stdout.
+    IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, an arm64
+    Image/Image.gz/EFI zboot image, an Android boot.img, a kheaders.ko module (also
+    .ko.xz/.ko.zst/.ko.gz), a crash image (ELF vmcore, kdump-compressed, flattened, LiME, raw
+    memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
+    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
     """
+    if live or not images:
+        images = (_live_source(root),)
+    limits = {k: v for k, v in (("max_bytes", max_size), ("max_members", max_members)) if v is not None}
+    opts = Options(output, force, archive_out, list_only, config_out, as_json, env, limits)
+    _check_options(opts, len(images))
     if info_only:
-        _info(image, as_json)
-        return
-    if archive_out is not None and list_only:
+        return _run_all(images, jobs, lambda image: _info(image, as_json))
+    return _run_all(images, jobs, lambda image: _one(image, opts))
+
+
+def _check_options(opts: Options, count: int) -> None:
+    if opts.archive_out is not None and opts.list_only:
         raise UsageError("--archive and --list cannot be combined")
-    if archive_out is not None and output is not None:
+    if opts.archive_out is not None and opts.output is not None:
         raise UsageError("--archive and --output cannot be combined")
-    if archive_out == "-" and as_json:
+    if opts.archive_out == "-" and opts.as_json:
         raise UsageError("--archive - and --json both want stdout")
-    if archive_out == "-" and sys.stdout.isatty():
+    if opts.archive_out == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write a binary archive to a terminal; redirect stdout or give a file")
-    if config_out == "-" and (as_json or archive_out == "-" or list_only or archive_out is None):
+    if opts.config_out == "-" and (opts.as_json or opts.archive_out in ("-", None) or opts.list_only):
         raise UsageError("--config - needs stdout to itself: use it with --archive FILE, or give a file")
-    config_report = _write_config(image, config_out) if config_out is not None else None
+    if count > 1 and any(x is not None for x in (opts.output, opts.archive_out, opts.config_out)):
+        raise UsageError("--output, --archive and --config take one IMAGE")
+    if opts.env and (opts.archive_out is not None or opts.list_only or opts.as_json):
+        raise UsageError("--env prints shell lines; it cannot be combined with --archive, --list or --json")
+
+
+def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tuple[bool, str]]]) -> int:
+    """Run `work` on every image (N at a time), print each one's lines in input order, and
+    return the worst exit code."""
+
+    def guarded(image: str) -> tuple[int, list[tuple[bool, str]]]:
+        try:
+            return 0, work(image)
+        except ExtractError as exc:
+            return exc.exit_code, [(True, f"{PROG}: {_with_image(str(exc), image)}")]
+
+    if jobs > 1 and len(images) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(guarded, images))
+    else:
+        results = [guarded(image) for image in images]
+    for _, lines in results:
+        for to_stderr, line in lines:
+            click.echo(line, err=to_stderr)
+    return max(code for code, _ in results)
+
+
+def _with_image(message: str, image: str) -> str:
+    return message if message.startswith(image) else f"{image}: {message}"
+
+
+def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
+    """Everything asked for one image; returns the lines to print as (to_stderr, text)."""
+    out: list[tuple[bool, str]] = []
+    config_report = _write_config(image, opts.config_out) if opts.config_out is not None else None
     try:
         found = api.find(image)
     except NotFound as exc:
         if config_report is None:
             raise
-        click.echo(f"{PROG}: {exc}; wrote only the .config", err=True)
-        if as_json:
-            click.echo(json.dumps({"input": image, "config": config_report, "archive": None}, sort_keys=True))
-        return
+        out.append((True, f"{PROG}: {exc}; wrote only the .config"))
+        if opts.as_json:
+            out.append((False, json.dumps({"input": image, "config": config_report, "archive": None},
+                                          sort_keys=True)))
+        return out
     report = _report(found)
     if config_report is not None:
         report["config"] = config_report
-    if archive_out is not None:
-        _write_archive(found.archive, archive_out)
-        report["output"] = {"archive": archive_out}
-    elif list_only:
-        members = _list(found, as_json)
-        report["members"] = members
+    if opts.archive_out is not None:
+        _write_archive(found.archive, opts.archive_out)
+        report["output"] = {"archive": opts.archive_out}
+    elif opts.list_only:
+        names = _member_lines(found)
+        report["members"] = len(names)
+        if not opts.as_json:
+            out.extend((False, name) for name in names)
     else:
-        limits = {k: v for k, v in (("max_bytes", max_size), ("max_members", max_members)) if v is not None}
-        _, extracted = _unpack(found, output, force, limits)
+        extracted = _unpack(found, opts)
         report["members"] = extracted.members
         report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written}
         report["incidents"] = [vars(i) for i in extracted.incidents]
-        if not as_json:
-            click.echo(extracted.directory)
-        _summary(found, extracted)
-    if as_json:
-        click.echo(json.dumps(report, sort_keys=True))
+        out.extend((True, f"{PROG}: {i.member}: {i.problem} ({i.action})") for i in extracted.incidents)
+        if opts.env:
+            out.extend((False, line) for line in _env_lines(extracted.directory))
+        elif not opts.as_json:
+            out.append((False, extracted.directory))
+        out.append((True, _summary(found, extracted)))
+    if opts.as_json:
+        out.append((False, json.dumps(report, sort_keys=True)))
+    return out
 
 
-def _info(image: str, as_json: bool) -> None:
+def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
     from . import info
 
     report = info.describe(image)
     if as_json:
-        click.echo(json.dumps(report, sort_keys=True))
-        return
+        return [(False, json.dumps(report, sort_keys=True))]
     headers, config = report["headers"], report["config"]
     lines = [f"image:    {image}", f"release:  {report.get('release') or 'unknown'}",
              f"arch:     {report.get('arch') or 'unknown'}"]
@@ -138,7 +213,7 @@ def _info(image: str, as_json: bool) -> None:
     options = report["options"]
     if options:
         lines.append("options:  " + " ".join(f"{k}={v}" for k, v in options.items()))
-    click.echo("\n".join(lines))
+    return [(False, line) for line in lines]
 
 
 def _write_config(image: str, dest: str) -> dict[str, Any]:
@@ -151,15 +226,10 @@ def _write_config(image: str, dest: str) -> dict[str, Any]:
             "layers": [layer.as_dict() for layer in config.layers]}
 
 
-def _list(found: Found, as_json: bool) -> int:
-    from . import unpack as extract
+def _member_lines(found: Found) -> list[str]:
+    from . import unpack
 
-    members = extract.list_members(found.archive)
-    if not as_json:
-        out = click.get_text_stream("stdout")
-        for m in members:
-            out.write(_printable(m.name) + ("/" if m.kind == "dir" else "") + "\n")
-    return len(members)
+    return [_printable(m.name) + ("/" if m.kind == "dir" else "") for m in unpack.list_members(found.archive)]
 
 
 def _printable(name: str) -> str:
@@ -167,20 +237,83 @@ def _printable(name: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
-def _unpack(found: Found, output: str | None, force: bool, limits: dict[str, int]) -> tuple[Found, Extracted]:
-    from . import unpack as extract
-
-    target = Path(output) if output is not None else Path(api.default_directory(found))
-    result = extract.extract(found.archive, target, force=force, **limits)
-    for incident in result.incidents:
-        click.echo(f"{PROG}: {incident.member}: {incident.problem} ({incident.action})", err=True)
-    return found, result
+_UNPACKED: dict[tuple[str, str], Extracted] = {}  # (archive sha256, target) -> result: unpack once
+_UNPACK_LOCK = threading.Lock()
+STAMP = ".extract-ikheaders.json"  # inside a tree this tool made: which archive it holds
 
 
-def _summary(found: Found, extracted: Extracted) -> None:
+def _unpack(found: Found, opts: Options) -> Extracted:
+    from . import unpack
+
+    target = Path(opts.output) if opts.output is not None else Path(api.default_directory(found))
+    with _UNPACK_LOCK:
+        key = (found.sha256, str(target))
+        if key in _UNPACKED:
+            return _UNPACKED[key]
+        reused = _reusable(target, found) if opts.env and not opts.force else None
+        result = reused or unpack.extract(found.archive, target, force=opts.force, **opts.limits)
+        if reused is None:
+            (target / STAMP).write_text(json.dumps({"sha256": found.sha256, "release": found.release}) + "\n")
+        _UNPACKED[key] = result
+    return result
+
+
+def _reusable(target: Path, found: Found) -> Extracted | None:
+    """A tree this tool made from the same archive, owned by us and writable by nobody else
+    (BCC's CVE-2024-2314 came from trusting a /tmp/kheaders-* made by someone else)."""
+    try:
+        info = target.lstat()
+        stamp = json.loads((target / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise UsageError(f"{target}: exists but is not a directory of ours that only we can write; "
+                         f"remove it or use --force")
+    if stamp.get("sha256") != found.sha256:
+        return None
+    return Extracted(directory=str(target), members=0, bytes_written=0)
+
+
+def _env_lines(directory: str) -> list[str]:
+    import shlex
+
+    path = shlex.quote(os.path.abspath(directory))
+    return [f"export BCC_KERNEL_SOURCE={path}", f"export BPFTRACE_KERNEL_SOURCE={path}",
+            f"export BPFTRACE_KERNEL_BUILD={path}"]
+
+
+def _live_source(root: str) -> str:
+    """The running kernel's headers: sysfs, else its kheaders.ko, else its /boot image."""
+    base = Path(root)
+    release = _live_release(base)
+    modules = base / "lib" / "modules" / release
+    candidates = [base / "sys/kernel/kheaders.tar.xz",
+                  *(sorted(modules.glob("**/kheaders.ko*")) if modules.is_dir() else []),
+                  base / "boot" / f"vmlinuz-{release}"]
+    for candidate in candidates:
+        if candidate.is_file():
+            click.echo(f"{PROG}: live system {release}: using {candidate}", err=True)
+            return str(candidate)
+    raise NotFound(f"no kernel headers for the running kernel {release}: no /sys/kernel/kheaders.tar.xz "
+                   f"(CONFIG_IKHEADERS=y, or `modprobe kheaders`), no kheaders.ko under {modules}, "
+                   f"no {base / 'boot' / f'vmlinuz-{release}'}; give an IMAGE instead")
+
+
+def _live_release(base: Path) -> str:
+    osrelease = base / "proc/sys/kernel/osrelease"
+    if str(base) != "/" and osrelease.is_file():
+        return osrelease.read_text().strip()
+    return os.uname().release
+
+
+def _summary(found: Found, extracted: Extracted) -> str:
     release = found.release or "unknown release"
-    click.echo(f"{PROG}: {release}: {extracted.members} members, {extracted.bytes_written:,} bytes "
-               f"from {found.path} ({found.method}, archive at {found.offset:#x}, {found.size:,} bytes)", err=True)
+    if extracted.members == 0 and extracted.bytes_written == 0:
+        return f"{PROG}: {release}: reusing {extracted.directory} (same archive, sha256 {found.sha256[:16]}...)"
+    return (f"{PROG}: {release}: {extracted.members} members, {extracted.bytes_written:,} bytes "
+            f"from {found.path} ({found.method}, archive at {found.offset:#x}, {found.size:,} bytes)")
 
 
 def _write_archive(data: bytes, dest: str) -> None:
@@ -234,7 +367,7 @@ def _with_input(message: str, argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
-        command.main(args=argv, prog_name=PROG, standalone_mode=False)
+        code = command.main(args=argv, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Abort:
         fail("interrupted", 130)
     except click.ClickException as exc:
@@ -248,4 +381,4 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(0)
     except Exception as exc:  # never a traceback: the one line says what and where
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it", 4)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
