@@ -42,7 +42,8 @@ def bcc_flags(tree: Path, arch: str = "x86") -> list[str]:
             f"-I{a}/include/generated/uapi", f"-I{tree}/include/uapi", f"-I{tree}/include/generated/uapi",
             "-include", f"{tree}/include/linux/kconfig.h", "-D__KERNEL__", "-D__BPF_TRACING__",
             "-D__HAVE_BUILTIN_BSWAP16__", "-D__HAVE_BUILTIN_BSWAP32__", "-D__HAVE_BUILTIN_BSWAP64__",
-            "-DKBUILD_MODNAME=\"probe\"", "-Wno-unused-value", "-Wno-pointer-sign", "-Wno-compare-distinct-pointer-types",
+            "-DKBUILD_MODNAME=\"probe\"", "-Wno-unused-value", "-Wno-pointer-sign",
+            "-Wno-compare-distinct-pointer-types",
             "-Wno-gnu-variable-sized-type-not-at-end", "-Wno-address-of-packed-member", "-Wno-tautological-compare",
             "-Wno-unknown-warning-option", "-fno-stack-protector", "-O2"]
 
