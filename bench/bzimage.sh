@@ -30,7 +30,7 @@ for c in gzip bzip2 lzma xz lzo lz4 zstd; do
     len=$(od -An -tu4 -j $((0x24c)) -N4 "$img" | tr -d ' ')
     tail -c +$(( (setup_sects + 1) * 512 + off + 1 )) "$img" | head -c "$len" > "$work/payload.$c"
     echo "== $c"
-    hyperfine -N --warmup 1 --min-runs 5 -i --export-json "$work/$c.json" \
+    hyperfine --warmup 1 --min-runs 5 -i --export-json "$work/$c.json" \
         -n tool "python3 -m extract_ikheaders -a /dev/null $img" \
         -n "${tool[$c]}" "sh -c '${tool[$c]} < $work/payload.$c > /dev/null'" \
         -n ikconfig-style "bash $work/ikconfig-style.sh $img ${magic[$c]} '${tool[$c]}' xy" | grep -E "±|faster|slower" || true

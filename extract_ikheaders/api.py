@@ -37,8 +37,9 @@ def find(path: str | os.PathLike[str]) -> Found:
     name = os.fspath(path)
     with open_input(name) as buf:
         found = _search(buf, name, ())
-    xzstream.verify(found.archive, found.offset)
-    return found
+    if not found.verified:
+        xzstream.verify(found.archive, found.offset)
+    return replace(found, verified=True)
 
 
 def find_config(path: str | os.PathLike[str]) -> KernelConfig:
@@ -308,7 +309,7 @@ def _search_stream(source: _Source, path: str) -> Found:
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
                  layers=(*source.layers, image), release=banner.release, notes=source.notes,
-                 banner=banner.banner[1] if banner.banner else None)
+                 banner=banner.banner[1] if banner.banner else None, verified=True)  # the carver decoded it
 
 
 def _close(chunks: Iterator[bytes]) -> None:

@@ -12,6 +12,7 @@ class Method(enum.StrEnum):
     SYMBOLS = "symbols"  # kernel_headers_data / kernel_headers_data_end (5.2 and later)
     MARKERS = "markers"  # IKHD_ST ... IKHD_ED (the 2019 seed patch)
     CARVE = "carve"  # xz stream whose content is a tar of ./include/ headers
+    PAGEWALK = "pagewalk"  # a loaded module's archive read through a crash dump's page tables
     WHOLE = "whole"  # the input is the archive itself (a copy of /sys/kernel/kheaders.tar.xz)
 
 
@@ -47,6 +48,7 @@ class Found:
     release: str | None = None
     notes: tuple[str, ...] = ()
     banner: str | None = None  # the `Linux version ...` line, when the image has one
+    verified: bool = False  # every xz block already decoded and checked on the way
 
     @property
     def size(self) -> int:
