@@ -6,8 +6,12 @@ kdump.py, flattened.py, lime.py) presents its memory as a PhysicalMemory; this m
 reader, carves (the kernel's own region first when VMCOREINFO says where it is) and decodes the
 candidate to its exact end, which also checks every block's CRC.
 
+A CONFIG_IKHEADERS=m kernel with kheaders.ko loaded keeps it in the module's vmalloc pages: a
+candidate whose stream header lies in a page mapped in module/vmalloc space is read forward through
+the kernel's page tables instead (pagewalk.py).
+
 A candidate that runs into memory missing from the dump is reported as Damaged naming the missing
-physical range: a cut-short archive is never returned.
+physical (or virtual) range: a cut-short archive is never returned.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import xzstream
 from .errors import Damaged, NotFound, NotMine
 from .model import Found, Layer, Method
 from .xzstream import Buffer
+
+if TYPE_CHECKING:
+    from .pagewalk import Resolver, VirtualHit
 
 MAX_ARCHIVE = 64 << 20  # a kheaders archive is ~4-10 MB; anything longer is not one (and RSS stays low)
 _STEP = 1 << 20  # bytes read per step while following a candidate stream
@@ -292,12 +300,15 @@ def find_in_dump(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Foun
 
 
 def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+    from .pagewalk import Resolver, VirtualHit
+
     regions, hint = _search_order(mem)
-    hit, misses = _carve(mem, regions)
+    resolver = Resolver(mem, buf)
+    hit, misses = _carve(mem, regions, resolver)
     length = mem.info.length if mem.info.length is not None else len(buf)
     outer = (*layers, *mem.info.outer, Layer(mem.info.format, 0, length, mem.info.detail))
     if hit is None:
-        raise _not_found(path, mem, misses)
+        raise _not_found(path, mem, misses, resolver)
     paddr, archive = hit
     notes = [hint] if hint else []
     if misses:
@@ -306,9 +317,20 @@ def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...]
     release, source = _release(mem, paddr)
     if source:
         notes.append(source)
+    if isinstance(archive, VirtualHit):
+        notes.append(_virtual_note(archive))
+        layer = Layer("virtual memory", archive.vaddr, len(archive.archive), archive.top.describe())
+        return Found(path=path, method=Method.PAGEWALK, offset=archive.vaddr, archive=archive.archive,
+                     layers=(*outer, layer), release=release, notes=tuple(notes), verified=True)
     layer = Layer("physical memory", paddr, len(archive), _describe_memory(mem))
     return Found(path=path, method=Method.CARVE, offset=paddr, archive=archive, layers=(*outer, layer),
-                 release=release, notes=tuple(notes))
+                 release=release, notes=tuple(notes), verified=True)  # decoded whole while carving
+
+
+def _virtual_note(hit: VirtualHit) -> str:
+    return (f"page walk: the stream header at physical {hit.paddr:#x} is mapped at virtual {hit.vaddr:#x} "
+            f"(module/vmalloc space); read {hit.pages} pages through the {hit.top.levels}-level page tables "
+            f"({hit.top.source}, top table at physical {hit.top.paddr:#x})")
 
 
 def find_in_raw(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Found:
@@ -335,16 +357,21 @@ def _search_order(mem: PhysicalMemory) -> tuple[list[tuple[int, int]], str]:
 
 
 Miss = tuple[int, Damaged]  # where an incomplete candidate starts, and why it is incomplete
+Hit = tuple[int, "bytes | VirtualHit"]  # where the archive's stream header is, and the archive
 
 
-def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> tuple[tuple[int, bytes] | None, list[Miss]]:
-    """The first complete headers archive in the regions, and the incomplete candidates seen."""
+def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]],
+           resolver: Resolver | None = None) -> tuple[Hit | None, list[Miss]]:
+    """The first complete headers archive in the regions, and the incomplete candidates seen.
+    A candidate whose first page is mapped in module/vmalloc space is read through the page tables."""
+    from .pagewalk import VirtualHit
+
     misses: list[Miss] = []
     for lo, hi in regions:
         pos = mem.find(xzstream.MAGIC, lo, hi)
         while pos != -1:
-            outcome = _follow(mem, pos)
-            if isinstance(outcome, bytes):
+            outcome = _follow(mem, pos, resolver)
+            if isinstance(outcome, bytes | VirtualHit):
                 return (pos, outcome), misses
             if outcome is not None:
                 misses.append((pos, outcome))
@@ -352,15 +379,19 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> tuple[tuple[i
     return None, misses
 
 
-def _follow(mem: PhysicalMemory, pos: int) -> bytes | Damaged | None:
+def _follow(mem: PhysicalMemory, pos: int, resolver: Resolver | None = None) -> bytes | VirtualHit | Damaged | None:
     """The whole archive starting at `pos`; Damaged if it starts but cannot be completed; None if
-    the bytes there are not a headers archive at all."""
+    the bytes there are not a headers archive at all. Read through the page tables when its page is
+    mapped in module/vmalloc space, physically otherwise."""
     try:
         head = mem.read_some(pos, _PROBE)
     except Damaged:
         return None
     if xzstream.header_flags(head, 0) is None or not _looks_like_headers(head, pos):
         return None
+    virtual = resolver.follow(pos) if resolver is not None else None
+    if virtual is not None:
+        return virtual
     try:
         return _decode_from(mem, pos)
     except Damaged as exc:
@@ -389,7 +420,7 @@ def _decode_from(mem: PhysicalMemory, pos: int) -> bytes:
                           f"bytes: {gap.describe()}", offset=at)
         archive += chunk
         try:
-            _feed(decoder, chunk)
+            feed_discarding(decoder, chunk)
         except lzma.LZMAError:
             raise Damaged(_broken_message(pos, at, len(chunk)), offset=at) from None
         if len(archive) > MAX_ARCHIVE:
@@ -402,7 +433,7 @@ class _Incomplete(Damaged):
     """A candidate that runs into memory missing from the dump (the most telling failure)."""
 
 
-def _feed(decoder: lzma.LZMADecompressor, chunk: bytes) -> None:
+def feed_discarding(decoder: lzma.LZMADecompressor, chunk: bytes) -> None:
     """Decode `chunk`, discarding the output in bounded pieces."""
     decoder.decompress(chunk, max_length=1 << 22)
     while not decoder.eof and not decoder.needs_input:
@@ -416,12 +447,17 @@ def _broken_message(pos: int, at: int, size: int) -> str:
             f"first page follows the stream header; reassembling it would need the kernel's page tables)")
 
 
-def _not_found(path: str, mem: PhysicalMemory, misses: list[Miss]) -> NotFound | Damaged:
+def _not_found(path: str, mem: PhysicalMemory, misses: list[Miss],
+               resolver: Resolver | None = None) -> NotFound | Damaged:
+    from .pagewalk import Unreachable
+
     if misses:
         # Memory missing from the dump explains more than a stream that breaks off.
-        _, first = next((m for m in misses if isinstance(m[1], _Incomplete)), misses[0])
+        _, first = next((m for m in misses if isinstance(m[1], Unreachable)),
+                        next((m for m in misses if isinstance(m[1], _Incomplete)), misses[0]))
         more = f" ({len(misses) - 1} more incomplete candidate(s))" if len(misses) > 1 else ""
-        return Damaged(f"{path}: {first}{more}", offset=first.offset)
+        why = f"; no page walk: {resolver.unavailable}" if resolver is not None and resolver.unavailable else ""
+        return Damaged(f"{path}: {first}{more}{why}", offset=first.offset)
     return NotFound(f"{path}: cannot find kernel headers in the dump's memory ({_describe_memory(mem)}); "
                     f"was the kernel built with CONFIG_IKHEADERS=y? (=m keeps them in a module, which a "
                     f"dump holds only if kheaders.ko was loaded, and then scattered over vmalloc pages)")
