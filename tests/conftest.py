@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from builders_bzimage import CODECS, tool_missing  # noqa: E402  (needs the path above)
+
 
 @dataclass(frozen=True)
 class Corpus:
@@ -63,6 +65,26 @@ def corpus() -> Corpus:
     if isinstance(_CORPUS, str):
         pytest.skip(_CORPUS)
     return _CORPUS
+
+
+@pytest.fixture(params=CODECS)
+def codec(request: pytest.FixtureRequest) -> str:
+    """Each kernel compressor whose command-line tool is installed (the test builders use them)."""
+    name: str = request.param
+    reason = tool_missing(name)
+    if reason:
+        pytest.skip(reason)
+    return name
+
+
+@pytest.fixture
+def vmlinux(tmp_path: Path) -> Path:
+    """A small synthetic vmlinux (mainline layout) holding builders.headers_archive()."""
+    from builders import headers_archive, incbin_object
+
+    build = tmp_path / "build"
+    build.mkdir()
+    return incbin_object(build, headers_archive())
 
 
 @dataclass(frozen=True)

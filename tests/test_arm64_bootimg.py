@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from builders import headers_archive
 from builders_bootimg import arm64_image, boot_image, mkbootimg, mkbootimg_missing, zboot
-from builders_bzimage import CODECS, compress, tool_missing
+from builders_bzimage import compress
 from conftest import Corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,15 +78,6 @@ def sha(data: bytes) -> str:
 
 def with_u32(data: bytes, offset: int, value: int) -> bytes:
     return data[:offset] + struct.pack("<I", value) + data[offset + 4 :]
-
-
-@pytest.fixture(params=CODECS)
-def codec(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    reason = tool_missing(name)
-    if reason:
-        pytest.skip(reason)
-    return name
 
 
 def zboot_of(codec: str, raw: bytes = RAW) -> bytes:

@@ -7,22 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
-from builders_bzimage import CODECS, FakeBzImage, bzimage, compress, kernel_like, tool_missing, with_bytes
+from builders_bzimage import FakeBzImage, bzimage, compress, kernel_like, tool_missing, with_bytes
 
 from extract_ikheaders import codecs
 from extract_ikheaders.containers import bzimage as bz
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
 
 ORIGINAL = kernel_like()
-
-
-@pytest.fixture(params=CODECS)
-def codec(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    reason = tool_missing(name)
-    if reason:
-        pytest.skip(reason)
-    return name
 
 
 def require(*names: str) -> None:

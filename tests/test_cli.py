@@ -8,18 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-from builders import HEADERS, headers_archive, incbin_object
+from builders import HEADERS, headers_archive
 from conftest import run_cli
 
 ARCHIVE = headers_archive()
 SHA = hashlib.sha256(ARCHIVE).hexdigest()
-
-
-@pytest.fixture
-def vmlinux(tmp_path: Path) -> Path:
-    build = tmp_path / "build"
-    build.mkdir()
-    return incbin_object(build, ARCHIVE)
 
 
 def test_default_unpacks_into_kheaders_release(vmlinux: Path, tmp_path: Path) -> None:

@@ -21,15 +21,6 @@ SMALL = kernel_like(48 << 10, seed=2)
 UNCHECKED = {"lz4"}
 
 
-@pytest.fixture(params=CODECS)
-def codec(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    reason = tool_missing(name)
-    if reason:
-        pytest.skip(reason)
-    return name
-
-
 def decode(name: str, data: bytes, offset: int = 0, **kwargs: int) -> bytes:
     return b"".join(codecs.decode_stream(name, data, offset, **kwargs))
 

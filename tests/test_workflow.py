@@ -8,18 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from builders import headers_archive, incbin_object
 from conftest import run_cli
 
 ARCHIVE = headers_archive()
-
-
-@pytest.fixture
-def vmlinux(tmp_path: Path) -> Path:
-    build = tmp_path / "build"
-    build.mkdir()
-    return incbin_object(build, ARCHIVE)
 
 
 def test_env_output_evaluated_in_a_shell_points_at_a_tree_with_kconfig_h(vmlinux: Path, tmp_path: Path) -> None:
