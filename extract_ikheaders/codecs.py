@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import Damaged
+from .errors import Damaged, InputError
 
 if TYPE_CHECKING:
     from zstandard import ZstdDecompressionObj
@@ -188,7 +188,8 @@ def decode_stream(name: str, data: Buffer, offset: int, *, chunk: int = DEFAULT_
 
 
 def decode_all(name: str, data: Buffer, offset: int, *, limit: int, end: int | None = None) -> bytes:
-    """The whole decompressed stream; Damaged if it is longer than `limit` bytes."""
+    """The whole decompressed stream; Damaged if it is longer than `limit` bytes, InputError if it
+    does not fit in memory (building the result takes twice its size at the end)."""
     out = bytearray()
     stream = decode_stream(name, data, offset, end=end)
     try:
@@ -197,9 +198,13 @@ def decode_all(name: str, data: Buffer, offset: int, *, limit: int, end: int | N
                 raise Damaged(f"{name} stream at {offset:#x}: decompressed data exceeds limit ({limit} bytes)",
                               offset=offset)
             out += piece
+        return bytes(out)
+    except MemoryError:
+        size, out = len(out), bytearray()
+        raise InputError(f"{name} stream at {offset:#x}: not enough memory to hold its decompressed data "
+                         f"(over {size:,} bytes)") from None
     finally:
         stream.close()
-    return bytes(out)
 
 
 # Input plumbing -------------------------------------------------------------------------------
@@ -252,7 +257,8 @@ class _Input:
         return int.from_bytes(bytes(self.data[self.pos : self.pos + 4]), "little")
 
     def truncated(self, detail: str) -> Damaged:
-        return Damaged(f"{self.codec} stream at {self.start:#x} is truncated: {detail}", offset=self.stop)
+        return Damaged(f"{self.codec} stream at {self.start:#x} is truncated: its data ends at {self.stop:#x} "
+                       f"({detail})", offset=self.stop)
 
     def corrupt(self, detail: str, at: int) -> Damaged:
         return Damaged(f"{self.codec} stream at {self.start:#x} is corrupt near {at:#x}: {detail}", offset=at)

@@ -57,8 +57,8 @@ def by_symbols(elf: ElfImage) -> Span | None:
 
 
 def by_markers(buf: Buffer, start_at: int = 0, stop: int | None = None) -> Span | None:
-    """The xz stream framed by IKHD_ST / IKHD_ED within buf[start_at:stop]. A marker pair around
-    anything else is ignored (a tool that searches for the markers contains the strings too)."""
+    """The xz stream framed by IKHD_ST / IKHD_ED, both markers within buf[start_at:stop]. A marker
+    pair around anything else is ignored (a tool that searches for the markers contains the strings too)."""
     stop = len(buf) if stop is None else stop
     pos = buf.find(START_MARKER, start_at, stop)
     damaged: Damaged | None = None
@@ -71,7 +71,7 @@ def by_markers(buf: Buffer, start_at: int = 0, stop: int | None = None) -> Span 
             except Damaged as exc:
                 damaged = damaged or exc
             else:
-                if bytes(buf[end : end + len(END_MARKER)]) == END_MARKER:
+                if end + len(END_MARKER) <= stop and bytes(buf[end : end + len(END_MARKER)]) == END_MARKER:
                     return Span(Method.MARKERS, start, end)
         pos = buf.find(START_MARKER, pos + 1, stop)
     if damaged is not None and xzstream.looks_like_headers(buf, damaged.offset or 0):
@@ -107,7 +107,8 @@ class StreamCarver:
 
     Keeps only what a live candidate needs plus a short tail for a magic split across chunks.
     A candidate is decoded as it arrives, so its end is known the moment it is seen and the
-    producer can stop decompressing the rest of the image.
+    producer can stop decompressing the rest of the image. A candidate that looked like the headers
+    but turns out corrupt is remembered: with nothing better found, finish() reports it as Damaged.
     """
 
     _TAIL = 16
@@ -122,6 +123,7 @@ class StreamCarver:
         self._marker_before = False
         self.found: Span | None = None
         self.archive = b""
+        self._damaged: Damaged | None = None
 
     def feed(self, chunk: bytes) -> bool:
         """Take the next chunk; True once the archive is complete (stop feeding then)."""
@@ -141,6 +143,8 @@ class StreamCarver:
             at = self._window_start + len(self._window)
             raise Damaged(f"the headers archive at decoded offset {self._window_start:#x} is cut off "
                           f"at {at:#x}", offset=at)
+        if self.found is None and self._damaged is not None:
+            raise self._damaged
         return self.found
 
     def _drop(self, count: int) -> None:
@@ -158,7 +162,7 @@ class StreamCarver:
                     self._window, pos):
                 self._marker_before = self._window[max(0, pos - len(START_MARKER)) : pos] == START_MARKER
                 self._drop(pos)
-                self._decoder, self._fed = lzma.LZMADecompressor(lzma.FORMAT_XZ), 0
+                self._decoder, self._fed = xzstream.decoder_for_archive(), 0
                 return True
             pos = self._window.find(xzstream.MAGIC, pos + 1)
         self._drop(max(0, len(self._window) - self._TAIL))
@@ -172,8 +176,12 @@ class StreamCarver:
             while not self._decoder.eof and (data or not self._decoder.needs_input):
                 self._decoder.decompress(data, max_length=1 << 22)
                 data = b""
-        except lzma.LZMAError:
-            self._decoder = None  # not a stream after all: look past its magic
+        except lzma.LZMAError as exc:
+            if self._damaged is None:
+                at = self._window_start + self._fed
+                self._damaged = Damaged(f"the headers archive at decoded offset {self._window_start:#x} is damaged: "
+                                        f"{xzstream.decode_error(exc)} before {at:#x}: {exc}", offset=at)
+            self._decoder = None  # look past its magic for a better candidate
             self._drop(1)
             return True
         if self._decoder.eof:

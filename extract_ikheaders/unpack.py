@@ -37,10 +37,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, TYPE_CHECKING, Self
 
+from . import xzstream
 from .errors import Damaged, ExtractError, UnsafeArchive, UsageError
 from .model import Extracted, Incident, Member
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_MAX_MEMBERS = 200_000
@@ -200,12 +204,65 @@ class _Stream:
 
 @contextmanager
 def _open_stream(archive: bytes, limits: _Limits) -> Iterator[_Stream]:
-    # LZMAFile, unlike tarfile's "r|xz", raises EOFError when the xz stream is cut short
-    with lzma.LZMAFile(io.BytesIO(archive)) as decoded, _open_tar(decoded) as tar:
+    # like LZMAFile, unlike tarfile's "r|xz", _XzReader raises EOFError when the xz stream is cut short
+    with io.BufferedReader(_XzReader(archive)) as decoded, _open_tar(decoded) as tar:
         stream = _Stream(tar, limits)
         yield stream
         with stream.reading():
             decoded.read(_MAX_TRAILER)
+
+
+class _XzReader(io.RawIOBase):
+    """The decoded archive as lzma.LZMAFile reads it (concatenated streams; EOFError when the input
+    ends inside a stream; trailing bytes that are no xz stream ignored), plus the memory limit that
+    LZMAFile has no parameter for: a block header may ask liblzma for a 4 GiB dictionary."""
+
+    def __init__(self, archive: bytes) -> None:
+        super().__init__()
+        self._input = archive
+        self._pos = 0
+        self._decoder: lzma.LZMADecompressor | None = xzstream.decoder_for_archive()
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._decoder = None  # its dictionary goes now, not when a traceback holding this reader does
+        super().close()
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as view, view.cast("B") as out:
+            data = self._read(len(out))
+            out[: len(data)] = data
+        return len(data)
+
+    def _read(self, size: int) -> bytes:
+        while self._decoder is not None and size:
+            if self._decoder.eof:
+                rest = self._decoder.unused_data or self._next_input()
+                if not rest:
+                    break
+                self._decoder = xzstream.decoder_for_archive()
+                try:
+                    data = self._decoder.decompress(rest, size)
+                except lzma.LZMAError:
+                    self._decoder = None  # not another stream: ignored, as LZMAFile does
+                    break
+            else:
+                chunk = b""
+                if self._decoder.needs_input:
+                    chunk = self._next_input()
+                    if not chunk:
+                        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                data = self._decoder.decompress(chunk, size)
+            if data:
+                return data
+        return b""
+
+    def _next_input(self) -> bytes:
+        chunk = self._input[self._pos : self._pos + _CHUNK]
+        self._pos += len(chunk)
+        return chunk
 
 
 def _open_tar(decoded: IO[bytes]) -> tarfile.TarFile:

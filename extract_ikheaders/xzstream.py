@@ -29,6 +29,10 @@ CHECK_NAMES = {0x00: "none", 0x01: "crc32", 0x04: "crc64", 0x0A: "sha256"}
 _HEADERS_MEMBER = re.compile(rb"^\./(include|arch/[^/\x00]+/include)(/|\x00)")
 _PROBE_OUTPUT = 16 * 1024  # the first few tar headers
 _PROBE_INPUT = 64 * 1024
+_PROBE_STEP = 256
+# liblzma allocates the dictionary a block header asks for before decoding a byte of it (up to 4 GiB).
+# gen_kheaders.sh runs plain `xz` (8 MiB); `xz -9` uses 64 MiB. Beyond this a stream is refused.
+MEMLIMIT = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,21 @@ def stream_end(buf: Buffer, start: int, limit: int | None = None) -> StreamInfo:
 def looks_like_headers(buf: Buffer, start: int) -> bool:
     """Does the stream at `start` decode to a tar archive of kernel headers?
 
-    Decodes only the first few tar headers. Any decoding error means "no".
+    Decodes only the first few tar headers, fed in small steps so that what decoded before an
+    error is still judged: a stream damaged further on is still the headers archive (and is then
+    reported as damaged rather than missing).
     """
-    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    decoder = decoder_for_archive()
+    data = bytes(buf[start : start + _PROBE_INPUT])
+    head = bytearray()
     try:
-        head = decoder.decompress(bytes(buf[start : start + _PROBE_INPUT]), max_length=_PROBE_OUTPUT)
+        for pos in range(0, len(data), _PROBE_STEP):
+            head += decoder.decompress(data[pos : pos + _PROBE_STEP], max_length=_PROBE_OUTPUT - len(head))
+            if len(head) >= _PROBE_OUTPUT or decoder.eof:
+                break
     except lzma.LZMAError:
-        return False
-    return any(_HEADERS_MEMBER.match(name) for name in tar_names(head))
+        pass
+    return any(_HEADERS_MEMBER.match(name) for name in tar_names(bytes(head)))
 
 
 def tar_names(data: bytes) -> Iterator[bytes]:
@@ -165,8 +176,21 @@ def tar_names(data: bytes) -> Iterator[bytes]:
         prefix = block[345:500].split(b"\0", 1)[0]
         name = block[:100].split(b"\0", 1)[0]
         yield (prefix + b"/" + name) if prefix else name
-        size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        size = _tar_size(block[124:136])
+        if size is None:
+            return
         pos += 512 + ((size + 511) & ~511)
+
+
+def _tar_size(field: bytes) -> int | None:
+    """A header's size field: octal digits, or GNU base-256 (first byte 0x80); None if neither."""
+    if field[0] == 0x80:
+        return int.from_bytes(field[1:], "big")
+    try:
+        size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+    return size if size >= 0 else None
 
 
 def _tar_checksum_ok(block: bytes) -> bool:
@@ -183,22 +207,23 @@ def verify(archive: bytes | memoryview, base_offset: int = 0) -> int:
     Output is discarded as it is produced, so memory stays small whatever the archive holds.
     `base_offset` is added to offsets in error messages (the archive's place in its container).
     """
-    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    decoder = decoder_for_archive()
     data = bytes(archive)
-    total, fed, step = 0, 0, 1 << 20
+    total, fed, step = 0, 0, 64 << 10  # small steps: an error's offset is known to within a step
     try:
         while not decoder.eof:
             if decoder.needs_input:
                 if fed >= len(data):
-                    raise Damaged(f"xz data ends at offset {base_offset + fed:#x} before the stream does",
-                                  offset=base_offset + fed)
-                chunk, fed = data[fed : fed + step], fed + step
+                    at = base_offset + len(data)
+                    raise Damaged(f"xz data ends at offset {at:#x} before the stream does", offset=at)
+                chunk = data[fed : fed + step]
+                fed += len(chunk)
             else:
                 chunk = b""
             total += len(decoder.decompress(chunk, max_length=1 << 22))
     except lzma.LZMAError as exc:
-        at = base_offset + min(fed, len(data))
-        raise Damaged(f"corrupt xz data near offset {at:#x}: {exc}", offset=at) from None
+        at = base_offset + fed
+        raise Damaged(f"{decode_error(exc)} near offset {at:#x}: {exc}", offset=at) from None
     if decoder.unused_data.strip(b"\0"):
         at = base_offset + len(data) - len(decoder.unused_data)
         raise Damaged(f"unexpected data after the xz stream at offset {at:#x}", offset=at)
@@ -207,8 +232,20 @@ def verify(archive: bytes | memoryview, base_offset: int = 0) -> int:
 
 def decode_prefix(archive: bytes, limit: int) -> bytes:
     """Up to `limit` decoded bytes from the start of the stream (errors ignored; for probing)."""
-    decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    decoder = decoder_for_archive()
     try:
         return decoder.decompress(archive, max_length=limit)
     except lzma.LZMAError:
         return b""
+
+
+def decoder_for_archive() -> lzma.LZMADecompressor:
+    """An xz decoder that refuses (LZMAError) a stream wanting more than MEMLIMIT bytes."""
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=MEMLIMIT)
+
+
+def decode_error(exc: lzma.LZMAError) -> str:
+    """What an LZMAError means for an archive: corrupt data, or a dictionary over the limit."""
+    if "limit" in str(exc).lower():
+        return f"xz block header asks for more than {MEMLIMIT >> 20} MiB (damaged or hostile)"
+    return "corrupt xz data"

@@ -25,6 +25,9 @@ SHF_ALLOC = 0x2
 SHN_UNDEF = 0
 SHN_LORESERVE = 0xFF00
 STB_GLOBAL = 1
+_NAME_MAX = 256  # section names are short; a longer one is read only this far
+_NAME_COPIES_MAX = 16  # more copies of a wanted name in .strtab: one pass over the symbols instead
+_STRAY_HITS_MAX = 4096  # misaligned matches of a name offset in .symtab before giving up on bytes.find
 
 MACHINES = {3: "i386", 8: "mips", 20: "powerpc", 21: "powerpc64", 22: "s390", 40: "arm", 62: "x86_64",
             183: "arm64", 243: "riscv", 258: "loongarch"}
@@ -39,6 +42,10 @@ class ElfType(enum.IntEnum):
 
 class CorruptElf(Exception):
     """The ELF structures are inconsistent with the file; the raw bytes may still be useful."""
+
+
+class _TooManyMatches(Exception):
+    """find_symbols' fast path would take quadratic time on these tables."""
 
 
 @dataclass(frozen=True)
@@ -146,9 +153,16 @@ class ElfImage:
             return [""] * len(raw)
         str_off, str_size = raw[self.shstrndx][4], raw[self.shstrndx][5]
         self._check_span("section name table", str_off, str_size)
-        table = bytes(self.buf[str_off : str_off + str_size])
-        return [table[r[0] : table.find(b"\0", r[0])].decode("ascii", "replace") if r[0] < len(table) else ""
-                for r in raw]
+        return [self._name_at(str_off, str_size, r[0]) for r in raw]
+
+    def _name_at(self, table: int, size: int, offset: int) -> str:
+        """The NUL-terminated name at `offset` in a string table, read in place (a damaged e_shstrndx
+        may point at a section of hundreds of MB); an unterminated name ends with the table."""
+        if offset >= size:
+            return ""
+        start, end = table + offset, table + size
+        nul = self.buf.find(b"\0", start, min(end, start + _NAME_MAX))
+        return bytes(self.buf[start : nul if nul != -1 else min(end, start + _NAME_MAX)]).decode("ascii", "replace")
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections() if s.name == name), None)
@@ -248,8 +262,12 @@ class ElfImage:
         self._check_span("string table", strtab.offset, strtab.size)
         found: dict[str, Symbol] = {}
         for name in names:
-            candidates = [s for off in self._string_offsets(strtab, name)
-                          for s in self._symbols_named(symtab, off, name)]
+            try:
+                candidates = [s for off in self._string_offsets(strtab, name)
+                              for s in self._symbols_named(symtab, off, name)]
+            except _TooManyMatches:
+                # Only a damaged or hostile table gets here; searching per copy would be quadratic.
+                candidates = self._symbols_by_scan(symtab, strtab, name)
             if candidates:
                 found[name] = max(candidates, key=lambda s: (s.bind == STB_GLOBAL, s.shndx != SHN_UNDEF))
         return found
@@ -258,9 +276,11 @@ class ElfImage:
         """Every offset in the string table at which `name` can be read (tail merging included)."""
         needle = name.encode() + b"\0"
         start, end = strtab.offset, strtab.offset + strtab.size
-        offsets = []
+        offsets: list[int] = []
         pos = self.buf.find(needle, start, end)
         while pos != -1:
+            if len(offsets) == _NAME_COPIES_MAX:
+                raise _TooManyMatches
             offsets.append(pos - start)
             pos = self.buf.find(needle, pos + 1, end)
         return offsets
@@ -270,11 +290,31 @@ class ElfImage:
         needle = struct.pack(f"{self.endian}I", name_offset)
         start, end = symtab.offset, symtab.offset + symtab.size
         symbols = []
+        stray = 0
         pos = self.buf.find(needle, start, end)
         while pos != -1:
             if (pos - start) % entsize == 0:
                 symbols.append(self._symbol_at(pos, name))
+            else:
+                stray += 1
+                if stray > _STRAY_HITS_MAX:
+                    raise _TooManyMatches
             pos = self.buf.find(needle, pos + 1, end)
+        return symbols
+
+    def _symbols_by_scan(self, symtab: Section, strtab: Section, name: str) -> list[Symbol]:
+        """The slow, linear way: every entry's st_name compared with `name` (bounded time whatever the tables hold)."""
+        needle = name.encode() + b"\0"
+        entsize = symtab.entsize
+        fmt = f"{self.endian}I{entsize - 4}x"
+        block = entsize * 4096
+        symbols = []
+        for base in range(symtab.offset, symtab.offset + symtab.size, block):
+            data = bytes(self.buf[base : min(base + block, symtab.offset + symtab.size)])
+            for i, (st_name,) in enumerate(struct.iter_unpack(fmt, data)):
+                at = strtab.offset + st_name
+                if st_name + len(needle) <= strtab.size and self.buf[at : at + len(needle)] == needle:
+                    symbols.append(self._symbol_at(base + i * entsize, name))
         return symbols
 
     def _symbol_at(self, at: int, name: str) -> Symbol:
@@ -296,4 +336,5 @@ class ElfImage:
             raise CorruptElf(f"symbol {symbol.name} ({symbol.value:#x}) lies outside section {section.name}")
         if section.type == SHT_NOBITS:
             raise CorruptElf(f"symbol {symbol.name} is in {section.name}, which has no file data")
+        self._check_span(f"section {section.name} (holding {symbol.name})", section.offset, section.size)
         return section.offset + relative
