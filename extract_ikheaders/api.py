@@ -28,13 +28,21 @@ _VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
 
 
-def find(path: str | os.PathLike[str]) -> Found:
+def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None = None) -> Found:
     """Locate the headers archive in `path` and return it, verified.
 
+    `symbols` (a System.map or /proc/kallsyms) makes an ELF core with virtual segments, like
+    /proc/kcore, be read at kernel_headers_data only; /proc/kcore uses /proc/kallsyms by default.
     Raises NotFound (no archive), Damaged (an archive that is truncated or corrupt) or
     InputError (unreadable input).
     """
     name = os.fspath(path)
+    from . import kcore
+
+    if symbols is not None or kcore.is_kcore(name):
+        found = kcore.find_in_core(name, os.fspath(symbols) if symbols is not None else kcore.KALLSYMS)
+        xzstream.verify(found.archive, found.offset)
+        return replace(found, verified=True)
     with open_input(name) as buf:
         found = _search(buf, name, ())
     if not found.verified:

@@ -47,6 +47,7 @@ Exit codes:
 class Options:
     output: str | None
     force: bool
+    symbols: str | None
     archive_out: str | None
     list_only: bool
     config_out: str | None
@@ -77,6 +78,9 @@ class Options:
                    "/boot/vmlinuz-$(uname -r). The default when no IMAGE is given.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=str), default="/", show_default=True,
               help="Look for the live system's files under DIR.")
+@click.option("--system-map", "symbols", type=click.Path(dir_okay=False, path_type=str),
+              help="Symbols (System.map or /proc/kallsyms) for an ELF core with virtual segments such as "
+                   "/proc/kcore: only the archive's bytes are read. /proc/kcore uses /proc/kallsyms.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report (one line per IMAGE) on stdout.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Work on N images at once.")
@@ -86,8 +90,8 @@ class Options:
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            config_out: str | None, info_only: bool, env: bool, live: bool, root: str, as_json: bool, jobs: int,
-            max_size: int | None, max_members: int | None) -> int:
+            config_out: str | None, info_only: bool, env: bool, live: bool, root: str, symbols: str | None,
+            as_json: bool, jobs: int, max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, an arm64
@@ -99,7 +103,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     if live or not images:
         images = (_live_source(root),)
     limits = {k: v for k, v in (("max_bytes", max_size), ("max_members", max_members)) if v is not None}
-    opts = Options(output, force, archive_out, list_only, config_out, as_json, env, limits)
+    opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, limits)
     _check_options(opts, len(images))
     if info_only:
         return _run_all(images, jobs, lambda image: _info(image, as_json))
@@ -155,7 +159,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     out: list[tuple[bool, str]] = []
     config_report = _write_config(image, opts.config_out) if opts.config_out is not None else None
     try:
-        found = api.find(image)
+        found = api.find(image, symbols=opts.symbols)
     except NotFound as exc:
         if config_report is None:
             raise
