@@ -9,7 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,11 +28,13 @@ _VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
 
 
-def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None = None) -> Found:
+def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Found:
     """Locate the headers archive in `path` and return it, verified.
 
     `symbols` (a System.map or /proc/kallsyms) makes an ELF core with virtual segments, like
     /proc/kcore, be read at kernel_headers_data only; /proc/kcore uses /proc/kallsyms by default.
+    `progress(done, total)` is called as a crash image's memory is searched.
     Raises NotFound (no archive), Damaged (an archive that is truncated or corrupt) or
     InputError (unreadable input).
     """
@@ -44,7 +46,7 @@ def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None
         xzstream.verify(found.archive, found.offset)
         return replace(found, verified=True)
     with open_input(name) as buf:
-        found = _search(buf, name, ())
+        found = _search(buf, name, (), progress)
     if not found.verified:
         xzstream.verify(found.archive, found.offset)
     return replace(found, verified=True)
@@ -232,12 +234,13 @@ def _peel_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
     return _Source((*layers, layer), buf=buf, elf=elf, release=release)
 
 
-def _search(data: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
+            progress: Callable[[int, int], None] | None = None) -> Found:
     if _may_be_dump(data):
         from . import memory
 
         try:  # crash images (ELF core, kdump-compressed, flattened, LiME): searched as physical memory
-            return memory.find_in_dump(data, path, layers)
+            return memory.find_in_dump(data, path, layers, progress)
         except NotMine:
             pass
     source = _peel(data, path, layers)

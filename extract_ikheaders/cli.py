@@ -7,7 +7,8 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -159,7 +160,8 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     out: list[tuple[bool, str]] = []
     config_report = _write_config(image, opts.config_out) if opts.config_out is not None else None
     try:
-        found = api.find(image, symbols=opts.symbols)
+        with _progress_bar(image) as progress:
+            found = api.find(image, symbols=opts.symbols, progress=progress)
     except NotFound as exc:
         if config_report is None:
             raise
@@ -193,6 +195,22 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     if opts.as_json:
         out.append((False, json.dumps(report, sort_keys=True)))
     return out
+
+
+@contextmanager
+def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar on stderr while a crash image is searched, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=1, label=f"searching {os.path.basename(image)}", file=sys.stderr,
+                           show_percent=True) as bar:
+
+        def update(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        yield update
 
 
 def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:

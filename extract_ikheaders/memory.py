@@ -290,21 +290,26 @@ def open_dump(buf: Buffer) -> PhysicalMemory:
     raise NotMine("not a crash dump")
 
 
-def find_in_dump(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Found:
+Progress = Callable[[int, int], None]  # (bytes searched, bytes to search)
+_WINDOW = 256 << 20  # progress granularity of a scan
+
+
+def find_in_dump(buf: Buffer, path: str, layers: tuple[Layer, ...] = (), progress: Progress | None = None) -> Found:
     """The headers archive in a crash image (ELF core, kdump-compressed, flattened, LiME).
 
     Raises NotMine (not a dump), NotFound (no archive in its memory) or Damaged (an archive that
     runs into memory missing from the dump, or breaks off).
     """
-    return _find(open_dump(buf), buf, path, layers)
+    return _find(open_dump(buf), buf, path, layers, progress)
 
 
-def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...]) -> Found:
+def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...],
+          progress: Progress | None = None) -> Found:
     from .pagewalk import Resolver, VirtualHit
 
     regions, hint = _search_order(mem)
     resolver = Resolver(mem, buf)
-    hit, misses = _carve(mem, regions, resolver)
+    hit, misses = _carve(mem, regions, resolver, progress)
     length = mem.info.length if mem.info.length is not None else len(buf)
     outer = (*layers, *mem.info.outer, Layer(mem.info.format, 0, length, mem.info.detail))
     if hit is None:
@@ -360,23 +365,35 @@ Miss = tuple[int, Damaged]  # where an incomplete candidate starts, and why it i
 Hit = tuple[int, "bytes | VirtualHit"]  # where the archive's stream header is, and the archive
 
 
-def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]],
-           resolver: Resolver | None = None) -> tuple[Hit | None, list[Miss]]:
+def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolver | None = None,
+           progress: Progress | None = None) -> tuple[Hit | None, list[Miss]]:
     """The first complete headers archive in the regions, and the incomplete candidates seen.
     A candidate whose first page is mapped in module/vmalloc space is read through the page tables."""
     from .pagewalk import VirtualHit
 
     misses: list[Miss] = []
-    for lo, hi in regions:
-        pos = mem.find(xzstream.MAGIC, lo, hi)
-        while pos != -1:
+    total, done = sum(hi - lo for lo, hi in regions), 0
+    for lo, hi in _windows(regions):
+        # A magic may straddle two windows: search a little past the end, accept starts before it.
+        stop = min(hi + len(xzstream.MAGIC) - 1, max(h for _, h in regions))
+        pos = mem.find(xzstream.MAGIC, lo, stop)
+        while pos != -1 and pos < hi:
             outcome = _follow(mem, pos, resolver)
             if isinstance(outcome, bytes | VirtualHit):
                 return (pos, outcome), misses
             if outcome is not None:
                 misses.append((pos, outcome))
-            pos = mem.find(xzstream.MAGIC, pos + 1, hi)
+            pos = mem.find(xzstream.MAGIC, pos + 1, stop)
+        done += hi - lo
+        if progress is not None:
+            progress(done, total)
     return None, misses
+
+
+def _windows(regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    for lo, hi in regions:
+        for start in range(lo, hi, _WINDOW):
+            yield start, min(hi, start + _WINDOW)
 
 
 def _follow(mem: PhysicalMemory, pos: int, resolver: Resolver | None = None) -> bytes | VirtualHit | Damaged | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from builders import headers_archive, incbin_object
-from conftest import run_cli
+from conftest import Corpus, run_cli
 
 ARCHIVE = headers_archive()
 
@@ -89,3 +91,16 @@ def test_batch_exit_code_is_the_worst_damaged_beats_not_found(vmlinux: Path, tmp
     run = run_cli("-l", vmlinux, text, damaged, cwd=tmp_path)
     assert run.code == 3
     assert "include/linux/types.h" in run.stdout.decode()  # the good input was still listed
+
+
+def test_progress_bar_only_on_a_terminal(corpus: Corpus, tmp_path: Path) -> None:
+    """A dump search shows a click progress bar on stderr when it is a terminal, and nothing
+    when it is not (the scripted runs of every other test)."""
+    if shutil.which("script") is None:
+        pytest.skip("util-linux's script provides the terminal")
+    vmcore = corpus.root / corpus.manifest["kdump"]["dir"] / "vmcore"
+    command = f"{sys.executable} -m extract_ikheaders -a /dev/null {vmcore}"
+    on_tty = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, cwd=tmp_path)
+    assert on_tty.returncode == 0 and "searching vmcore" in on_tty.stdout
+    piped = run_cli("-a", "/dev/null", vmcore)
+    assert piped.code == 0 and "searching" not in piped.stderr
