@@ -372,8 +372,9 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolv
     from .pagewalk import VirtualHit
 
     misses: list[Miss] = []
-    total, done = sum(hi - lo for lo, hi in regions), 0
-    for lo, hi in _windows(regions):
+    windows = list(_windows(mem, regions))
+    total, done = sum(hi - lo for lo, hi in windows), 0
+    for lo, hi in windows:
         # A magic may straddle two windows: search a little past the end, accept starts before it.
         stop = min(hi + len(xzstream.MAGIC) - 1, max(h for _, h in regions))
         pos = mem.find(xzstream.MAGIC, lo, stop)
@@ -390,10 +391,15 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolv
     return None, misses
 
 
-def _windows(regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+def _windows(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The regions cut to present memory, in pieces of at most _WINDOW (progress granularity).
+    Regions may span terabytes of address space; only what the dump holds is visited."""
+    present = list(mem.ranges())
     for lo, hi in regions:
-        for start in range(lo, hi, _WINDOW):
-            yield start, min(hi, start + _WINDOW)
+        for run_lo, run_hi in present:
+            a, b = max(lo, run_lo), min(hi, run_hi)
+            for start in range(a, b, _WINDOW):
+                yield start, min(b, start + _WINDOW)
 
 
 def _follow(mem: PhysicalMemory, pos: int, resolver: Resolver | None = None) -> bytes | VirtualHit | Damaged | None:
