@@ -48,7 +48,11 @@ def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None
     with open_input(name) as buf:
         found = _search(buf, name, (), progress)
     if not found.verified:
-        xzstream.verify(found.archive, found.offset)
+        try:
+            xzstream.verify(found.archive, found.offset)
+        except Damaged as exc:
+            exc.data = found.archive
+            raise
     return replace(found, verified=True)
 
 
@@ -102,13 +106,16 @@ def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
 
 
 def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
-            force: bool = False, **limits: int) -> tuple[Found, Extracted]:
+            force: bool = False, max_bytes: int | None = None,
+            max_members: int | None = None) -> tuple[Found, Extracted]:
     """Unpack the archive into `dest` (default: ./kheaders-<release>) safely."""
     from . import unpack as _extract
 
     found = find(path)
     target = Path(dest) if dest is not None else Path(default_directory(found))
-    return found, _extract.extract(found.archive, target, force=force, **limits)
+    return found, _extract.extract(found.archive, target, force=force,
+                                   max_bytes=max_bytes or _extract.DEFAULT_MAX_BYTES,
+                                   max_members=max_members or _extract.DEFAULT_MAX_MEMBERS)
 
 
 def default_directory(found: Found) -> str:
@@ -249,7 +256,12 @@ def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
     buf = source.buf
     assert buf is not None
     if source.whole_archive:
-        return _found(source, path, locate.Span(Method.WHOLE, 0, xzstream.stream_end(buf, 0).end))
+        try:
+            end = xzstream.stream_end(buf, 0).end
+        except Damaged as exc:
+            exc.data = bytes(buf)
+            raise
+        return _found(source, path, locate.Span(Method.WHOLE, 0, end))
     if source.elf is not None:
         try:
             return _search_elf(source, path)

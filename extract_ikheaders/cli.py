@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 import click
 
 from . import api
-from .errors import ExtractError, NotFound, UsageError
-from .model import Extracted, Found
+from .errors import Damaged, ExtractError, NotFound, UsageError
+from .model import Extracted, Found, Method
 
 PROG = "extract-ikheaders"
 
@@ -54,7 +54,9 @@ class Options:
     config_out: str | None
     as_json: bool
     env: bool
-    limits: dict[str, int]
+    max_bytes: int | None
+    max_members: int | None
+    salvage: bool
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -85,6 +87,9 @@ class Options:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report (one line per IMAGE) on stdout.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Work on N images at once.")
+@click.option("--salvage", is_flag=True,
+              help="When the archive is damaged, unpack the members that decoded completely before the damage "
+                   "and say what was lost (still exit 3).")
 @click.option("--max-size", type=int, default=None, metavar="BYTES",
               help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
 @click.option("--max-members", type=int, default=None, metavar="N",
@@ -92,7 +97,7 @@ class Options:
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, info_only: bool, env: bool, live: bool, root: str, symbols: str | None,
-            as_json: bool, jobs: int, max_size: int | None, max_members: int | None) -> int:
+            as_json: bool, jobs: int, salvage: bool, max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, an arm64
@@ -103,8 +108,8 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     """
     if live or not images:
         images = (_live_source(root),)
-    limits = {k: v for k, v in (("max_bytes", max_size), ("max_members", max_members)) if v is not None}
-    opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, limits)
+    opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
+                   salvage)
     _check_options(opts, len(images))
     if info_only:
         return _run_all(images, jobs, lambda image: _info(image, as_json))
@@ -162,6 +167,11 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     try:
         with _progress_bar(image) as progress:
             found = api.find(image, symbols=opts.symbols, progress=progress)
+    except Damaged as exc:
+        if not opts.salvage or exc.data is None or opts.archive_out is not None or opts.list_only:
+            raise
+        _salvage(image, exc, opts)
+        raise  # _salvage raises; kept for the type checker
     except NotFound as exc:
         if config_report is None:
             raise
@@ -248,6 +258,16 @@ def _write_config(image: str, dest: str) -> dict[str, Any]:
             "layers": [layer.as_dict() for layer in config.layers]}
 
 
+def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
+    """Unpack what a damaged archive still gives, then report the damage (exit 3)."""
+    assert damage.data is not None
+    found = Found(path=image, method=Method.CARVE, offset=damage.offset or 0, archive=damage.data)
+    extracted = _unpack(found, opts)
+    lost = extracted.lost or "nothing (the damage lies after the last member)"
+    raise Damaged(f"{damage}; salvaged {extracted.members} members into {extracted.directory}; lost: {lost}",
+                  offset=damage.offset)
+
+
 def _member_lines(found: Found) -> list[str]:
     from . import unpack
 
@@ -273,7 +293,9 @@ def _unpack(found: Found, opts: Options) -> Extracted:
         if key in _UNPACKED:
             return _UNPACKED[key]
         reused = _reusable(target, found) if opts.env and not opts.force else None
-        result = reused or unpack.extract(found.archive, target, force=opts.force, **opts.limits)
+        result = reused or unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
+                                          max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
+                                          max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
         if reused is None:
             (target / STAMP).write_text(json.dumps({"sha256": found.sha256, "release": found.release}) + "\n")
         _UNPACKED[key] = result

@@ -32,9 +32,10 @@ class Damaged(ExtractError):
 
     exit_code = 3
 
-    def __init__(self, message: str, offset: int | None = None) -> None:
+    def __init__(self, message: str, offset: int | None = None, data: bytes | None = None) -> None:
         super().__init__(message)
         self.offset = offset
+        self.data = data  # the damaged archive's bytes as far as they go, for salvage
 
 
 class UnsafeArchive(ExtractError):

@@ -59,7 +59,7 @@ def by_symbols(elf: ElfImage) -> Span | None:
 def by_markers(buf: Buffer, start_at: int = 0, stop: int | None = None) -> Span | None:
     """The xz stream framed by IKHD_ST / IKHD_ED, both markers within buf[start_at:stop]. A marker
     pair around anything else is ignored (a tool that searches for the markers contains the strings too)."""
-    stop = len(buf) if stop is None else stop
+    start_at, stop = xzstream.bounds(buf, start_at, stop)
     pos = buf.find(START_MARKER, start_at, stop)
     damaged: Damaged | None = None
     while pos != -1:
@@ -76,7 +76,7 @@ def by_markers(buf: Buffer, start_at: int = 0, stop: int | None = None) -> Span 
         pos = buf.find(START_MARKER, pos + 1, stop)
     if damaged is not None and xzstream.looks_like_headers(buf, damaged.offset or 0):
         raise Damaged(f"the archive after {START_MARKER.decode()} is truncated or corrupt: {damaged}",
-                      offset=damaged.offset)
+                      offset=damaged.offset, data=_salvageable(buf, damaged.offset or 0, stop))
     return None
 
 
@@ -88,16 +88,33 @@ def carve(buf: Buffer, start: int = 0, end: int | None = None) -> Span | None:
     for pos in xzstream.stream_headers(buf, start, end):
         if not xzstream.looks_like_headers(buf, pos):
             continue
-        info = xzstream.stream_end(buf, pos, end)
+        try:
+            info = xzstream.stream_end(buf, pos, end)
+        except Damaged as exc:
+            exc.data = _salvageable(buf, pos, end)
+            raise
         return Span(Method.CARVE, pos, info.end)
     return None
+
+
+_MAX_SALVAGE = 256 << 20
+
+
+def _salvageable(buf: Buffer, start: int, end: int | None) -> bytes:
+    """The bytes a damaged stream may still decode from: up to the range's end (bounded)."""
+    stop = len(buf) if end is None else min(end, len(buf))
+    return bytes(buf[start : min(stop, start + _MAX_SALVAGE)])
 
 
 def check_whole_stream(buf: Buffer, start: int, end: int, what: str) -> None:
     """The bytes start..end must be exactly one xz stream (padding allowed), else Damaged."""
     if xzstream.header_flags(buf, start) is None:
         raise Damaged(f"{what} at offset {start:#x} does not start with an xz stream header", offset=start)
-    info = xzstream.stream_end(buf, start, end)
+    try:
+        info = xzstream.stream_end(buf, start, end)
+    except Damaged as exc:
+        exc.data = bytes(buf[start:end])
+        raise
     if any(bytes(buf[info.end : end])):
         raise Damaged(f"{what}: the xz stream ends at {info.end:#x}, before {end:#x}", offset=info.end)
 
@@ -142,7 +159,7 @@ class StreamCarver:
         if self.found is None and self._decoder is not None:
             at = self._window_start + len(self._window)
             raise Damaged(f"the headers archive at decoded offset {self._window_start:#x} is cut off "
-                          f"at {at:#x}", offset=at)
+                          f"at {at:#x}", offset=at, data=bytes(self._window))
         if self.found is None and self._damaged is not None:
             raise self._damaged
         return self.found
@@ -218,7 +235,7 @@ def config_by_symbols(elf: ElfImage) -> Span | None:
 
 def config_by_markers(buf: Buffer | bytes, start_at: int = 0, stop: int | None = None) -> Span | None:
     """The gzip data between IKCFG_ST and the next IKCFG_ED (stray marker strings are skipped)."""
-    stop = len(buf) if stop is None else stop
+    start_at, stop = xzstream.bounds(buf, start_at, stop)
     pos = buf.find(CONFIG_START_MARKER, start_at, stop)
     while pos != -1:
         start = pos + len(CONFIG_START_MARKER)

@@ -90,6 +90,7 @@ class Extracted:
     members: int
     bytes_written: int
     incidents: tuple[Incident, ...] = ()
+    lost: str | None = None  # salvage: what a damaged archive could not give
 
 
 @dataclass(frozen=True)

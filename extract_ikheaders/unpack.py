@@ -86,14 +86,18 @@ def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS,
 
 
 def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
-            max_members: int = DEFAULT_MAX_MEMBERS) -> Extracted:
-    """Unpack `archive` into the directory `dest`, all or nothing (see the module's policy)."""
+            max_members: int = DEFAULT_MAX_MEMBERS, salvage: bool = False) -> Extracted:
+    """Unpack `archive` into the directory `dest`, all or nothing (see the module's policy).
+
+    With `salvage`, a damaged archive's members that decoded completely before the damage are
+    kept, and Extracted.lost says what was not recovered (the caller reports it as damage).
+    """
     dest = Path(dest)
     limits = _Limits(max_bytes, max_members, UnsafeArchive)
     _check_target(dest, force)
     tmp = _make_temp(dest, "tmp")
     try:
-        tree = _unpack(archive, tmp, dest, limits)
+        tree = _unpack(archive, tmp, dest, limits, salvage)
         incidents = _move_into_place(tmp, dest, force)
     except OSError as exc:
         _discard(tmp)
@@ -102,7 +106,7 @@ def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int =
         _discard(tmp)
         raise
     return Extracted(directory=str(dest), members=tree.members, bytes_written=tree.bytes_written,
-                     incidents=(*tree.incidents, *incidents))
+                     incidents=(*tree.incidents, *incidents), lost=tree.lost)
 
 
 # Reading the archive --------------------------------------------------------------------------
@@ -293,19 +297,32 @@ def _listed_name(name: str) -> str:
 # Writing the tree -----------------------------------------------------------------------------
 
 
-def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits) -> _Tree:
+def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits, salvage: bool = False) -> _Tree:
     tree = _Tree(tmp, limits.max_bytes)
     try:
-        with _open_stream(archive, limits) as stream:
-            for info in stream:
-                try:
-                    tree.add(info, stream)
-                except OSError as exc:
-                    raise UsageError(f"cannot write {dest}: {_shown(info.name)}: {exc.strerror or exc}") from None
+        try:
+            _add_all(archive, tree, dest, limits)
+        except Damaged as exc:
+            if not salvage:
+                raise
+            # Everything before the break decoded in order, so it is what the archive holds;
+            # the member being written when the data broke off, and all after it, are lost.
+            cut = tree.drop_partial()
+            tree.lost = (f"{cut} (cut off) and every member after it" if cut else "every member after the break")
+            tree.lost += f": {exc}"
         tree.finish()
     finally:
         tree.close()
     return tree
+
+
+def _add_all(archive: bytes, tree: _Tree, dest: Path, limits: _Limits) -> None:
+    with _open_stream(archive, limits) as stream:
+        for info in stream:
+            try:
+                tree.add(info, stream)
+            except OSError as exc:
+                raise UsageError(f"cannot write {dest}: {_shown(info.name)}: {exc.strerror or exc}") from None
 
 
 class _Tree:
@@ -323,6 +340,8 @@ class _Tree:
         self.incidents: list[Incident] = []
         self.members = 0
         self.bytes_written = 0
+        self.partial: tuple[str, ...] | None = None
+        self.lost: str | None = None  # salvage: what could not be recovered
 
     def close(self) -> None:
         os.close(self._root_fd)
@@ -368,6 +387,7 @@ class _Tree:
             self._skip(parts, "duplicate entry; the first one is kept")
             return
         fd = self._create_file(parts, info.name)
+        self.partial = parts  # until its last byte has decoded
         try:
             src = stream.data(info)
             while chunk := stream.read(src):
@@ -375,7 +395,21 @@ class _Tree:
             self._finish_file(fd, info, parts)
         finally:
             os.close(fd)
+        self.partial = None
         self.members += 1
+
+    def drop_partial(self) -> str | None:
+        """Remove the file that was being written when the data broke off; its name."""
+        if self.partial is None:
+            return None
+        parts, self.partial = self.partial, None
+        parent = self._open_dir(parts[:-1], "/".join(parts))
+        try:
+            os.unlink(parts[-1], dir_fd=parent)
+        finally:
+            os.close(parent)
+        self._kinds.pop(parts, None)
+        return "/".join(parts)
 
     def _add_symlink(self, info: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
         _check_symlink(info.name, parts, info.linkname)

@@ -46,6 +46,8 @@ class StreamInfo:
 
 def header_flags(buf: Buffer, start: int) -> bytes | None:
     """The two stream-flag bytes if a valid stream header starts at `start`, else None."""
+    if start < 0:
+        return None
     header = bytes(buf[start : start + HEADER_SIZE])
     if len(header) < HEADER_SIZE or not header.startswith(MAGIC):
         return None
@@ -57,9 +59,17 @@ def header_flags(buf: Buffer, start: int) -> bytes | None:
     return flags
 
 
+def bounds(buf: Buffer, start: int, end: int | None) -> tuple[int, int]:
+    """start and end clamped to the buffer: ranges often come from a file's own (untrusted) headers,
+    and find() raises OverflowError on offsets past 2**63 and counts negative ones from the end."""
+    size = len(buf)
+    stop = size if end is None else max(0, min(end, size))
+    return max(0, min(start, stop)), stop
+
+
 def stream_headers(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[int]:
     """Offsets of valid xz stream headers in buf[start:end], in order."""
-    stop = len(buf) if end is None else end
+    start, stop = bounds(buf, start, end)
     pos = buf.find(MAGIC, start, stop)
     while pos != -1:
         if header_flags(buf, pos) is not None:
@@ -135,7 +145,7 @@ def stream_end(buf: Buffer, start: int, limit: int | None = None) -> StreamInfo:
     flags = header_flags(buf, start)
     if flags is None:
         raise Damaged(f"no valid xz stream header at offset {start:#x}", offset=start)
-    stop = len(buf) if limit is None else min(limit, len(buf))
+    _, stop = bounds(buf, start, limit)
     yz = buf.find(FOOTER_MAGIC, start + HEADER_SIZE + 10, stop)
     while yz != -1 and yz + 2 <= stop:
         info = _footer_end(buf, start, flags, yz)
