@@ -18,6 +18,8 @@ if [ -z "$vmlinux" ]; then
     fi
 fi
 ls -l "$vmlinux"
+# The interpreter itself: a pyenv shim (a bash script) would add ~70 ms to every Python command.
+py=$(python3 -c 'import sys; print(sys.executable)')
 cat > "$cache/pyelftools_lookup.py" <<'PY'
 import sys
 from elftools.elf.elffile import ELFFile
@@ -26,10 +28,10 @@ with open(sys.argv[1], "rb") as f:
     print(symtab.get_symbol_by_name("kernel_headers_data"), symtab.get_symbol_by_name("kernel_config_data"))
 PY
 hyperfine --warmup 2 --min-runs 10 -i --export-markdown "$cache/symbols.md" \
-    -n extract-ikheaders "python3 -m extract_ikheaders --json -a /dev/null $vmlinux" \
+    -n extract-ikheaders "$py -m extract_ikheaders --json -a /dev/null $vmlinux" \
     -n "nm | grep" "nm $vmlinux | grep kernel_headers_data" \
-    -n pyelftools "python3 $cache/pyelftools_lookup.py $vmlinux"
-python3 - "$vmlinux" <<'PY'
+    -n pyelftools "$py $cache/pyelftools_lookup.py $vmlinux"
+"$py" - "$vmlinux" <<'PY'
 import resource, subprocess, sys
 for name, cmd in [("extract-ikheaders", [sys.executable, "-m", "extract_ikheaders", "--json", "-a", "/dev/null", sys.argv[1]])]:
     subprocess.run(cmd, capture_output=True)
