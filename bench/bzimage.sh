@@ -34,7 +34,7 @@ for c in gzip bzip2 lzma xz lzo lz4 zstd; do
     hyperfine --warmup 1 --min-runs 5 -i --export-json "$work/$c.json" \
         -n tool "$py -m extract_ikheaders -a /dev/null $img" \
         -n "${tool[$c]}" "sh -c '${tool[$c]} < $work/payload.$c > /dev/null'" \
-        -n ikconfig-style "bash $work/ikconfig-style.sh $img ${magic[$c]} '${tool[$c]}' xy" | grep -E "±|faster|slower" || true
+        -n ikconfig-style "bash $work/ikconfig-style.sh $img '${magic[$c]}' '${tool[$c]}' xy" | grep -E "±|faster|slower" || true
     python3 - "$work/$c.json" <<'PY'
 import json, sys
 r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}

@@ -137,7 +137,7 @@ def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | 
     try:
         with tarfile.open(fileobj=BytesIO(archive), mode="r|xz") as tar:
             for member in tar:
-                if member.name.lstrip("./") == name and member.isfile() and member.size <= limit:
+                if member.name.removeprefix("./") == name and member.isfile() and member.size <= limit:
                     data = tar.extractfile(member)
                     return data.read() if data else None
     except (tarfile.TarError, OSError, EOFError):
