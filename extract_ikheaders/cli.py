@@ -171,7 +171,6 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         if not opts.salvage or exc.data is None or opts.archive_out is not None or opts.list_only:
             raise
         _salvage(image, exc, opts)
-        raise  # _salvage raises; kept for the type checker
     except NotFound as exc:
         if config_report is None:
             raise
