@@ -13,12 +13,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
 from .errors import Damaged, InputError, NotFound, NotMine
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method
 from .xzstream import Buffer
+
+if TYPE_CHECKING:
+    from .memory import PhysicalMemory
 
 # Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
 WHOLE_FILE_CODECS = ("xz", "zstd", "gzip", "bzip2", "lzma", "lz4", "lzo")
@@ -60,6 +64,13 @@ def find_config(path: str | os.PathLike[str]) -> KernelConfig:
     """The kernel's own .config (CONFIG_IKCONFIG) from the same kinds of input as find()."""
     name = os.fspath(path)
     with open_input(name) as buf:
+        if _may_be_dump(buf):
+            from . import memory
+
+            try:
+                return _config_in_dump(memory.open_dump(buf), name)
+            except NotMine:
+                pass
         source = _peel(buf, name, ())
         if source.chunks is not None:
             return _config_in_stream(source, name)
@@ -75,6 +86,22 @@ def find_config(path: str | os.PathLike[str]) -> KernelConfig:
             raise NotFound(f"{name}: cannot find the kernel's .config (was it built with CONFIG_IKCONFIG?)")
         text = locate.gunzip_config(bytes(source.buf[span.start : span.end]), span.start)
         return KernelConfig(name, span.method, span.start, text, source.layers)
+
+
+def _config_in_dump(mem: PhysicalMemory, path: str) -> KernelConfig:
+    """IKCFG_ST ... IKCFG_ED in a crash image's physical memory (contiguous in .rodata)."""
+    for lo, hi in mem.ranges():
+        pos = mem.find(locate.CONFIG_START_MARKER, lo, hi)
+        while pos != -1:
+            data = mem.read_some(pos, locate.CONFIG_MAX_GZIP)
+            span = locate.config_by_markers(data)
+            if span is not None:
+                text = locate.gunzip_config(data[span.start : span.end], pos + span.start)
+                layer = Layer("physical memory", pos + span.start, span.end - span.start, "IKCFG_ST..IKCFG_ED")
+                return KernelConfig(path, span.method, pos + span.start, text, (layer,))
+            pos = mem.find(locate.CONFIG_START_MARKER, pos + 1, hi)
+    raise NotFound(f"{path}: cannot find the kernel's .config in the dump's memory "
+                   f"(was the kernel built with CONFIG_IKCONFIG?)")
 
 
 def _config_in_stream(source: _Source, path: str) -> KernelConfig:

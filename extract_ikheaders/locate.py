@@ -220,6 +220,7 @@ CONFIG_END_SYMBOL = "kernel_config_data_end"
 CONFIG_START_MARKER = b"IKCFG_ST"
 CONFIG_END_MARKER = b"IKCFG_ED"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+CONFIG_MAX_GZIP = 4 << 20  # a gzipped .config is tens of KiB
 
 
 def config_by_symbols(elf: ElfImage) -> Span | None:

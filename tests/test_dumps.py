@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 import random
 import re
 import struct
@@ -509,3 +510,20 @@ def test_cli_exit_codes(kdump_dir: Path, tmp_path: Path) -> None:
     run = run_cli("--archive", "-", gap)
     assert run.code == 3 and "physical 0x2000-0x2fff is not in the dump" in run.stderr and not run.stdout
     assert run.stderr.count("\n") == 1
+
+
+def test_config_from_every_dump_is_the_builds_dotconfig(corpus: Corpus, tmp_path: Path) -> None:
+    """--config from crash images: IKCFG_ST..IKCFG_ED sits in .rodata, physically contiguous."""
+    configs = {"6.1-y-gzip": corpus.file("k61y", "config").read_bytes(),
+               "6.1-m": corpus.file("k61m", "config").read_bytes(),
+               "6.12-y": corpus.file("k612y", "config").read_bytes()}
+    inputs = [(kernel, corpus.root / corpus.manifest["kernels"][kernel]["boot"] / name)
+              for kernel in configs for name in corpus.truth(kernel)["dumps"].values()]
+    kd = corpus.root / corpus.manifest["kdump"]["dir"]
+    inputs += [("6.1-y-gzip", kd / "vmcore"), *(("6.1-y-gzip", kd / name)
+                                                for name in corpus.manifest["kdump"]["makedumpfile_outputs"].values())]
+    for kernel, dump in inputs:
+        out = tmp_path / "config"
+        run = run_cli("--config", out, "--archive", os.devnull, dump)
+        assert run.code == 0, (dump.name, run.stderr)
+        assert out.read_bytes() == configs[kernel], dump
