@@ -60,7 +60,8 @@ def compile_bpf(tree: Path, work: Path) -> subprocess.CompletedProcess[bytes]:
                           capture_output=True)
 
 
-@pytest.mark.parametrize(("stage", "image"), [("k61y", "vmlinux"), ("k612y", "bzImage"), ("k61y", "bzImage.zstd")])
+@pytest.mark.parametrize(("stage", "image"), [("k61y", "vmlinux"), ("k612y", "bzImage"), ("k61y", "bzImage.zstd"),
+                                             ("kdump-6.1-y", "vmcore.kdump-lzo-d31")])
 def test_kprobe_program_compiles_against_extracted_headers(corpus: Corpus, tmp_path: Path, stage: str,
                                                            image: str) -> None:
     run = run_cli("-o", tmp_path / "kheaders", corpus.file(stage, image))
