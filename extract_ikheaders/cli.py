@@ -70,6 +70,10 @@ class Options:
 @click.option("--config", "config_out", type=click.Path(allow_dash=True, path_type=str),
               help="Also write the kernel's own .config (CONFIG_IKCONFIG) to FILE ('-' for stdout). "
                    "Succeeds even when the image has no headers.")
+@click.option("--symbols", "symbols_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the kernel's symbol table in System.map format, decoded from kallsyms, to FILE "
+                   "('-' for stdout) instead of extracting. Crash dumps of 6.0+ kernels (through VMCOREINFO); "
+                   "addresses as in the crashed kernel, the KASLR offset in --json.")
 @click.option("--info", "info_only", is_flag=True,
               help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
                    "containers, BPF-related CONFIG_ values) without unpacking anything.")
@@ -96,8 +100,9 @@ class Options:
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            config_out: str | None, info_only: bool, env: bool, live: bool, root: str, symbols: str | None,
-            as_json: bool, jobs: int, salvage: bool, max_size: int | None, max_members: int | None) -> int:
+            config_out: str | None, symbols_out: str | None, info_only: bool, env: bool, live: bool, root: str,
+            symbols: str | None, as_json: bool, jobs: int, salvage: bool, max_size: int | None,
+            max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, an arm64
@@ -111,6 +116,9 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage)
     _check_options(opts, len(images))
+    if symbols_out is not None:
+        _check_symbols(symbols_out, len(images), as_json, opts)
+        return _run_all(images, 1, lambda image: _symbols(image, symbols_out, as_json))
     if info_only:
         return _run_all(images, jobs, lambda image: _info(image, as_json))
     return _run_all(images, jobs, lambda image: _one(image, opts))
@@ -220,6 +228,30 @@ def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
             bar.update(done - bar.pos)
 
         yield update
+
+
+def _check_symbols(dest: str, count: int, as_json: bool, opts: Options) -> None:
+    if count > 1:
+        raise UsageError("--symbols takes one IMAGE")
+    if dest == "-" and as_json:
+        raise UsageError("--symbols - and --json both want stdout")
+    if opts.archive_out is not None or opts.list_only or opts.env or opts.config_out is not None:
+        raise UsageError("--symbols cannot be combined with --archive, --list, --env or --config")
+
+
+def _symbols(image: str, dest: str, as_json: bool) -> list[tuple[bool, str]]:
+    """--symbols: a crash dump's kallsyms as System.map lines, sorted by address."""
+    from . import kallsyms
+
+    with api.open_input(image) as buf:
+        table = kallsyms.read_dump(buf, image)
+    _write_archive(table.system_map().encode(), dest)
+    report = {"input": image, "symbols": {"count": len(table.symbols), "kaslr_offset": table.kaslr_offset,
+                                          "output": dest}}
+    if as_json:
+        return [(False, json.dumps(report, sort_keys=True))]
+    return [(True, f"{PROG}: {image}: {len(table.symbols)} symbols (KASLR offset {table.kaslr_offset:#x}) "
+                   f"written to {dest}")]
 
 
 def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
