@@ -437,7 +437,7 @@ def _with_input(message: str, argv: list[str] | None) -> str:
     """Every failure line names the input file."""
     args = sys.argv[1:] if argv is None else argv
     image = next((a for a in reversed(args) if not a.startswith("-")), None)
-    return message if image is None or message.startswith(image) else f"{image}: {message}"
+    return message if image is None else _with_image(message, image)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -190,9 +190,7 @@ class StreamCarver:
         assert self._decoder is not None
         data, self._fed = bytes(self._window[self._fed :]), len(self._window)
         try:
-            while not self._decoder.eof and (data or not self._decoder.needs_input):
-                self._decoder.decompress(data, max_length=1 << 22)
-                data = b""
+            xzstream.feed_discarding(self._decoder, data)
         except lzma.LZMAError as exc:
             if self._damaged is None:
                 at = self._window_start + self._fed

@@ -443,7 +443,7 @@ def _decode_from(mem: PhysicalMemory, pos: int) -> bytes:
                           f"bytes: {gap.describe()}", offset=at)
         archive += chunk
         try:
-            feed_discarding(decoder, chunk)
+            xzstream.feed_discarding(decoder, chunk)
         except lzma.LZMAError:
             raise Damaged(_broken_message(pos, at, len(chunk)), offset=at) from None
         if len(archive) > MAX_ARCHIVE:
@@ -454,13 +454,6 @@ def _decode_from(mem: PhysicalMemory, pos: int) -> bytes:
 
 class _Incomplete(Damaged):
     """A candidate that runs into memory missing from the dump (the most telling failure)."""
-
-
-def feed_discarding(decoder: lzma.LZMADecompressor, chunk: bytes) -> None:
-    """Decode `chunk`, discarding the output in bounded pieces."""
-    decoder.decompress(chunk, max_length=1 << 22)
-    while not decoder.eof and not decoder.needs_input:
-        decoder.decompress(b"", max_length=1 << 22)
 
 
 def _broken_message(pos: int, at: int, size: int) -> str:

@@ -32,7 +32,7 @@ from .containers.elf import CorruptElf, ElfImage
 from .containers.kdump import KdumpMemory
 from .containers.kdump import _read_sub_header as read_sub_header  # offset_note/size_note are not kept
 from .errors import Damaged
-from .memory import MAX_ARCHIVE, PhysicalMemory, feed_discarding
+from .memory import MAX_ARCHIVE, PhysicalMemory
 from .xzstream import Buffer
 
 PAGE = 4096
@@ -394,7 +394,7 @@ def follow(tables: PageTables, vaddr: int, paddr: int) -> VirtualHit:
         at = vaddr + len(archive)
         archive += chunk
         try:
-            feed_discarding(decoder, chunk)
+            xzstream.feed_discarding(decoder, chunk)
         except lzma.LZMAError as exc:
             raise Damaged(f"{where} does not decode near virtual {at:#x}-{at + len(chunk) - 1:#x}: "
                           f"{xzstream.decode_error(exc)}", offset=at) from None

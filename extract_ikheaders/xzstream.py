@@ -240,6 +240,13 @@ def verify(archive: bytes | memoryview, base_offset: int = 0) -> int:
     return total
 
 
+def feed_discarding(decoder: lzma.LZMADecompressor, chunk: bytes) -> None:
+    """Decode `chunk`, discarding the output in bounded pieces (only the checks and the end matter)."""
+    decoder.decompress(chunk, max_length=1 << 22)
+    while not decoder.eof and not decoder.needs_input:
+        decoder.decompress(b"", max_length=1 << 22)
+
+
 def decode_prefix(archive: bytes, limit: int) -> bytes:
     """Up to `limit` decoded bytes from the start of the stream (errors ignored; for probing)."""
     decoder = decoder_for_archive()
