@@ -74,6 +74,14 @@ class Options:
               help="Write the kernel's symbol table in System.map format, decoded from kallsyms, to FILE "
                    "('-' for stdout) instead of extracting. Crash dumps of 6.0+ kernels (through VMCOREINFO); "
                    "addresses as in the crashed kernel, the KASLR offset in --json.")
+@click.option("--debuginfo", "debuginfo_out", type=click.Path(dir_okay=False, path_type=str),
+              help="Write an ELF object whose DWARF describes the kernel's types (task_struct, mm, files, "
+                   "namespaces, creds, modules, sockets, ...), compiled from the embedded headers with the "
+                   "kernel's own configuration for its architecture; for drgn, crash or Volatility when no "
+                   "vmlinux debug info exists. Cached per archive.")
+@click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
+              help="With --debuginfo: a matching kernel source tree, for the types the headers archive cannot "
+                   "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
 @click.option("--info", "info_only", is_flag=True,
               help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
                    "containers, BPF-related CONFIG_ values) without unpacking anything.")
@@ -100,9 +108,9 @@ class Options:
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            config_out: str | None, symbols_out: str | None, info_only: bool, env: bool, live: bool, root: str,
-            symbols: str | None, as_json: bool, jobs: int, salvage: bool, max_size: int | None,
-            max_members: int | None) -> int:
+            config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, kernel_source: str | None,
+            info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
+            salvage: bool, max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, an arm64
@@ -116,9 +124,11 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage)
     _check_options(opts, len(images))
-    if symbols_out is not None:
-        _check_symbols(symbols_out, len(images), as_json, opts)
-        return _run_all(images, 1, lambda image: _symbols(image, symbols_out, as_json))
+    if kernel_source is not None and debuginfo_out is None:
+        raise UsageError("--kernel-source goes with --debuginfo")
+    if symbols_out is not None or debuginfo_out is not None:
+        _check_symbols(symbols_out, debuginfo_out, len(images), as_json, opts)
+        return _run_all(images, 1, lambda image: _analysis(image, symbols_out, debuginfo_out, kernel_source, as_json))
     if info_only:
         return _run_all(images, jobs, lambda image: _info(image, as_json))
     return _run_all(images, jobs, lambda image: _one(image, opts))
@@ -230,28 +240,52 @@ def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-def _check_symbols(dest: str, count: int, as_json: bool, opts: Options) -> None:
+def _check_symbols(dest: str | None, debuginfo: str | None, count: int, as_json: bool, opts: Options) -> None:
     if count > 1:
-        raise UsageError("--symbols takes one IMAGE")
+        raise UsageError("--symbols and --debuginfo take one IMAGE")
     if dest == "-" and as_json:
         raise UsageError("--symbols - and --json both want stdout")
+    if debuginfo == "-":
+        raise UsageError("--debuginfo needs a file, not stdout")
     if opts.archive_out is not None or opts.list_only or opts.env or opts.config_out is not None:
-        raise UsageError("--symbols cannot be combined with --archive, --list, --env or --config")
+        raise UsageError("--symbols and --debuginfo cannot be combined with --archive, --list, --env or --config")
 
 
-def _symbols(image: str, dest: str, as_json: bool) -> list[tuple[bool, str]]:
+def _analysis(image: str, symbols_out: str | None, debuginfo_out: str | None, kernel_source: str | None,
+              as_json: bool) -> list[tuple[bool, str]]:
+    """--symbols and/or --debuginfo: what a debugger needs from a crash image, one JSON report."""
+    report: dict[str, Any] = {"input": image}
+    lines: list[tuple[bool, str]] = []
+    if debuginfo_out is not None:
+        report["debuginfo"] = _debuginfo(image, debuginfo_out, kernel_source)
+        info = report["debuginfo"]
+        lines.append((True, f"{PROG}: {image}: types of {info['release'] or 'the kernel'} ({info['arch']}, "
+                            f"{info['globals']} globals typed{', cached' if info['cached'] else ''}) "
+                            f"written to {debuginfo_out}"))
+    if symbols_out is not None:
+        report["symbols"] = _symbols(image, symbols_out)
+        count, offset = report["symbols"]["count"], report["symbols"]["kaslr_offset"]
+        lines.append((True, f"{PROG}: {image}: {count} symbols (KASLR offset {offset:#x}) written to {symbols_out}"))
+    return [(False, json.dumps(report, sort_keys=True))] if as_json else lines
+
+
+def _symbols(image: str, dest: str) -> dict[str, Any]:
     """--symbols: a crash dump's kallsyms as System.map lines, sorted by address."""
     from . import kallsyms
 
     with api.open_input(image) as buf:
         table = kallsyms.read_dump(buf, image)
     _write_archive(table.system_map().encode(), dest)
-    report = {"input": image, "symbols": {"count": len(table.symbols), "kaslr_offset": table.kaslr_offset,
-                                          "output": dest}}
-    if as_json:
-        return [(False, json.dumps(report, sort_keys=True))]
-    return [(True, f"{PROG}: {image}: {len(table.symbols)} symbols (KASLR offset {table.kaslr_offset:#x}) "
-                   f"written to {dest}")]
+    return {"count": len(table.symbols), "kaslr_offset": table.kaslr_offset, "output": dest}
+
+
+def _debuginfo(image: str, dest: str, kernel_source: str | None) -> dict[str, Any]:
+    """--debuginfo: the types object (built, or from the cache) copied to `dest`."""
+    from . import debuginfo
+
+    types = debuginfo.build_types(image, kernel_source=kernel_source)
+    _write_archive(types.path.read_bytes(), dest)
+    return {**types.as_dict(), "output": dest, "cache": str(types.path)}
 
 
 def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:

@@ -1,0 +1,171 @@
+"""--debuginfo: the kernel's types compiled from its own headers archive.
+
+Corpus tests compare the types object with the kernel build's own -g compile of kernel/fork.c
+(corpus stages kbuild-g-*): every member of task_struct & co. at the same offset, size and type.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Corpus
+from dwarf_layout import layouts
+from elftools.elf.elffile import ELFFile
+
+from extract_ikheaders import debuginfo
+
+# Structures analysis tools walk; each must be in both objects and laid out identically.
+STRUCTS = {"task_struct", "mm_struct", "vm_area_struct", "file", "dentry", "inode", "cred", "nsproxy",
+           "files_struct", "fdtable", "fs_struct", "pid", "upid", "pid_namespace", "uts_namespace",
+           "signal_struct", "sighand_struct", "super_block", "vfsmount", "path", "qstr", "thread_struct"}
+
+KERNELS = {  # corpus kernel -> (stage, image the types are built from)
+    "6.1-y-gzip": ("k61y", "vmlinux"),
+    "6.12-y": ("k612y", "vmlinux.stripped"),
+    "6.1-arm64": ("k61arm64", "Image.gz"),
+}
+
+
+def _kbuild_object(corpus: Corpus, kernel: str) -> Path:
+    kbuild = corpus.manifest.get("kbuild_g", {})
+    if kernel not in kbuild:
+        pytest.skip("corpus has no kbuild -g objects (stage kbuild-g-*); rebuild it: python fixtures/corpus.py build")
+    path = corpus.root / kbuild[kernel]
+    assert path.is_file(), path
+    return path
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_layouts_equal_the_kernel_builds_own(corpus: Corpus, kernel: str, tmp_path: Path) -> None:
+    stage, image = KERNELS[kernel]
+    kbuild = _kbuild_object(corpus, kernel)
+    types = debuginfo.build_types(corpus.file(stage, image), cache=tmp_path)
+    assert not types.cached
+    assert types.release == corpus.build(kernel)["release"]
+    ours, theirs = layouts(types.path, STRUCTS), layouts(kbuild, STRUCTS)
+    assert set(theirs) == STRUCTS, f"kbuild's fork.o lacks {STRUCTS - set(theirs)}"
+    assert set(ours) == STRUCTS, f"the types object lacks {STRUCTS - set(ours)}"
+    for name in sorted(STRUCTS):
+        size, members = ours[name]
+        assert (size, members) == theirs[name], f"struct {name} differs from kbuild's"
+    assert len(ours["task_struct"][1]) > 100  # flattened members, anonymous unions included
+    machine = {"6.1-arm64": "EM_AARCH64"}.get(kernel, "EM_X86_64")
+    with types.path.open("rb") as f:
+        assert ELFFile(f)["e_machine"] == machine
+
+
+def test_second_build_is_a_cache_hit(corpus: Corpus, tmp_path: Path) -> None:
+    archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
+    first = debuginfo.build_types_from(archive, cache=tmp_path)
+    second = debuginfo.build_types_from(archive, cache=tmp_path)
+    assert (first.cached, second.cached) == (False, True)
+    assert first.path == second.path and first.path.parent.parent == tmp_path
+    assert first.archive_sha256 == corpus.build("6.1-y-gzip")["blob_sha256"]
+    assert json.loads((first.path.parent / "types.json").read_text())["release"] == "6.1.192"
+
+
+def _dwarf_names(path: Path) -> dict[str, dict[str, str]]:
+    """tag -> {name: the name of the DIE's type} for variables and typedefs."""
+    out: dict[str, dict[str, str]] = {"DW_TAG_variable": {}, "DW_TAG_typedef": {}}
+    with path.open("rb") as f:
+        for cu in ELFFile(f).get_dwarf_info().iter_CUs():
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag in out and "DW_AT_name" in die.attributes and "DW_AT_type" in die.attributes:
+                    target = die.get_DIE_from_attribute("DW_AT_type")
+                    name = target.attributes.get("DW_AT_name")
+                    out[die.tag][die.attributes["DW_AT_name"].value.decode()] = name.value.decode() if name else ""
+    return out
+
+
+def test_globals_have_their_types(corpus: Corpus, tmp_path: Path) -> None:
+    """A declaration and a __kheaders_type_<name> typedef for each well-known global."""
+    types = debuginfo.build_types_from(corpus.file("k61y", "kheaders_data.tar.xz").read_bytes(), cache=tmp_path)
+    names = _dwarf_names(types.path)
+    for name, type_name in (("init_task", "task_struct"), ("init_uts_ns", "uts_namespace"),
+                            ("init_pid_ns", "pid_namespace"), ("init_mm", "mm_struct"),
+                            ("modules", "list_head"), ("init_cred", "cred")):
+        assert name in types.globals
+        assert names["DW_TAG_variable"][name] == type_name
+        assert names["DW_TAG_typedef"][debuginfo.TYPE_PREFIX + name] == type_name
+    # The tinyconfig kernel is uniprocessor: nr_cpu_ids is a constant, not a variable.
+    assert "nr_cpu_ids" in types.skipped and "nr_cpu_ids" not in types.globals
+
+
+def test_kernel_source_adds_private_types(corpus: Corpus, tmp_path: Path) -> None:
+    import glob
+
+    sources = sorted(glob.glob(str(Path.home() / ".cache/extract-ikheaders/src/linux-source-6.1-*")))
+    if not sources:
+        pytest.skip("no unpacked linux-source-6.1 tree in the cache")
+    archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
+    plain = debuginfo.build_types_from(archive, cache=tmp_path)
+    full = debuginfo.build_types_from(archive, kernel_source=sources[0], cache=tmp_path)
+    private = {"mount", "rq", "printk_ringbuffer", "prb_desc_ring"}
+    assert set(layouts(plain.path, private)) == set()
+    found = layouts(full.path, private)
+    assert set(found) == private
+    assert found["rq"][0] > 0 and any(m[0] == "cfs" for m in found["rq"][1])
+    assert {"runqueues", "prb"} <= set(full.globals)
+    assert full.path != plain.path and full.kernel_source == str(Path(sources[0]).resolve())
+
+
+def test_cli_debuginfo_writes_elf_and_reports_the_cache(corpus: Corpus, cli: Any, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(debuginfo.CACHE_ENV, str(tmp_path / "cache"))
+    vmcore = corpus.root / corpus.manifest["kdump"]["dir"] / "vmcore"
+    out = tmp_path / "types.o"
+    first = cli("--json", "--debuginfo", out, vmcore)
+    assert first.code == 0, first.stderr
+    report = first.json["debuginfo"]
+    assert (report["cached"], report["arch"], report["release"]) == (False, "x86_64", "6.1.192")
+    assert report["archive_sha256"] == corpus.manifest["kdump"]["ground_truth"]["sha256"]
+    with out.open("rb") as f:
+        elf = ELFFile(f)
+        assert elf.has_dwarf_info() and elf["e_machine"] == "EM_X86_64"
+    second = cli("--json", "--debuginfo", out, vmcore)
+    assert second.code == 0 and second.json["debuginfo"]["cached"] is True
+    assert out.read_bytes() == Path(report["cache"]).read_bytes()
+
+
+def test_cli_debuginfo_refuses_stdout_and_kernel_source_alone(cli: Any, tmp_path: Path) -> None:
+    image = tmp_path / "x"
+    image.write_bytes(b"x")
+    run = cli("--debuginfo", "-", image)
+    assert run.code == 2 and "--debuginfo needs a file" in run.stderr
+    run = cli("--kernel-source", tmp_path, image)
+    assert run.code == 2 and "--kernel-source goes with --debuginfo" in run.stderr
+
+
+def test_cli_debuginfo_without_headers_exits_1(cli: Any, tmp_path: Path) -> None:
+    image = tmp_path / "plain.bin"
+    image.write_bytes(b"\0" * 4096)
+    run = cli("--debuginfo", tmp_path / "t.o", image)
+    assert run.code == 1 and run.stderr.count("\n") == 1 and str(image) in run.stderr
+    assert not (tmp_path / "t.o").exists()
+
+
+# Without the corpus ---------------------------------------------------------------------------------
+
+def test_autoconf_from_config() -> None:
+    config = b'CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_D="x y"\nCONFIG_E=0x10\nCONFIG_F=n\n'
+    text = debuginfo.autoconf_from(config)
+    assert debuginfo.autoconf_values(text) == {b"CONFIG_A": b"1", b"CONFIG_B_MODULE": b"1", b"CONFIG_D": b'"x y"',
+                                               b"CONFIG_E": b"0x10"}
+
+
+def test_failing_lines_follow_gcc_include_chains() -> None:
+    stderr = """In file included from ./include/linux/irq.h:5,
+                 from /tmp/x/types.c:12:
+include/linux/irqdesc.h:20:33: error: field 'irq_data' has incomplete type
+include/linux/irqdesc.h:21:33: error: unknown type name 'irq_flow_handler_t'
+/tmp/x/types.c:40:22: error: 'nr_cpu_ids' undeclared here (not in a function)
+In file included from /tmp/x/types.c:3:
+include/linux/a.h:1:1: warning: something
+"""
+    assert debuginfo._failing_lines(stderr, "types.c") == [12, 40]
+    line = "typedef __typeof__(init_task) __kheaders_type_init_task; void *const __kheaders_use_init_task ..."
+    assert debuginfo._what(line) == "init_task"
+    assert debuginfo._what("#include <linux/irq.h>") == "linux/irq.h"
