@@ -491,3 +491,72 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except Exception as exc:  # never a traceback: the one line says what and where
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it", 4)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "allow_interspersed_args": False})
+@click.argument("dump", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-c", "--command", "code", help="Run this Python code with drgn's globals (prog, helpers), then exit.")
+@click.option("-s", "--symbols", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
+@click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
+              help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
+@click.option("-q", "--quiet", is_flag=True, help="No banner or summary line.")
+def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str | None, system_map: str | None,
+                 kernel_source: str | None, quiet: bool) -> int:
+    """drgn on DUMP with no vmlinux: the kernel's types from its embedded headers (--debuginfo) and its
+    symbols from kallsyms (--symbols), so drgn's helpers work (for_each_task, cmdline, for_each_module...).
+
+    Starts drgn's interactive shell, or runs SCRIPT [ARGS] or -c CODE with drgn's usual globals.
+    """
+    from . import drgn as kdrgn
+
+    if script is not None and code is not None:
+        raise UsageError("give either -c CODE or SCRIPT, not both")
+    opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source)
+    if not quiet:
+        types = opened.types
+        click.echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"
+                   f"{', cached' if types.cached else ''}) from {types.path}; {opened.symbols} symbols from "
+                   f"{opened.symbols_from}", err=True)
+    import drgn.cli
+
+    if code is None and script is None:
+        drgn.cli.run_interactive(opened.prog, quiet=quiet)
+        return 0
+    namespace = drgn.cli.default_globals(opened.prog)
+    try:
+        if code is not None:
+            sys.argv = ["-c", *args] if script is None else sys.argv
+            exec(compile(code, "<command>", "exec"), namespace)
+        else:
+            import runpy
+
+            assert script is not None
+            sys.argv = [script, *args]
+            runpy.run_path(script, init_globals=namespace, run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception:  # the user's own code: show its traceback, as drgn does
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def drgn_main(argv: list[str] | None = None) -> NoReturn:
+    """`python -m extract_ikheaders.drgn`: errors as one line, like the main command."""
+    try:
+        code = drgn_command.main(args=argv, prog_name=f"{PROG}-drgn", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("interrupted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except ExtractError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,155 @@
+"""drgn with no vmlinux: types from --debuginfo, symbols from the dump's kallsyms (python -m extract_ikheaders.drgn).
+
+Ground truth: each real kdump capture's truth.json holds the guest's `ps -o pid,comm,args`, taken just
+before the panic. ps itself has exited by then, and the script that triggers the panic (/kdump-arm)
+started after it: those two are the only differences allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Corpus
+
+from extract_ikheaders import debuginfo
+
+pytest.importorskip("drgn", reason="drgn is not installed (pip install -e '.[analysis]')")
+
+TASKS = """
+import json
+out = []
+for t in for_each_task(prog):
+    args = cmdline(t)
+    out.append([t.pid.value_(), t.comm.string_().decode(), None if args is None else [a.decode() for a in args]])
+print(json.dumps(out))
+"""
+
+GLOBALS = ("init_task", "init_pid_ns", "init_uts_ns", "init_nsproxy", "init_cred", "init_user_ns", "init_mm",
+           "init_fs", "init_files", "init_struct_pid", "modules")
+ADDRESSES = f"""
+import json
+out = {{}}
+for name in {GLOBALS!r}:
+    try:
+        out[name] = prog[name].address_
+    except LookupError:
+        out[name] = None
+print(json.dumps(out))
+"""
+
+
+def _captures(corpus: Corpus) -> dict[str, tuple[Path, dict[str, Any], str]]:
+    """capture name -> (vmcore, truth, kernel stage)."""
+    out = {"kdump-6.1-y": (corpus.root / corpus.manifest["kdump"]["dir"] / "vmcore",
+                           corpus.manifest["kdump"]["ground_truth"], "k61y")}
+    for name, entry in corpus.manifest.get("kdump_m", {}).items():
+        out[name] = (corpus.root / entry["dir"] / "vmcore", entry["ground_truth"], "k61m")
+    return out
+
+
+def run_drgn(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extract_ikheaders.drgn", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(autouse=True)
+def _types_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(debuginfo.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "types-cache"))
+
+
+def _ps(truth: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    """pid -> (comm, args) from `ps -o pid,comm,args` lines."""
+    rows = {}
+    for line in truth["ps"][1:]:
+        pid, comm, args = line.split(None, 2)
+        rows[int(pid)] = (comm, args)
+    return rows
+
+
+def _same_comm(ps_comm: str, comm: str) -> bool:
+    """ps shows a kworker's current work after its name (kworker/0:1+events, cut to 15 chars)."""
+    return ps_comm == comm or (comm.startswith("kworker/") and ps_comm[: len(comm) + 1] in (comm + "-", comm + "+"))
+
+
+def _ps_args(comm: str, argv: list[str] | None) -> str:
+    """busybox ps: `[comm]` for a kernel thread, `{comm} argv` when comm is not argv[0]'s name."""
+    if argv is None:
+        return f"[{comm}]"
+    line = " ".join(argv)
+    return line if Path(argv[0]).name == comm else f"{{{comm}}} {line}"
+
+
+@pytest.mark.parametrize("capture", ["kdump-6.1-y", "kdump-6.1-m", "kdump-6.1-m-4level"])
+def test_drgn_lists_the_guests_processes(corpus: Corpus, capture: str) -> None:
+    captures = _captures(corpus)
+    if capture not in captures:
+        pytest.skip(f"corpus has no {capture} capture")
+    vmcore, truth, _ = captures[capture]
+    run = run_drgn("-q", "-c", TASKS, vmcore)
+    assert run.returncode == 0, run.stderr
+    tasks = {pid: (comm, argv) for pid, comm, argv in json.loads(run.stdout)}
+    ps = _ps(truth)
+    gone = {pid for pid, (comm, _) in ps.items() if comm == "ps"}
+    crashed = {pid for pid, (_, argv) in tasks.items() if argv == ["/bin/sh", "/kdump-arm"]}
+    assert len(gone) == 1 and len(crashed) == 1
+    assert set(ps) - gone == set(tasks) - crashed
+    for pid in set(ps) - gone:
+        comm, argv = tasks[pid]
+        assert _same_comm(ps[pid][0], comm), (pid, ps[pid], comm)
+        assert _ps_args(comm, argv) == ps[pid][1].replace(ps[pid][0], comm, 1), (pid, ps[pid], argv)
+    assert tasks[1][1] is not None and tasks[1][1][:2] == ["/bin/sh", "/init"]
+    assert sum(argv is None for _, argv in tasks.values()) >= 10  # kernel threads have no command line
+
+
+@pytest.mark.parametrize("capture", ["kdump-6.1-y", "kdump-6.1-m"])
+def test_globals_found_from_data_equal_the_system_map(corpus: Corpus, capture: str) -> None:
+    """kallsyms without CONFIG_KALLSYMS_ALL has no data symbols: init_task & co. are found from the
+    data. The build's System.map (relocated by KASLR) must place every one at the same address."""
+    vmcore, _, stage = _captures(corpus)[capture]
+    derived = run_drgn("-q", "-c", ADDRESSES, vmcore)
+    mapped = run_drgn("-q", "-s", corpus.file(stage, "System.map"), "-c", ADDRESSES, vmcore)
+    assert derived.returncode == 0 and mapped.returncode == 0, derived.stderr + mapped.stderr
+    ours, theirs = json.loads(derived.stdout), json.loads(mapped.stdout)
+    expect_missing = {"modules"} if stage == "k61y" else set()  # CONFIG_MODULES=n there
+    assert {k for k, v in theirs.items() if v is None} == expect_missing
+    assert ours == theirs
+
+
+def test_modules_of_the_m_kernel(corpus: Corpus) -> None:
+    captures = _captures(corpus)
+    if "kdump-6.1-m" not in captures:
+        pytest.skip("corpus has no kdump-6.1-m capture")
+    vmcore = captures["kdump-6.1-m"][0]
+    code = ("print([m.name.string_().decode() for m in for_each_module(prog)])\n"
+            "print(prog['init_uts_ns'].name.release.string_().decode())")
+    run = run_drgn("-q", "-c", code, vmcore)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["['kheaders']", "6.1.192"]
+
+
+def test_drgn_reads_kdump_compressed_files(corpus: Corpus) -> None:
+    entry = corpus.manifest["kdump"]
+    outputs = entry["makedumpfile_outputs"]
+    name = next((n for n in outputs if n.startswith("kdump-zlib")), None)
+    if name is None:
+        pytest.skip("no kdump-zlib output in the corpus")
+    dump = corpus.root / entry["dir"] / outputs[name]
+    run = run_drgn("-q", "-c", "print(sorted(t.pid.value_() for t in for_each_task(prog)))", dump)
+    assert run.returncode == 0, run.stderr
+    ps = set(_ps(entry["ground_truth"]))
+    assert ps - set(json.loads(run.stdout)) == {pid for pid, (comm, _) in _ps(entry["ground_truth"]).items()
+                                               if comm == "ps"}
+
+
+def test_drgn_entry_errors_are_one_line(tmp_path: Path) -> None:
+    dump = tmp_path / "zeros"
+    dump.write_bytes(b"\0" * 8192)
+    run = run_drgn("-c", "pass", dump)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and str(dump) in run.stderr
+    run = run_drgn("-c", "pass", tmp_path / "missing")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
