@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
 from .errors import Damaged, InputError, NotFound, NotMine
-from .model import Extracted, Found, KernelConfig, Layer, Member, Method
+from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 from .xzstream import Buffer
 
 if TYPE_CHECKING:
@@ -145,6 +145,17 @@ def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = 
                                    max_members=max_members or _extract.DEFAULT_MAX_MEMBERS)
 
 
+def platform_of(found: Found) -> Platform | None:
+    """The architecture, byte order and word size: what the image's headers said, else what the
+    archive says (arch/<arch>/include and autoconf.h; this decodes the archive up to autoconf.h)."""
+    if found.platform is not None:
+        return found.platform
+    from . import platform
+
+    names = list(xzstream.tar_names(xzstream.decode_prefix(found.archive, 64 * 1024)))
+    return platform.from_archive(names, archive_member(found.archive, "include/generated/autoconf.h"))
+
+
 def default_directory(found: Found) -> str:
     release = found.release or release_from_archive(found.archive) or found.sha256[:12]
     return f"kheaders-{release}"
@@ -210,6 +221,7 @@ class _Source:
     whole_archive: bool = False  # the input is the archive itself
     release: str | None = None
     notes: tuple[str, ...] = ()
+    platform: Platform | None = None
 
 
 _DUMP_MAGICS = (b"KDUMP   ", b"makedumpfile", b"EMiL")  # kdump, flattened, LiME (0x4C694D45 LE)
@@ -222,7 +234,19 @@ def _may_be_dump(buf: Buffer) -> bool:
 
 
 def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
-    """Peel containers until a buffer or a decoded stream is left to search."""
+    """Peel containers until a buffer or a decoded stream is left to search; the innermost
+    header that names the architecture wins."""
+    source = _peel_one(buf, path, layers)
+    if source.platform is None and not source.whole_archive:
+        from . import platform
+
+        found = platform.from_elf_header(buf) or platform.from_image(buf)
+        if found is not None:
+            source = replace(source, platform=found)
+    return source
+
+
+def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
     if len(buf) == 0:
         raise NotFound(f"{path}: empty file")
     if bytes(buf[:4]) == ELF_MAGIC:
@@ -235,7 +259,7 @@ def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
 
         data = codecs.decode_all(codec, buf, 0, limit=MAX_DECOMPRESSED)
         return _peel(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
-    from .containers import android, bzimage, zboot
+    from .containers import android, armzimage, bzimage, s390, zboot
 
     if android.is_boot_image(buf):
         layer = android.peel(buf, path)
@@ -251,6 +275,14 @@ def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
             pass  # a boot sector but no kernel payload (a disk or memory image): search the bytes
     if zboot.is_arm64_image(buf):
         return _Source((*layers, zboot.arm64_image_layer(buf, path)), buf=buf)
+    for container in (armzimage, s390):
+        try:
+            payload_layers, chunks = container.payload_chunks(buf, path)
+            return _Source((*layers, *payload_layers), chunks=chunks)
+        except NotMine:
+            pass
+    if zboot.is_riscv_image(buf):
+        return _Source((*layers, zboot.riscv_image_layer(buf)), buf=buf)
     return _Source(layers, buf=buf)
 
 
@@ -274,9 +306,13 @@ def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
         from . import memory
 
         try:  # crash images (ELF core, kdump-compressed, flattened, LiME): searched as physical memory
-            return memory.find_in_dump(data, path, layers, progress)
+            found = memory.find_in_dump(data, path, layers, progress)
         except NotMine:
             pass
+        else:
+            from . import platform
+
+            return found if found.platform else replace(found, platform=platform.from_dump_header(data))
     source = _peel(data, path, layers)
     if source.chunks is not None:
         return _search_stream(source, path)
@@ -359,7 +395,8 @@ def _search_stream(source: _Source, path: str) -> Found:
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
                  layers=(*source.layers, image), release=banner.release, notes=source.notes,
-                 banner=banner.banner[1] if banner.banner else None, verified=True)  # the carver decoded it
+                 banner=banner.banner[1] if banner.banner else None, verified=True,  # the carver decoded it
+                 platform=source.platform)
 
 
 def _close(chunks: Iterator[bytes]) -> None:
@@ -375,7 +412,8 @@ def _found(source: _Source, path: str, span: locate.Span) -> Found:
     banner = find_banner(source.buf) if span.method != Method.WHOLE else None
     release = source.release or (banner[0] if banner else None)
     return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=source.layers,
-                 release=release, notes=source.notes, banner=banner[1] if banner else None)
+                 release=release, notes=source.notes, banner=banner[1] if banner else None,
+                 platform=source.platform)
 
 
 # Release -------------------------------------------------------------------------------------

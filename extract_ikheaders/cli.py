@@ -220,6 +220,8 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             out.append((False, extracted.directory))
         out.append((True, _summary(found, extracted)))
     if opts.as_json:
+        platform = api.platform_of(found)
+        report["platform"] = platform.as_dict() if platform is not None else None
         out.append((False, json.dumps(report, sort_keys=True)))
     return out
 
@@ -296,7 +298,7 @@ def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
         return [(False, json.dumps(report, sort_keys=True))]
     headers, config = report["headers"], report["config"]
     lines = [f"image:    {image}", f"release:  {report.get('release') or 'unknown'}",
-             f"arch:     {report.get('arch') or 'unknown'}"]
+             f"arch:     {_arch_line(report)}"]
     if report.get("banner"):
         lines.append(f"banner:   {report['banner']}")
     chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
@@ -311,6 +313,17 @@ def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
     if options:
         lines.append("options:  " + " ".join(f"{k}={v}" for k, v in options.items()))
     return [(False, line) for line in lines]
+
+
+def _arch_line(report: dict[str, Any]) -> str:
+    """'powerpc, 64-bit big-endian (ELF header)'; only what is known."""
+    if not report.get("arch"):
+        return "unknown"
+    platform = report.get("platform") or {}
+    size = f"{platform['bits']}-bit " if platform.get("bits") else ""
+    order = f"{report['endian']}-endian" if report.get("endian") else "byte order unknown"
+    source = f" ({platform['source']})" if platform.get("source") else ""
+    return f"{report['arch']}, {size}{order}{source}"
 
 
 def _write_config(image: str, dest: str) -> dict[str, Any]:

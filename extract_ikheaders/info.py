@@ -6,14 +6,13 @@ import os
 import re
 from typing import Any
 
-from . import api, xzstream
+from . import api, platform
 from .errors import Damaged, NotFound
-from .model import Found
+from .model import Found, Platform
 
 # CONFIG_ options BPF and tracing users ask about first.
 OPTIONS = ("IKHEADERS", "IKCONFIG", "BPF", "BPF_SYSCALL", "BPF_JIT", "BPF_EVENTS", "DEBUG_INFO_BTF",
            "KPROBES", "KPROBE_EVENTS", "UPROBES", "FTRACE", "MODULES")
-_ARCH_DIR = re.compile(rb"^\./arch/([^/\x00]+)/")
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -26,7 +25,10 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     if found is None and options.get("IKHEADERS") == "m":
         report["headers"]["status"] = "module"
         report["headers"]["hint"] = "CONFIG_IKHEADERS=m: the headers are in kheaders.ko; give that file"
-    report["arch"] = _arch(found)
+    platform = _platform(name, found, config_text)
+    report["platform"] = platform.as_dict() if platform is not None else None
+    report["arch"] = platform.arch if platform is not None else None
+    report["endian"] = platform.endian if platform is not None else None
     if config_text is not None:
         # "# Linux/x86 6.1.192 Kernel Configuration" names the release and architecture too.
         match = re.search(rb"^# Linux/(\S+) (\S+) Kernel Configuration", config_text, re.M)
@@ -34,6 +36,21 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             report.setdefault("release", match.group(2).decode(errors="replace"))
             report["arch"] = report["arch"] or match.group(1).decode(errors="replace")
     return report
+
+
+def _platform(name: str, found: Found | None, config_text: bytes | None) -> Platform | None:
+    """From the headers found (image headers, else the archive); without them, from the image's
+    own headers, else the .config (arch from its title, the rest from CONFIG_64BIT/CPU_BIG_ENDIAN)."""
+    if found is not None:
+        return api.platform_of(found)
+    with api.open_input(name) as buf:
+        from_headers = platform.from_elf_header(buf) or platform.from_image(buf)
+    if from_headers is not None or config_text is None:
+        return from_headers
+    match = re.search(rb"^# Linux/(\S+) \S+ Kernel Configuration", config_text, re.M)
+    if match is None:
+        return None
+    return platform.from_config(match.group(1).decode(errors="replace"), config_text)
 
 
 def _headers(name: str, report: dict[str, Any]) -> Found | None:
@@ -79,14 +96,3 @@ def _options(config_text: bytes | None, found: Found | None) -> dict[str, str]:
     else:
         return {}
     return {opt: values.get(opt, "n") for opt in OPTIONS}
-
-
-def _arch(found: Found | None) -> str | None:
-    """The architecture whose headers the archive carries (arch/<arch>/include)."""
-    if found is None:
-        return None
-    for member in xzstream.tar_names(xzstream.decode_prefix(found.archive, 64 * 1024)):
-        match = _ARCH_DIR.match(member)
-        if match:
-            return match.group(1).decode(errors="replace")
-    return None

@@ -37,6 +37,20 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class Platform:
+    """The architecture an image is for (the kernel's name: x86, arm, arm64, riscv, s390, powerpc ...),
+    its byte order ("little"/"big", None when unknown), word size, and what said so."""
+
+    arch: str
+    endian: str | None
+    bits: int | None
+    source: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"arch": self.arch, "endian": self.endian, "bits": self.bits, "source": self.source}
+
+
+@dataclass(frozen=True)
 class Found:
     """A headers archive located in an input, with the bytes already sliced out."""
 
@@ -49,6 +63,7 @@ class Found:
     notes: tuple[str, ...] = ()
     banner: str | None = None  # the `Linux version ...` line, when the image has one
     verified: bool = False  # every xz block already decoded and checked on the way
+    platform: Platform | None = None  # from the ELF or image headers; None when they say nothing
 
     @property
     def size(self) -> int:

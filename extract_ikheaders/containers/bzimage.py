@@ -110,12 +110,14 @@ def _payload_from_header(data: Buffer) -> Payload:
     return Payload(layer, codec, start, end)
 
 
-def scan_payloads(data: Buffer, start: int = 0) -> Iterator[Payload]:
+def scan_payloads(data: Buffer, start: int = 0, fmt: str = "bzImage") -> Iterator[Payload]:
     """Every compressed stream in data[start:], in file order, whose header is valid and whose
-    first few KiB decode. Their ends are unknown: each layer runs to the end of the file."""
+    first few KiB decode. Their ends are unknown: each layer runs to the end of the file.
+    `fmt` names the container in the layers (other architectures' self-decompressing images
+    keep their payload the same way, without a header that points at it)."""
     for offset, codec in _magic_hits(data, start):
         if codecs.identify(data, offset) == codec and _decodes(codec, data, offset):
-            layer = Layer("bzImage", offset, len(data) - offset, f"payload found by scanning, {codec}")
+            layer = Layer(fmt, offset, len(data) - offset, f"payload found by scanning, {codec}")
             yield Payload(layer, codec, offset, None)
 
 

@@ -171,3 +171,24 @@ def _arm64_detail(data: Buffer) -> str:
     if bytes(data[:2]) == MZ_MAGIC:
         parts.append("EFI stub")
     return ", ".join(parts)
+
+
+# riscv Image --------------------------------------------------------------------------------------
+
+RISCV_MAGIC = b"RISCV\0\0\0"  # at 0x30 (deprecated, still written)
+RISCV_MAGIC2 = b"RSC\x05"  # at 0x38
+RISCV_HEADER = struct.Struct("<8xQQQI")  # text_offset, image_size, flags, version
+
+
+def is_riscv_image(data: Buffer) -> bool:
+    """A riscv Image (Documentation/riscv/boot-image-header.rst); with the EFI stub it is a PE file."""
+    return (bytes(data[0x30:0x38]) == RISCV_MAGIC or bytes(data[0x38:0x3C]) == RISCV_MAGIC2) and not is_zboot(data)
+
+
+def riscv_image_layer(data: Buffer) -> Layer:
+    text_offset, image_size, _, version = RISCV_HEADER.unpack_from(bytes(data[: RISCV_HEADER.size]))
+    parts = [f"text_offset {text_offset:#x}", f"image_size {image_size:#x}",
+             f"header version {version >> 16}.{version & 0xFFFF}"]
+    if bytes(data[:2]) == MZ_MAGIC:
+        parts.append("EFI stub")
+    return Layer("riscv Image", 0, len(data), ", ".join(parts))
