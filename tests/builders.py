@@ -1,5 +1,5 @@
 """Test-side access to the synthetic input builders kept in fixtures/synthetic.py."""
 
-from synthetic import HEADERS, headers_archive, incbin_object, strip
+from synthetic import HEADERS, NATIVE, TOOLCHAINS, Toolchain, headers_archive, incbin_object, strip
 
-__all__ = ["HEADERS", "headers_archive", "incbin_object", "strip"]
+__all__ = ["HEADERS", "NATIVE", "TOOLCHAINS", "Toolchain", "headers_archive", "incbin_object", "strip"]

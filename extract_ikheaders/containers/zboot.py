@@ -135,10 +135,24 @@ def describe_pe(data: Buffer, start: int, end: int) -> str:
     if binary is None:
         return "PE headers unreadable"
     sections = [(str(s.name), int(s.offset), int(s.sizeof_raw_data)) for s in binary.sections]
-    machine = str(binary.header.machine.name)
+    machine = _pe_machine(binary.header)
     holder = next((name for name, off, size in sections if off <= start and end <= off + size), None)
     where = f"payload in {holder}" if holder else "payload outside every PE section"
     return f"PE {machine}, sections {' '.join(n for n, _, _ in sections) or '(none)'}, {where}"
+
+
+def _pe_machine(header: object) -> str:
+    """lief's name for the machine; lief releases that predate a machine (RISCV64 0x5064 in some)
+    warn and hand back the bare number instead of an enum member."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        machine = getattr(header, "machine", None)
+    name = getattr(machine, "name", None)
+    if isinstance(name, str):
+        return name
+    return f"machine {int(machine):#x}" if isinstance(machine, int) else "machine unknown"
 
 
 # arm64 Image -----------------------------------------------------------------------------------
