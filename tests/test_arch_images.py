@@ -1,0 +1,156 @@
+"""Boot images of other architectures, built small in the tests: ARM zImage (xz with the ARM BCJ
+filter, gzip), s390 bzImage, riscv Image; and where the architecture and byte order come from."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from builders import HEADERS, headers_archive
+from builders_bzimage import DECOY_STUB, compress, kernel_like
+
+from extract_ikheaders import api, platform
+from extract_ikheaders.containers import armzimage, s390, zboot
+from extract_ikheaders.errors import NotFound, NotMine
+from extract_ikheaders.model import Method, Platform
+
+ARCHIVE = headers_archive()
+DTB = b"\xd0\x0d\xfe\xed" + b"\x00" * 60  # a device tree appended after the zImage's end
+
+
+def _kernel() -> bytes:
+    """An uncompressed kernel-like image with the archive in its 'rodata'."""
+    return kernel_like(256 << 10, seed=1) + ARCHIVE + kernel_like(64 << 10, seed=2)
+
+
+def _xz_arm(data: bytes) -> bytes:
+    """scripts/xz_wrap.sh for ARCH=arm: xz with the ARM BCJ filter, then kbuild's size trailer."""
+    out = subprocess.run(["xz", "--check=crc32", "--arm", "--lzma2=dict=8MiB"], input=data, capture_output=True,
+                         check=True).stdout
+    return out + struct.pack("<I", len(data))
+
+
+def zimage(payload: bytes, *, big_endian: bool = False, appended: bytes = DTB) -> bytes:
+    head = bytearray(b"\x00\x00\xa0\xe1" * 16)  # mov r0, r0 (the 'nop' sled head.S starts with)
+    size = 0x40 + len(DECOY_STUB) + len(payload)
+    struct.pack_into("<III", head, 0x24, armzimage.MAGIC, 0, size)
+    head[0x30:0x34] = struct.pack(">I" if big_endian else "<I", 0x04030201)
+    return bytes(head) + DECOY_STUB + payload + appended
+
+
+def s390_bzimage(payload: bytes) -> bytes:
+    head = bytearray(0x10100)
+    head[s390.EP_OFFSET : s390.EP_OFFSET + 6] = s390.EP_STRING
+    return bytes(head) + DECOY_STUB + payload + b"\x07" * 0x200
+
+
+@pytest.mark.parametrize("codec", ["xz-arm", "gzip"])
+def test_arm_zimage(tmp_path: Path, codec: str) -> None:
+    payload = _xz_arm(_kernel()) if codec == "xz-arm" else compress("gzip", _kernel())
+    path = tmp_path / "zImage"
+    path.write_bytes(zimage(payload))
+    found = api.find(path)
+    assert (found.archive, found.method) == (ARCHIVE, Method.CARVE)
+    layer = found.layers[0]
+    assert (layer.format, layer.offset) == ("ARM zImage", 0x40 + len(DECOY_STUB))
+    assert f"{len(DTB)} bytes appended" in layer.detail
+    assert found.platform == Platform("arm", "little", 32, "ARM zImage header")
+
+
+def test_big_endian_arm_zimage_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "zImage"
+    path.write_bytes(zimage(compress("gzip", _kernel()), big_endian=True))
+    found = api.find(path)
+    assert found.archive == ARCHIVE
+    assert found.platform == Platform("arm", "big", 32, "ARM zImage header")
+
+
+def test_zimage_payload_only_within_the_image(tmp_path: Path) -> None:
+    """A compressed stream in the appended data is not the kernel."""
+    image = zimage(b"", appended=compress("gzip", _kernel()))
+    with pytest.raises(NotFound, match="ARM zImage without a decodable compressed kernel"):
+        armzimage.payload_chunks(image, "zImage")
+
+
+def test_s390_bzimage(tmp_path: Path) -> None:
+    path = tmp_path / "bzImage"
+    path.write_bytes(s390_bzimage(compress("gzip", _kernel())))
+    found = api.find(path)
+    assert found.archive == ARCHIVE
+    assert found.layers[0].format == "s390 bzImage"
+    assert found.platform == Platform("s390", "big", 64, "s390 bzImage (S390EP)")
+
+
+def test_s390_without_payload_is_not_found() -> None:
+    with pytest.raises(NotFound, match="s390 bzImage without a decodable compressed kernel"):
+        s390.payload_chunks(s390_bzimage(b""), "bzImage")
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 0x20000, zimage(b"")[:0x27]])
+def test_other_inputs_are_not_mine(data: bytes) -> None:
+    with pytest.raises(NotMine):
+        armzimage.payload_chunks(data, "x")
+    with pytest.raises(NotMine):
+        s390.payload_chunks(data, "x")
+
+
+def test_riscv_image(tmp_path: Path) -> None:
+    head = bytearray(0x40)
+    struct.pack_into("<QQQI", head, 0x08, 0x200000, 0x1000000, 0, 0x2)
+    head[0x30:0x38] = zboot.RISCV_MAGIC
+    head[0x38:0x3C] = zboot.RISCV_MAGIC2
+    path = tmp_path / "Image"
+    path.write_bytes(bytes(head) + _kernel())
+    found = api.find(path)
+    assert found.archive == ARCHIVE
+    assert (found.layers[0].format, found.layers[0].detail) == (
+        "riscv Image", "text_offset 0x200000, image_size 0x1000000, header version 0.2")
+    assert found.platform == Platform("riscv", "little", None, "riscv Image header")
+
+
+def test_arm64_image_big_endian_flag() -> None:
+    head = bytearray(0x40)
+    struct.pack_into("<QQQ", head, 0x08, 0, 0x100000, 1)
+    head[0x38:0x3C] = b"ARM\x64"
+    assert platform.from_image(bytes(head)) == Platform("arm64", "big", 64, "arm64 Image header")
+    struct.pack_into("<Q", head, 0x18, 0)
+    assert platform.from_image(bytes(head)) == Platform("arm64", "little", 64, "arm64 Image header")
+
+
+@pytest.mark.parametrize(("machine", "expected"), [
+    ("s390x", Platform("s390", "big", 64, "kdump header (machine s390x)")),
+    ("ppc64le", Platform("powerpc", "little", 64, "kdump header (machine ppc64le)")),
+    ("armv7l", Platform("arm", "little", 32, "kdump header (machine armv7l)")),
+])
+def test_kdump_header_machine(machine: str, expected: Platform) -> None:
+    header = bytearray(0x200)
+    header[:8] = b"KDUMP   "
+    header[platform.KDUMP_MACHINE_AT : platform.KDUMP_MACHINE_AT + len(machine)] = machine.encode()
+    assert platform.from_dump_header(bytes(header)) == expected
+
+
+@pytest.mark.parametrize(("arch", "autoconf", "expected"), [
+    ("powerpc", b"#define CONFIG_64BIT 1\n#define CONFIG_CPU_BIG_ENDIAN 1\n", ("big", 64)),
+    ("arm", b"#define CONFIG_MMU 1\n", ("little", 32)),
+    ("s390", b"#define CONFIG_64BIT 1\n", ("big", 64)),
+    ("arm64", None, (None, None)),
+])
+def test_from_archive(arch: str, autoconf: bytes | None, expected: tuple[str | None, int | None]) -> None:
+    names = [b"./include/linux/", f"./arch/{arch}/include/asm/page.h".encode()]
+    found = platform.from_archive(names, autoconf)
+    assert found is not None and (found.arch, found.endian, found.bits) == (arch, *expected)
+
+
+@pytest.mark.parametrize(("autoconf", "bits"), [(None, None), (b"#define CONFIG_64BIT 1\n", 64)])
+def test_bare_archive_platform_comes_from_its_contents(tmp_path: Path, autoconf: bytes | None,
+                                                        bits: int | None) -> None:
+    files = dict(HEADERS)
+    if autoconf is not None:
+        files["./include/generated/autoconf.h"] = autoconf
+    path = tmp_path / "kheaders.tar.xz"
+    path.write_bytes(headers_archive(files))
+    found = api.find(path)
+    assert found.platform is None
+    assert api.platform_of(found) == Platform("x86", "little", bits, "the archive's arch/ and autoconf.h")

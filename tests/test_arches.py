@@ -1,0 +1,160 @@
+"""Every architecture that ships IKHEADERS, on the cross-built corpus kernels (fixtures/corpus.py
+CROSS_KERNELS): 32-bit ARM zImage, riscv64 Image/Image.gz/Image.lzma/EFI zboot, s390x bzImage,
+powerpc64 big-endian vmlinux. The ground truth is each build's own kheaders_data.tar.xz and .config."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import Corpus, run_cli
+
+# corpus kernel -> (its stage, clang --target for its headers)
+KERNELS = {
+    "6.1-arm": ("k61arm", "arm-linux-gnueabihf"),
+    "6.1-riscv64": ("k61riscv64", "riscv64-linux-gnu"),
+    "6.1-s390x": ("k61s390x", "s390x-linux-gnu"),
+    "6.1-ppc64be": ("k61ppc64be", "powerpc64-linux-gnu"),
+}
+# Every image each kernel must be read from (the manifest lists them too; this is the issue's list).
+IMAGES = {
+    "6.1-arm": ("zImage", "vmlinux", "vmlinux.stripped"),
+    "6.1-riscv64": ("Image", "Image.gz", "Image.lzma", "vmlinuz.efi", "vmlinux"),
+    "6.1-s390x": ("bzImage", "vmlinux"),
+    "6.1-ppc64be": ("vmlinux", "vmlinux.stripped"),
+}
+CASES = [(kernel, image) for kernel, images in IMAGES.items() for image in images]
+
+
+def _kernel(corpus: Corpus, kernel: str) -> dict[str, object]:
+    if kernel not in corpus.manifest["kernels"]:
+        pytest.skip(f"this corpus has no {kernel} kernel (stage {KERNELS[kernel][0]})")
+    entry: dict[str, object] = corpus.manifest["kernels"][kernel]
+    return entry
+
+
+def _image(corpus: Corpus, kernel: str, image: str) -> Path:
+    _kernel(corpus, kernel)
+    return corpus.file(KERNELS[kernel][0], image)
+
+
+def _blob(corpus: Corpus, kernel: str) -> bytes:
+    return corpus.file(KERNELS[kernel][0], "kheaders_data.tar.xz").read_bytes()
+
+
+def test_manifest_lists_every_image(corpus: Corpus) -> None:
+    for kernel, images in IMAGES.items():
+        entry = _kernel(corpus, kernel)
+        assert entry["images"] == list(images)
+        blob = _blob(corpus, kernel)
+        assert hashlib.sha256(blob).hexdigest() == corpus.build(kernel)["blob_sha256"]
+
+
+@pytest.mark.parametrize(("kernel", "image"), CASES)
+def test_archive_is_the_builds_blob(corpus: Corpus, kernel: str, image: str) -> None:
+    run = run_cli("--archive", "-", _image(corpus, kernel, image))
+    assert run.code == 0, run.stderr
+    assert hashlib.sha256(run.stdout).hexdigest() == corpus.build(kernel)["blob_sha256"]
+
+
+@pytest.mark.parametrize(("kernel", "image"), CASES)
+def test_config_is_the_builds_dotconfig(corpus: Corpus, tmp_path: Path, kernel: str, image: str) -> None:
+    out = tmp_path / "config"
+    run = run_cli("--config", out, "--archive", "/dev/null", _image(corpus, kernel, image))
+    assert run.code == 0, run.stderr
+    assert out.read_bytes() == corpus.file(KERNELS[kernel][0], "config").read_bytes()
+
+
+@pytest.mark.parametrize(("kernel", "image"), CASES)
+def test_json_names_architecture_and_byte_order(corpus: Corpus, kernel: str, image: str) -> None:
+    entry = _kernel(corpus, kernel)
+    run = run_cli("--json", "--list", _image(corpus, kernel, image))
+    assert run.code == 0, run.stderr
+    report = run.json
+    platform = report["platform"]
+    assert (platform["arch"], platform["endian"], platform["bits"]) == (entry["arch"], entry["endian"], entry["bits"])
+    assert report["archive"]["sha256"] == corpus.build(kernel)["blob_sha256"]
+    with tarfile.open(fileobj=io.BytesIO(_blob(corpus, kernel)), mode="r:xz") as tar:
+        assert report["members"] == len(tar.getmembers())
+    assert report["release"] == corpus.build(kernel)["release"]
+
+
+@pytest.mark.parametrize(("kernel", "image"), CASES)
+def test_info_names_architecture_and_byte_order(corpus: Corpus, kernel: str, image: str) -> None:
+    entry = _kernel(corpus, kernel)
+    run = run_cli("--info", _image(corpus, kernel, image))
+    assert run.code == 0, run.stderr
+    text = run.stdout.decode()
+    assert f"arch:     {entry['arch']}, {entry['bits']}-bit {entry['endian']}-endian (" in text
+    assert f"sha256 {corpus.build(kernel)['blob_sha256']}" in text
+    assert "config:   present" in text and "IKHEADERS=y IKCONFIG=y" in text
+
+
+@pytest.mark.parametrize(("kernel", "image"), CASES)
+def test_list_is_the_archives_members(corpus: Corpus, kernel: str, image: str) -> None:
+    run = run_cli("--list", _image(corpus, kernel, image))
+    assert run.code == 0, run.stderr
+    with tarfile.open(fileobj=io.BytesIO(_blob(corpus, kernel)), mode="r:xz") as tar:
+        names = {m.name.removeprefix("./").rstrip("/") for m in tar.getmembers()} - {"", "."}
+    listed = {line.rstrip("/") for line in run.stdout.decode().splitlines()}
+    assert listed == names
+    arch_dir = {"6.1-arm": "arm", "6.1-riscv64": "riscv", "6.1-s390x": "s390", "6.1-ppc64be": "powerpc"}[kernel]
+    assert f"arch/{arch_dir}/include/asm" in listed
+
+
+def _unpacked(corpus: Corpus, kernel: str, tmp_path: Path) -> Path:
+    """The default unpack (./kheaders-<release>) of the kernel's first (boot) image."""
+    run = run_cli(_image(corpus, kernel, IMAGES[kernel][0]), cwd=tmp_path)
+    assert run.code == 0, run.stderr
+    tree = tmp_path / f"kheaders-{corpus.build(kernel)['release']}"
+    assert run.stdout.decode().strip() == tree.name
+    return tree
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_default_unpack_is_the_archive(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
+    tree = _unpacked(corpus, kernel, tmp_path)
+    files = 0
+    with tarfile.open(fileobj=io.BytesIO(_blob(corpus, kernel)), mode="r:xz") as tar:
+        for member in tar:
+            if member.isfile():
+                data = tar.extractfile(member)
+                assert data is not None
+                assert (tree / member.name).read_bytes() == data.read(), member.name
+                files += 1
+    assert files > 1000
+
+
+def _clang_flags(tree: Path, arch: str, target: str) -> list[str]:
+    """Kbuild's LINUXINCLUDE for an out-of-tree module build, on the unpacked headers."""
+    a = tree / "arch" / arch
+    return [f"--target={target}", "-fsyntax-only", "-nostdinc", "-D__KERNEL__", "-std=gnu11",
+            f"-I{a}/include", f"-I{a}/include/generated", f"-I{tree}/include", f"-I{a}/include/uapi",
+            f"-I{a}/include/generated/uapi", f"-I{tree}/include/uapi", f"-I{tree}/include/generated/uapi",
+            "-include", f"{tree}/include/linux/compiler-version.h", "-include", f"{tree}/include/linux/kconfig.h",
+            "-include", f"{tree}/include/linux/compiler_types.h"]
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_unpacked_headers_compile_for_their_architecture(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
+    """clang --target=<arch> -fsyntax-only over <linux/sched.h>; a broken twin proves the compile is real."""
+    if shutil.which("clang") is None:
+        pytest.skip("clang is not installed")
+    entry = _kernel(corpus, kernel)
+    tree = _unpacked(corpus, kernel, tmp_path)
+    flags = _clang_flags(tree, str(entry["arch"]), KERNELS[kernel][1])
+    good, bad = tmp_path / "probe.c", tmp_path / "broken.c"
+    body = ("#include <linux/sched.h>\n#include <linux/ptrace.h>\n"
+            "_Static_assert(sizeof(struct task_struct) > 512, \"task_struct is real\");\n"
+            "int probe_pid(struct task_struct *t) { return t->pid; }\n")
+    good.write_text(body)
+    bad.write_text(body + "int broken(struct task_struct *t) { return t->no_such_member; }\n")
+    ok = subprocess.run(["clang", *flags, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    broken = subprocess.run(["clang", *flags, str(bad)], capture_output=True, text=True)
+    assert broken.returncode == 1 and "no_such_member" in broken.stderr
