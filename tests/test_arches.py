@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from conftest import Corpus, run_cli
 
-# corpus kernel -> (its stage, clang --target for its headers)
+# corpus kernel -> (its stage, the compiler its unpacked headers are checked with)
 KERNELS = {
-    "6.1-arm": ("k61arm", "arm-linux-gnueabihf"),
-    "6.1-riscv64": ("k61riscv64", "riscv64-linux-gnu"),
-    "6.1-s390x": ("k61s390x", "s390x-linux-gnu"),
-    "6.1-ppc64be": ("k61ppc64be", "powerpc64-linux-gnu"),
+    "6.1-arm": ("k61arm", ("clang", "--target=arm-linux-gnueabihf")),
+    "6.1-riscv64": ("k61riscv64", ("clang", "--target=riscv64-linux-gnu")),
+    "6.1-s390x": ("k61s390x", ("clang", "--target=s390x-linux-gnu")),
+    # Built with GCC (CONFIG_CC_IS_GCC), powerpc's headers use GCC-only asm constraints
+    # (asm-compat.h DS_FORM_CONSTRAINT "YZ<>"); clang only gets "Z<>" in a clang-built tree.
+    "6.1-ppc64be": ("k61ppc64be", ("powerpc64-linux-gnu-gcc",)),
 }
 # Every image each kernel must be read from (the manifest lists them too; this is the issue's list).
 IMAGES = {
@@ -80,7 +82,7 @@ def test_json_names_architecture_and_byte_order(corpus: Corpus, kernel: str, ima
     assert (platform["arch"], platform["endian"], platform["bits"]) == (entry["arch"], entry["endian"], entry["bits"])
     assert report["archive"]["sha256"] == corpus.build(kernel)["blob_sha256"]
     with tarfile.open(fileobj=io.BytesIO(_blob(corpus, kernel)), mode="r:xz") as tar:
-        assert report["members"] == len(tar.getmembers())
+        assert report["members"] == len([m for m in tar.getmembers() if m.name not in (".", "./")])
     assert report["release"] == corpus.build(kernel)["release"]
 
 
@@ -130,10 +132,10 @@ def test_default_unpack_is_the_archive(corpus: Corpus, tmp_path: Path, kernel: s
     assert files > 1000
 
 
-def _clang_flags(tree: Path, arch: str, target: str) -> list[str]:
+def _compile_flags(tree: Path, arch: str) -> list[str]:
     """Kbuild's LINUXINCLUDE for an out-of-tree module build, on the unpacked headers."""
     a = tree / "arch" / arch
-    return [f"--target={target}", "-fsyntax-only", "-nostdinc", "-D__KERNEL__", "-std=gnu11",
+    return ["-fsyntax-only", "-nostdinc", "-D__KERNEL__", "-std=gnu11",
             f"-I{a}/include", f"-I{a}/include/generated", f"-I{tree}/include", f"-I{a}/include/uapi",
             f"-I{a}/include/generated/uapi", f"-I{tree}/include/uapi", f"-I{tree}/include/generated/uapi",
             "-include", f"{tree}/include/linux/compiler-version.h", "-include", f"{tree}/include/linux/kconfig.h",
@@ -142,19 +144,20 @@ def _clang_flags(tree: Path, arch: str, target: str) -> list[str]:
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_unpacked_headers_compile_for_their_architecture(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
-    """clang --target=<arch> -fsyntax-only over <linux/sched.h>; a broken twin proves the compile is real."""
-    if shutil.which("clang") is None:
-        pytest.skip("clang is not installed")
+    """-fsyntax-only over <linux/sched.h> for the headers' architecture; a broken twin proves the compile is real."""
+    compiler = KERNELS[kernel][1]
+    if shutil.which(compiler[0]) is None:
+        pytest.skip(f"{compiler[0]} is not installed")
     entry = _kernel(corpus, kernel)
     tree = _unpacked(corpus, kernel, tmp_path)
-    flags = _clang_flags(tree, str(entry["arch"]), KERNELS[kernel][1])
+    flags = [*compiler, *_compile_flags(tree, str(entry["arch"]))]
     good, bad = tmp_path / "probe.c", tmp_path / "broken.c"
     body = ("#include <linux/sched.h>\n#include <linux/ptrace.h>\n"
             "_Static_assert(sizeof(struct task_struct) > 512, \"task_struct is real\");\n"
             "int probe_pid(struct task_struct *t) { return t->pid; }\n")
     good.write_text(body)
     bad.write_text(body + "int broken(struct task_struct *t) { return t->no_such_member; }\n")
-    ok = subprocess.run(["clang", *flags, str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    broken = subprocess.run(["clang", *flags, str(bad)], capture_output=True, text=True)
+    ok = subprocess.run([*flags, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[:3000]
+    broken = subprocess.run([*flags, str(bad)], capture_output=True, text=True)
     assert broken.returncode == 1 and "no_such_member" in broken.stderr
