@@ -113,8 +113,9 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
             salvage: bool, max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
-    IMAGE may be a vmlinux (with or without symbols), a raw kernel image, a bzImage, an arm64
-    Image/Image.gz/EFI zboot image, an Android boot.img, a kheaders.ko module (also
+    IMAGE may be a vmlinux (with or without symbols, any architecture), a raw kernel image, an x86
+    or s390 bzImage, an ARM zImage, an arm64 or riscv Image/Image.gz/Image.lzma/EFI zboot image, an
+    Android boot.img, a kheaders.ko module (also
     .ko.xz/.ko.zst/.ko.gz), a crash image (ELF vmcore, kdump-compressed, flattened, LiME, raw
     memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
     ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
