@@ -79,8 +79,13 @@ class Options:
                    "namespaces, creds, modules, sockets, ...), compiled from the embedded headers with the "
                    "kernel's own configuration for its architecture; for drgn, crash or Volatility when no "
                    "vmlinux debug info exists. Cached per archive.")
+@click.option("--isf", "isf_out", type=click.Path(dir_okay=False, path_type=str),
+              help="Write a Volatility 3 symbol table (ISF JSON; xz-compressed when FILE ends in .xz) for a "
+                   "crash dump of a 6.0+ kernel: the --debuginfo types, kallsyms through VMCOREINFO, the banner. "
+                   "Use: vol -s DIR-holding-FILE -f DUMP linux.pslist. Stock Volatility reads 4-level paging "
+                   "only (x86_64 kernels booted with no5lvl or without 5-level support).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
-              help="With --debuginfo: a matching kernel source tree, for the types the headers archive cannot "
+              help="With --debuginfo or --isf: a matching kernel source tree, for the types the headers archive cannot "
                    "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
 @click.option("--info", "info_only", is_flag=True,
               help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
@@ -108,7 +113,8 @@ class Options:
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
-            config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, kernel_source: str | None,
+            config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
+            kernel_source: str | None,
             info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
             salvage: bool, max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
@@ -125,11 +131,12 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage)
     _check_options(opts, len(images))
-    if kernel_source is not None and debuginfo_out is None:
-        raise UsageError("--kernel-source goes with --debuginfo")
-    if symbols_out is not None or debuginfo_out is not None:
-        _check_symbols(symbols_out, debuginfo_out, len(images), as_json, opts)
-        return _run_all(images, 1, lambda image: _analysis(image, symbols_out, debuginfo_out, kernel_source, as_json))
+    if kernel_source is not None and debuginfo_out is None and isf_out is None:
+        raise UsageError("--kernel-source goes with --debuginfo or --isf")
+    if symbols_out is not None or debuginfo_out is not None or isf_out is not None:
+        _check_symbols(symbols_out, debuginfo_out, len(images), as_json, opts, isf_out)
+        outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source)
+        return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json))
     if info_only:
         return _run_all(images, jobs, lambda image: _info(image, as_json))
     return _run_all(images, jobs, lambda image: _one(image, opts))
@@ -243,22 +250,39 @@ def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-def _check_symbols(dest: str | None, debuginfo: str | None, count: int, as_json: bool, opts: Options) -> None:
+def _check_symbols(dest: str | None, debuginfo: str | None, count: int, as_json: bool, opts: Options,
+                   isf: str | None = None) -> None:
     if count > 1:
-        raise UsageError("--symbols and --debuginfo take one IMAGE")
+        raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
+    if isf == "-":
+        raise UsageError("--isf needs a file, not stdout (Volatility reads it from a directory)")
     if dest == "-" and as_json:
         raise UsageError("--symbols - and --json both want stdout")
     if debuginfo == "-":
         raise UsageError("--debuginfo needs a file, not stdout")
     if opts.archive_out is not None or opts.list_only or opts.env or opts.config_out is not None:
-        raise UsageError("--symbols and --debuginfo cannot be combined with --archive, --list, --env or --config")
+        raise UsageError("--symbols, --debuginfo and --isf cannot be combined with --archive, --list, --env or "
+                         "--config")
 
 
-def _analysis(image: str, symbols_out: str | None, debuginfo_out: str | None, kernel_source: str | None,
-              as_json: bool) -> list[tuple[bool, str]]:
-    """--symbols and/or --debuginfo: what a debugger needs from a crash image, one JSON report."""
+@dataclass(frozen=True)
+class Analysis:
+    """The outputs asked of a crash image for analysis tools."""
+
+    symbols_out: str | None
+    debuginfo_out: str | None
+    isf_out: str | None
+    kernel_source: str | None
+
+
+def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, str]]:
+    """--symbols, --debuginfo and/or --isf: what a debugger needs from a crash image, one JSON report."""
+    symbols_out, debuginfo_out, kernel_source = outputs.symbols_out, outputs.debuginfo_out, outputs.kernel_source
     report: dict[str, Any] = {"input": image}
     lines: list[tuple[bool, str]] = []
+    if outputs.isf_out is not None:
+        report["isf"] = _isf(image, outputs.isf_out, kernel_source)
+        lines.extend(_isf_lines(image, report["isf"]))
     if debuginfo_out is not None:
         report["debuginfo"] = _debuginfo(image, debuginfo_out, kernel_source)
         info = report["debuginfo"]
@@ -280,6 +304,26 @@ def _symbols(image: str, dest: str) -> dict[str, Any]:
         table = kallsyms.read_dump(buf, image)
     _write_archive(table.system_map().encode(), dest)
     return {"count": len(table.symbols), "kaslr_offset": table.kaslr_offset, "output": dest}
+
+
+def _isf(image: str, dest: str, kernel_source: str | None) -> dict[str, Any]:
+    """--isf: a Volatility 3 symbol table for a crash dump."""
+    from . import isf
+
+    return isf.make_isf(image, dest, kernel_source=kernel_source).as_dict()
+
+
+def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
+    lines = [(True, f"{PROG}: {image}: Volatility 3 symbol table ({report['user_types']} types, "
+                    f"{report['symbols']} symbols{', cached types' if report['types_cached'] else ''}) "
+                    f"written to {report['output']}")]
+    if report["recovered"]:
+        lines.append((True, f"{PROG}: {image}: kallsyms has no data symbols (no CONFIG_KALLSYMS_ALL); found "
+                            f"{', '.join(report['recovered'])} in the kernel image"))
+    if report["missing_types"]:
+        lines.append((True, f"{PROG}: {image}: warning: the types lack {', '.join(report['missing_types'])}, "
+                            "which Volatility 3 requires"))
+    return lines
 
 
 def _debuginfo(image: str, dest: str, kernel_source: str | None) -> dict[str, Any]:

@@ -338,15 +338,13 @@ class IsfReport:
     user_types: int
     enums: int
     typed_symbols: int  # symbols whose type the types object declares (init_task, modules, ...)
+    recovered: tuple[str, ...]  # data symbols found in the image because kallsyms lacks them
     missing_types: tuple[str, ...]  # of REQUIRED_TYPES: Volatility refuses the table without them
     types_object: str
     types_cached: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "banner": self.banner, "kaslr_offset": self.kaslr_offset,
-                "symbols": self.symbols, "user_types": self.user_types, "enums": self.enums,
-                "typed_symbols": self.typed_symbols, "missing_types": list(self.missing_types),
-                "types_object": self.types_object, "types_cached": self.types_cached}
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in vars(self).items()}
 
 
 def build_isf(types: DwarfTypes, symbols: Iterable[tuple[int, str, str]], kaslr_offset: int, banner: bytes,
@@ -420,8 +418,10 @@ def cached_types(types_object: Path) -> tuple[DwarfTypes, bool]:
     return types, False
 
 
-def make_isf(image: str, dest: str, types_object: Path, *, types_cached: bool = False) -> IsfReport:
-    """--isf for a crash dump: its kallsyms and banner, the types of `types_object`, written to dest."""
+def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
+             types_object: Path | None = None) -> IsfReport:
+    """--isf for a crash dump: its kallsyms and banner with the --debuginfo types (built or cached for
+    the dump's headers archive; `types_object` gives an existing one instead), written to dest."""
     from . import __version__, api, kallsyms
 
     with api.open_input(image) as buf:
@@ -430,8 +430,14 @@ def make_isf(image: str, dest: str, types_object: Path, *, types_cached: bool = 
         except NotMine:
             raise NotFound(f"{image}: not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
                            "--isf needs a dump of a 6.0+ kernel with VMCOREINFO") from None
-        table = kallsyms.read_memory(mem, image)
-        types, cached = cached_types(types_object)
+        table = kallsyms.read_memory(mem, image)  # fails fast, before any compile, without VMCOREINFO
+        compiled_cached = True
+        if types_object is None:
+            from . import debuginfo
+
+            built_types = debuginfo.build_types(image, kernel_source=kernel_source)
+            types_object, compiled_cached = built_types.path, built_types.cached
+        types, converted_cached = cached_types(types_object)
         symbols = list(table.symbols)
         names = {name for _, _, name in symbols}
         recovered = recover_symbols(mem, types, names, image)
@@ -447,9 +453,10 @@ def make_isf(image: str, dest: str, types_object: Path, *, types_cached: bool = 
     return IsfReport(output=dest, banner=banner.rstrip(b"\0\n").decode(errors="replace"),
                      kaslr_offset=table.kaslr_offset, symbols=len(doc["symbols"]),
                      user_types=len(types.user_types), enums=len(types.enums),
-                     typed_symbols=sum(1 for s in doc["symbols"].values() if s["type"] is not VOID),
+                     typed_symbols=sum(1 for s in doc["symbols"].values() if s["type"] != VOID),
+                     recovered=tuple(sorted(recovered)),
                      missing_types=tuple(t for t in REQUIRED_TYPES if t not in types.user_types),
-                     types_object=str(types_object), types_cached=types_cached and cached)
+                     types_object=str(types_object), types_cached=converted_cached and compiled_cached)
 
 
 def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: str) -> bytes | None:
