@@ -1,0 +1,286 @@
+"""--isf: a Volatility 3 symbol table from the types object and a crash dump's kallsyms.
+
+Unit tests convert a small gcc -g object whose layout is known; corpus tests run stock Volatility 3
+(a subprocess, its caches in tmp) on the real kdumps and compare with the guest's own `ps`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import lzma
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Corpus, run_cli
+
+from extract_ikheaders import isf
+
+C_SOURCE = r"""
+typedef struct { int counter; } atomic_t;
+enum colour { RED, GREEN = 5, BLUE = -1 };
+struct inner { long a; };
+struct sample {
+    char name[16];
+    unsigned int low : 3, mid : 7;
+    unsigned int big : 30;
+    union { int as_int; float as_float; };
+    struct { short x, y; };
+    atomic_t count;
+    enum colour hue;
+    const struct inner *ptr;
+    int grid[2][3];
+    void (*callback)(int);
+    void *opaque;
+    struct sample *next;
+    char tail[];
+};
+extern struct sample a_sample;
+struct sample *use_it(void) { return &a_sample; }
+"""
+
+
+@pytest.fixture(scope="module")
+def sample_types(tmp_path_factory: pytest.TempPathFactory) -> isf.DwarfTypes:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    work = tmp_path_factory.mktemp("isf")
+    (work / "sample.c").write_text(C_SOURCE)
+    subprocess.run(["gcc", "-g", "-c", "-fno-eliminate-unused-debug-types", "-o", str(work / "sample.o"),
+                    str(work / "sample.c")], check=True)
+    return isf.read_dwarf(work / "sample.o")
+
+
+def test_struct_members_offsets_and_types(sample_types: isf.DwarfTypes) -> None:
+    sample = sample_types.user_types["sample"]
+    fields = sample["fields"]
+    assert sample["kind"] == "struct" and sample["size"] == 96
+    assert fields["name"] == {"offset": 0, "type": {"kind": "array", "count": 16,
+                                                     "subtype": {"kind": "base", "name": "char"}}}
+    assert fields["count"] == {"offset": 32, "type": {"kind": "struct", "name": "atomic_t"}}
+    assert fields["hue"] == {"offset": 36, "type": {"kind": "enum", "name": "colour"}}
+    assert fields["ptr"] == {"offset": 40, "type": {"kind": "pointer", "subtype": {"kind": "struct", "name": "inner"}}}
+    assert fields["grid"]["type"] == {"kind": "array", "count": 2, "subtype": {
+        "kind": "array", "count": 3, "subtype": {"kind": "base", "name": "int"}}}
+    assert fields["callback"]["type"] == {"kind": "pointer", "subtype": {"kind": "function"}}
+    assert fields["opaque"]["type"] == {"kind": "pointer", "subtype": {"kind": "base", "name": "void"}}
+    assert fields["next"]["type"] == {"kind": "pointer", "subtype": {"kind": "struct", "name": "sample"}}
+    assert fields["tail"] == {"offset": 96, "type": {"kind": "array", "count": 0,
+                                                      "subtype": {"kind": "base", "name": "char"}}}
+    assert sample_types.user_types["atomic_t"]["fields"] == {"counter": {"offset": 0,
+                                                                         "type": {"kind": "base", "name": "int"}}}
+
+
+def test_bitfields_give_first_byte_and_bit(sample_types: isf.DwarfTypes) -> None:
+    fields = sample_types.user_types["sample"]["fields"]
+    uint = {"kind": "base", "name": "unsigned int"}
+    assert fields["low"] == {"offset": 16, "type": {"kind": "bitfield", "bit_length": 3, "bit_position": 0,
+                                                    "type": uint}}
+    assert fields["mid"] == {"offset": 16, "type": {"kind": "bitfield", "bit_length": 7, "bit_position": 3,
+                                                    "type": uint}}
+    assert fields["big"] == {"offset": 20, "type": {"kind": "bitfield", "bit_length": 30, "bit_position": 0,
+                                                    "type": uint}}
+
+
+def test_anonymous_members_are_flattened_by_volatility(sample_types: isf.DwarfTypes) -> None:
+    fields = sample_types.user_types["sample"]["fields"]
+    union, pair = fields["unnamed_field_0"], fields["unnamed_field_1"]
+    assert union["anonymous"] is True and union["offset"] == 24 and union["type"]["kind"] == "union"
+    assert pair["anonymous"] is True and pair["offset"] == 28 and pair["type"]["kind"] == "struct"
+    assert set(sample_types.user_types[union["type"]["name"]]["fields"]) == {"as_int", "as_float"}
+    assert isf.field_offset(sample_types, "sample", "as_float") == 24
+    assert isf.field_offset(sample_types, "sample", "y") == 30
+    assert isf.field_offset(sample_types, "sample", "nothing") is None
+
+
+def test_enums_base_types_and_variables(sample_types: isf.DwarfTypes) -> None:
+    assert sample_types.enums["colour"] == {"size": 4, "base": "int", "constants": {"RED": 0, "GREEN": 5,
+                                                                                   "BLUE": -1}}
+    assert sample_types.base_types["unsigned int"] == {"size": 4, "signed": False, "kind": "int",
+                                                       "endian": "little"}
+    assert sample_types.base_types["char"]["kind"] == "char"
+    assert sample_types.base_types["float"]["kind"] == "float"
+    assert sample_types.base_types["pointer"]["size"] == 8
+    assert sample_types.variables["a_sample"] == {"kind": "struct", "name": "sample"}
+
+
+def test_document_validates_against_volatility_schema(sample_types: isf.DwarfTypes) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schemas = pytest.importorskip("volatility3.schemas")
+    symbols = [(0xFFFFFFFF92000000, "T", "_stext"), (0xFFFFFFFF92400000, "D", "a_sample"),
+               (0xFFFFFFFF92500000, "D", "linux_banner"), (0x1A000, "D", "per_cpu_thing")]
+    doc = isf.build_isf(sample_types, symbols, 0x11000000, b"Linux version 6.1.0 (x@y) #1\n\0", "0.1.0")
+    schema = json.loads((Path(schemas.__file__).parent / "schema-6.2.0.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(doc)  # the schema names no draft: Volatility uses the latest
+    assert doc["symbols"]["_stext"]["address"] == 0xFFFFFFFF81000000
+    assert doc["symbols"]["a_sample"] == {"address": 0xFFFFFFFF81400000, "type": {"kind": "struct",
+                                                                                 "name": "sample"}}
+    assert doc["symbols"]["per_cpu_thing"]["address"] == 0x1A000  # absolute per-CPU: KASLR does not move it
+    assert base64.b64decode(doc["symbols"]["linux_banner"]["constant_data"]) == b"Linux version 6.1.0 (x@y) #1\n\0"
+
+
+def test_a_global_wins_over_a_static_of_the_same_name() -> None:
+    picked = list(isf._preferred([(1, "t", "dup"), (2, "T", "dup"), (3, "t", "dup"), (4, "d", "one")]))
+    assert sorted(picked) == [(2, "T", "dup"), (4, "d", "one")]
+
+
+def test_xz_output_decompresses_to_the_json(tmp_path: Path) -> None:
+    doc = {"metadata": {"format": isf.FORMAT_VERSION}, "symbols": {"x": {"address": 1}}}
+    isf.write_isf(doc, str(tmp_path / "a.json"))
+    isf.write_isf(doc, str(tmp_path / "a.json.xz"))
+    assert json.loads((tmp_path / "a.json").read_bytes()) == doc
+    assert lzma.decompress((tmp_path / "a.json.xz").read_bytes()) == (tmp_path / "a.json").read_bytes()
+
+
+# CLI error paths ---------------------------------------------------------------------------------
+
+def test_isf_of_a_file_that_is_no_dump(tmp_path: Path) -> None:
+    junk = tmp_path / "vmlinux"
+    junk.write_bytes(b"\x7fELF" + bytes(4096))
+    run = run_cli("--isf", tmp_path / "out.json", junk)
+    assert run.code == 1
+    assert run.stderr.strip().splitlines() == [
+        f"extract-ikheaders: {junk}: not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
+        "--isf needs a dump of a 6.0+ kernel with VMCOREINFO"]
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--isf", "-"], "--isf needs a file, not stdout"),
+    (["--isf", "x.json", "--list"], "cannot be combined with --archive, --list"),
+])
+def test_isf_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    dump = tmp_path / "vmcore"
+    dump.write_bytes(bytes(64))
+    run = run_cli(*args, dump, cwd=tmp_path)
+    assert run.code == 2
+    assert len(run.stderr.strip().splitlines()) == 1 and message in run.stderr
+
+
+def test_isf_takes_one_image(tmp_path: Path) -> None:
+    run = run_cli("--isf", tmp_path / "x.json", tmp_path / "a", tmp_path / "b")
+    assert run.code == 2 and "take one IMAGE" in run.stderr
+
+
+def test_isf_of_a_dump_without_vmcoreinfo(corpus: Corpus, tmp_path: Path) -> None:
+    dump = corpus.file("boot-6.1-m", "dump.elf")  # QEMU's dump-guest-memory: no VMCOREINFO note
+    run = run_cli("--isf", tmp_path / "x.json", dump)
+    assert run.code == 1
+    assert run.stderr.strip().splitlines() == [
+        f"extract-ikheaders: {dump}: the dump has no VMCOREINFO; reading kallsyms needs a 6.0+ kernel with "
+        "CONFIG_KALLSYMS and VMCOREINFO"]
+
+
+# Volatility 3 on the real kdumps -------------------------------------------------------------------
+
+def _stage(corpus: Corpus, name: str) -> Path:
+    if name not in corpus.manifest["recipe"]:
+        pytest.skip(f"corpus has no {name} stage; rebuild it: python fixtures/corpus.py build")
+    return corpus.stage(name)
+
+
+def _truth(stage: Path) -> dict[int, tuple[str, str]]:
+    """pid -> (comm, args) from the guest's `ps -o pid,comm,args`, minus `ps` itself (gone by the panic).
+
+    ps shows a kworker's comm with its workqueue ("kworker/0:1+eve"); the task's comm has no suffix.
+    """
+    rows: dict[int, tuple[str, str]] = {}
+    for line in json.loads((stage / "truth.json").read_text())["ps"][1:]:
+        pid, comm, args = line.split(None, 2)
+        comm = re.sub(r"^(kworker/[^+-]+)[+-].*$", r"\1", comm)
+        if comm != "ps":
+            rows[int(pid)] = (comm, args)
+    assert len(rows) >= 10
+    return rows
+
+
+def _vol(tmp: Path, symbols: Path, dump: Path, *plugin: str) -> list[dict[str, Any]]:
+    pytest.importorskip("volatility3")
+    cache = tmp / "vol-cache"
+    cache.mkdir(exist_ok=True)
+    vol = Path(sys.executable).parent / "vol"  # the package's console script: it has no __main__ module
+    proc = subprocess.run([str(vol), "-q", "--offline", "-r", "json", "--cache-path", str(cache),
+                           "-s", str(symbols), "-f", str(dump), *plugin],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows: list[dict[str, Any]] = json.loads(proc.stdout[proc.stdout.index("["):])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def four_level(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    """The no5lvl kdump and a directory holding its --isf output (.json.xz)."""
+    stage = _stage(corpus, "kdump-6.1-m-4level")
+    out = tmp_path_factory.mktemp("isf4") / "symbols"
+    out.mkdir()
+    run = run_cli("--json", "--isf", out / "kernel.json.xz", stage / "vmcore")
+    assert run.code == 0, run.stderr
+    return stage, out, run.json["isf"]
+
+
+def test_volatility_pslist_lists_the_guests_processes(four_level: tuple[Path, Path, dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    stage, symbols, _ = four_level
+    truth = _truth(stage)
+    listed = {row["PID"]: row["COMM"] for row in _vol(tmp_path, symbols, stage / "vmcore", "linux.pslist")}
+    assert {pid: listed.get(pid) for pid in truth} == {pid: comm for pid, (comm, _) in truth.items()}
+    later = set(listed) - set(truth)  # only what started after ps ran: the task that triggers the panic
+    assert all(pid > max(truth) for pid in later) and len(later) <= 2
+
+
+def test_volatility_psaux_reads_command_lines(four_level: tuple[Path, Path, dict[str, Any]],
+                                              tmp_path: Path) -> None:
+    stage, symbols, _ = four_level
+    truth = _truth(stage)
+    args = {row["PID"]: row["ARGS"] for row in _vol(tmp_path, symbols, stage / "vmcore", "linux.psaux")}
+    # ps shows a script as "{comm} interpreter script args" and a kernel thread as "[comm]"
+    expected = {pid: re.sub(r"^\{[^}]*\} ", "", a) for pid, (_, a) in truth.items()}
+    kthreads = {pid for pid, a in expected.items() if a.startswith("[")}
+    assert {pid: args.get(pid) for pid in set(expected) - kthreads} == \
+        {pid: a for pid, a in expected.items() if pid not in kthreads}
+    assert "/bin/sh /init no5lvl" in args.values()
+    assert {pid: args.get(pid) for pid in kthreads} == {pid: f"[{truth[pid][0]}]" for pid in kthreads}
+
+
+def test_isf_symbols_match_the_kernel_build(corpus: Corpus, four_level: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, symbols, report = four_level
+    doc = json.loads(lzma.decompress((symbols / "kernel.json.xz").read_bytes()))
+    system_map = {}
+    for line in corpus.file("k61m", "System.map").read_text().splitlines():
+        addr, _, name = line.split()
+        system_map.setdefault(name, int(addr, 16))
+    # the data symbols kallsyms lacks (no CONFIG_KALLSYMS_ALL) were found at their link-time address
+    assert report["recovered"] == ["init_files", "init_mm", "init_task", "linux_banner"]
+    for name in ("init_task", "init_files", "init_mm", "linux_banner", "_stext", "start_kernel", "schedule"):
+        assert doc["symbols"][name]["address"] == system_map[name], name
+    assert doc["symbols"]["init_task"]["type"] == {"kind": "struct", "name": "task_struct"}
+    banner = base64.b64decode(doc["symbols"]["linux_banner"]["constant_data"])
+    assert banner.startswith(b"Linux version 6.1.192 ") and banner.endswith(b"\n\0")
+    assert report["banner"] == banner[:-2].decode()
+    assert report["missing_types"] == []
+    assert doc["user_types"]["task_struct"]["size"] > 1000
+
+
+def test_second_isf_run_uses_cached_types(four_level: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    stage, symbols, _ = four_level
+    run = run_cli("--json", "--isf", tmp_path / "again.json", stage / "vmcore")
+    assert run.code == 0 and run.json["isf"]["types_cached"] is True
+    again = json.loads((tmp_path / "again.json").read_bytes())
+    assert again == json.loads(lzma.decompress((symbols / "kernel.json.xz").read_bytes()))
+
+
+def test_five_level_capture_is_beyond_stock_volatility(corpus: Corpus, tmp_path: Path) -> None:
+    """Volatility 3 walks 4-level page tables only (its issue #1938): on a la57 kernel it finds no tasks."""
+    stage = _stage(corpus, "kdump-6.1-m")
+    info = json.loads((stage / "truth.json").read_text())
+    assert "no5lvl" not in " ".join(info["ps"])
+    out = tmp_path / "symbols"
+    out.mkdir()
+    run = run_cli("--isf", out / "kernel.json", stage / "vmcore")
+    assert run.code == 0, run.stderr
+    assert _vol(tmp_path, out, stage / "vmcore", "linux.pslist") == []
