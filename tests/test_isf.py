@@ -7,6 +7,7 @@ Unit tests convert a small gcc -g object whose layout is known; corpus tests run
 from __future__ import annotations
 
 import base64
+import glob
 import json
 import lzma
 import re
@@ -284,3 +285,23 @@ def test_five_level_capture_is_beyond_stock_volatility(corpus: Corpus, tmp_path:
     run = run_cli("--isf", out / "kernel.json", stage / "vmcore")
     assert run.code == 0, run.stderr
     assert _vol(tmp_path, out, stage / "vmcore", "linux.pslist") == []
+
+
+def test_kernel_source_adds_mounts_and_open_files(four_level: tuple[Path, Path, dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    """struct mount is private to fs/mount.h: with the matching source tree, lsof and mountinfo work."""
+    sources = sorted(glob.glob(str(Path.home() / ".cache/extract-ikheaders/src/linux-source-6.1-*")))
+    if not sources:
+        pytest.skip("no unpacked linux-source-6.1 tree in the cache")
+    stage, plain, _ = four_level
+    assert "mount" not in json.loads(lzma.decompress((plain / "kernel.json.xz").read_bytes()))["user_types"]
+    out = tmp_path / "symbols"
+    out.mkdir()
+    run = run_cli("--isf", out / "kernel.json", "--kernel-source", sources[0], stage / "vmcore")
+    assert run.code == 0, run.stderr
+    assert "mount" in json.loads((out / "kernel.json").read_bytes())["user_types"]
+    # the guest's /init (fixtures/guest/init-truth.sh, run by the shell) mounts proc, sysfs and devtmpfs
+    mounts = {(row["MOUNT_POINT"], row["FSTYPE"]) for row in _vol(tmp_path, out, stage / "vmcore", "linux.mountinfo")}
+    assert {("/", "rootfs"), ("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs")} <= mounts
+    files = {(row["PID"], row["Path"]) for row in _vol(tmp_path, out, stage / "vmcore", "linux.lsof")}
+    assert {(1, "/dev/console"), (1, "/init")} <= files
