@@ -306,16 +306,23 @@ def _enabled(autoconf: bytes, option: str) -> bool:
 # --- target ----------------------------------------------------------------------------------------
 
 _ARCH_DIR = re.compile(rb"^\./arch/([^/\x00]+)/include/")
-# arch dir -> (clang triple for 64-bit, for 32-bit, gcc cross prefix for 64-bit)
-_TRIPLES = {
-    "x86": ("x86_64-linux-gnu", "i386-linux-gnu"),
-    "arm64": ("aarch64-linux-gnu", "aarch64-linux-gnu"),
-    "arm": ("arm-linux-gnueabi", "arm-linux-gnueabi"),
-    "riscv": ("riscv64-linux-gnu", "riscv32-linux-gnu"),
-    "powerpc": ("powerpc64le-linux-gnu", "powerpc-linux-gnu"),
-    "s390": ("s390x-linux-gnu", "s390x-linux-gnu"),
-    "loongarch": ("loongarch64-linux-gnu", "loongarch64-linux-gnu"),
-    "mips": ("mips64el-linux-gnuabi64", "mipsel-linux-gnu"),
+# (arch dir, bits, big endian) -> target triples, the Debian cross gcc names first
+_TRIPLES: dict[tuple[str, int, bool], tuple[str, ...]] = {
+    ("x86", 64, False): ("x86_64-linux-gnu",),
+    ("x86", 32, False): ("i686-linux-gnu",),
+    ("arm64", 64, False): ("aarch64-linux-gnu",),
+    ("arm64", 64, True): ("aarch64_be-linux-gnu",),
+    ("arm", 32, False): ("arm-linux-gnueabihf", "arm-linux-gnueabi"),
+    ("riscv", 64, False): ("riscv64-linux-gnu",),
+    ("riscv", 32, False): ("riscv32-linux-gnu",),
+    ("powerpc", 64, True): ("powerpc64-linux-gnu",),
+    ("powerpc", 64, False): ("powerpc64le-linux-gnu",),
+    ("powerpc", 32, True): ("powerpc-linux-gnu",),
+    ("s390", 64, True): ("s390x-linux-gnu",),
+    ("loongarch", 64, False): ("loongarch64-linux-gnu",),
+    ("mips", 64, False): ("mips64el-linux-gnuabi64",),
+    ("mips", 32, False): ("mipsel-linux-gnu",),
+    ("mips", 32, True): ("mips-linux-gnu",),
 }
 # Flags kbuild's arch Makefiles pass that the headers or the ABI depend on.
 _ARCH_FLAGS: dict[tuple[str, int], tuple[str, ...]] = {
@@ -341,12 +348,25 @@ def archive_arch(archive: bytes) -> str:
 def target_for(archive: bytes, autoconf: bytes, release: str | None = None) -> Target:
     arch = archive_arch(archive)
     bits = 64 if _enabled(autoconf, "CONFIG_64BIT") else 32
+    big = _enabled(autoconf, "CONFIG_CPU_BIG_ENDIAN") or arch == "s390"
     flags = list(_ARCH_FLAGS.get((arch, bits), ()))
     if arch == "arm64":
-        flags.insert(0, "-mbig-endian" if _enabled(autoconf, "CONFIG_CPU_BIG_ENDIAN") else "-mlittle-endian")
+        flags.insert(0, "-mbig-endian" if big else "-mlittle-endian")
+    if arch == "arm":
+        flags += _arm_flags(autoconf, big)
     if _version(release) >= (6, 2):
         flags.append("-funsigned-char")  # kbuild's since 6.2: `char` is unsigned on every architecture
-    return Target(arch, bits, _compiler_for(arch, bits), tuple(flags))
+    return Target(arch, bits, _compiler_for(arch, bits, big), tuple(flags))
+
+
+def _arm_flags(autoconf: bytes, big: bool) -> list[str]:
+    """32-bit arm: the headers choose fields by __LINUX_ARM_ARCH__ (arch/arm/Makefile derives it from
+    CONFIG_CPU_32v*), and the EABI aligns 64-bit members to 8 where the old ABI does not."""
+    version = next((v for v in (7, 6, 5, 4) if any(_enabled(autoconf, f"CONFIG_CPU_32v{v}{suffix}")
+                                                    for suffix in ("", "K", "T"))), 4)
+    abi = "-mabi=aapcs-linux" if _enabled(autoconf, "CONFIG_AEABI") else "-mabi=apcs-gnu"
+    return [f"-D__LINUX_ARM_ARCH__={version}", abi, "-msoft-float", "-mbig-endian" if big else "-mlittle-endian",
+            "-Uarm"]
 
 
 def _version(release: str | None) -> tuple[int, int]:
@@ -354,21 +374,23 @@ def _version(release: str | None) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
-def _compiler_for(arch: str, bits: int) -> tuple[str, ...]:
-    """gcc for the host's own architecture, the Debian cross gcc when installed, else clang --target."""
+def _compiler_for(arch: str, bits: int, big: bool) -> tuple[str, ...]:
+    """gcc for the host's own architecture, a Debian cross gcc when installed, else clang --target
+    (the kernel is built with gcc, whose layout rules clang follows)."""
     import platform
 
     host = {"x86_64": ("x86", 64), "aarch64": ("arm64", 64)}.get(platform.machine())
-    if host is not None and host[0] == arch and shutil.which("gcc"):
+    if host == (arch, bits) and not big and shutil.which("gcc"):
         return ("gcc",)
-    if arch not in _TRIPLES:
-        raise TypesError(f"no compiler known for the architecture {arch!r}")
-    triple = _TRIPLES[arch][0 if bits == 64 else 1]
-    if shutil.which(f"{triple}-gcc"):
-        return (f"{triple}-gcc",)
+    triples = _TRIPLES.get((arch, bits, big))
+    if triples is None:
+        raise TypesError(f"no compiler known for {bits}-bit {'big' if big else 'little'}-endian {arch}")
+    for triple in triples:
+        if shutil.which(f"{triple}-gcc"):
+            return (f"{triple}-gcc",)
     if shutil.which("clang"):
-        return ("clang", f"--target={triple}")
-    raise TypesError(f"no compiler for {arch}: install gcc-{triple} or clang")
+        return ("clang", f"--target={triples[0]}")
+    raise TypesError(f"no compiler for {arch}: install gcc-{triples[0]} or clang")
 
 
 # --- the translation unit --------------------------------------------------------------------------

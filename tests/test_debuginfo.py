@@ -22,29 +22,29 @@ STRUCTS = {"task_struct", "mm_struct", "vm_area_struct", "file", "dentry", "inod
            "files_struct", "fdtable", "fs_struct", "pid", "upid", "pid_namespace", "uts_namespace",
            "signal_struct", "sighand_struct", "super_block", "vfsmount", "path", "qstr", "thread_struct"}
 
-KERNELS = {  # corpus kernel -> (stage, image the types are built from)
-    "6.1-y-gzip": ("k61y", "vmlinux"),
-    "6.12-y": ("k612y", "vmlinux.stripped"),
-    "6.1-arm64": ("k61arm64", "Image.gz"),
-}
+# kernel stage -> the image the types are built from (kernel stages without an entry: vmlinux)
+IMAGES = {"k61y": "vmlinux", "k612y": "vmlinux.stripped", "k61arm64": "Image.gz"}
+MACHINES = {"k61arm64": "EM_AARCH64", "k61arm": "EM_ARM", "k61ppc64be": "EM_PPC64", "k61riscv64": "EM_RISCV",
+            "k61s390x": "EM_S390"}
+STAGES = ("k61y", "k612y", "k61arm64", "k61arm", "k61ppc64be", "k61riscv64", "k61s390x")
 
 
-def _kbuild_object(corpus: Corpus, kernel: str) -> Path:
+def _kbuild_object(corpus: Corpus, stage: str) -> Path:
     kbuild = corpus.manifest.get("kbuild_g", {})
-    if kernel not in kbuild:
-        pytest.skip("corpus has no kbuild -g objects (stage kbuild-g-*); rebuild it: python fixtures/corpus.py build")
-    path = corpus.root / kbuild[kernel]
+    if stage not in kbuild:
+        pytest.skip(f"corpus has no kbuild -g object for {stage} (stage kbuild-g-{stage}): "
+                    f"python fixtures/corpus.py build")
+    path = corpus.root / kbuild[stage]
     assert path.is_file(), path
     return path
 
 
-@pytest.mark.parametrize("kernel", sorted(KERNELS))
-def test_layouts_equal_the_kernel_builds_own(corpus: Corpus, kernel: str, tmp_path: Path) -> None:
-    stage, image = KERNELS[kernel]
-    kbuild = _kbuild_object(corpus, kernel)
-    types = debuginfo.build_types(corpus.file(stage, image), cache=tmp_path)
+@pytest.mark.parametrize("stage", STAGES)
+def test_layouts_equal_the_kernel_builds_own(corpus: Corpus, stage: str, tmp_path: Path) -> None:
+    kbuild = _kbuild_object(corpus, stage)
+    types = debuginfo.build_types(corpus.file(stage, IMAGES.get(stage, "vmlinux")), cache=tmp_path)
     assert not types.cached
-    assert types.release == corpus.build(kernel)["release"]
+    assert types.release == json.loads(corpus.file(stage, "build.json").read_text())["release"]
     ours, theirs = layouts(types.path, STRUCTS), layouts(kbuild, STRUCTS)
     assert set(theirs) == STRUCTS, f"kbuild's fork.o lacks {STRUCTS - set(theirs)}"
     assert set(ours) == STRUCTS, f"the types object lacks {STRUCTS - set(ours)}"
@@ -52,9 +52,8 @@ def test_layouts_equal_the_kernel_builds_own(corpus: Corpus, kernel: str, tmp_pa
         size, members = ours[name]
         assert (size, members) == theirs[name], f"struct {name} differs from kbuild's"
     assert len(ours["task_struct"][1]) > 100  # flattened members, anonymous unions included
-    machine = {"6.1-arm64": "EM_AARCH64"}.get(kernel, "EM_X86_64")
     with types.path.open("rb") as f:
-        assert ELFFile(f)["e_machine"] == machine
+        assert ELFFile(f)["e_machine"] == MACHINES.get(stage, "EM_X86_64")
 
 
 def test_second_build_is_a_cache_hit(corpus: Corpus, tmp_path: Path) -> None:
