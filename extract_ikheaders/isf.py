@@ -339,6 +339,7 @@ class IsfReport:
     enums: int
     typed_symbols: int  # symbols whose type the types object declares (init_task, modules, ...)
     recovered: tuple[str, ...]  # data symbols found in the image because kallsyms lacks them
+    from_vmcoreinfo: tuple[str, ...]  # symbols kallsyms lacks that VMCOREINFO names (init_top_pgt, prb, ...)
     missing_types: tuple[str, ...]  # of REQUIRED_TYPES: Volatility refuses the table without them
     types_object: str
     types_cached: bool
@@ -440,6 +441,9 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
         types, converted_cached = cached_types(types_object)
         symbols = list(table.symbols)
         names = {name for _, _, name in symbols}
+        from_info = {name: addr for name, addr in vmcoreinfo_symbols(mem.info.vmcoreinfo).items() if name not in names}
+        symbols.extend((addr, "D", name) for name, addr in from_info.items())
+        names.update(from_info)
         recovered = recover_symbols(mem, types, names, image)
         symbols.extend((addr, "D", name) for name, addr in recovered.items())
         names.update(recovered)
@@ -454,9 +458,31 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
                      kaslr_offset=table.kaslr_offset, symbols=len(doc["symbols"]),
                      user_types=len(types.user_types), enums=len(types.enums),
                      typed_symbols=sum(1 for s in doc["symbols"].values() if s["type"] != VOID),
-                     recovered=tuple(sorted(recovered)),
+                     recovered=tuple(sorted(recovered)), from_vmcoreinfo=tuple(sorted(from_info)),
                      missing_types=tuple(t for t in REQUIRED_TYPES if t not in types.user_types),
                      types_object=str(types_object), types_cached=converted_cached and compiled_cached)
+
+
+def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
+    """VMCOREINFO's SYMBOL(name) entries that are addresses in the kernel image.
+
+    Some are values instead (SPARSEMEM_EXTREME's mem_section is the array the pointer points at, in
+    the direct map): only addresses from _stext on, within the image, are symbols.
+    """
+    try:
+        stext = int(info["SYMBOL(_stext)"], 16)
+    except (KeyError, ValueError):
+        return {}
+    out: dict[str, int] = {}
+    for key, value in info.items():
+        if key.startswith("SYMBOL(") and key.endswith(")"):
+            try:
+                address = int(value, 16)
+            except ValueError:
+                continue
+            if stext <= address < stext + _IMAGE_SPAN:
+                out[key[len("SYMBOL("):-1]] = address
+    return out
 
 
 def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: str) -> bytes | None:

@@ -125,6 +125,13 @@ def test_document_validates_against_volatility_schema(sample_types: isf.DwarfTyp
     assert base64.b64decode(doc["symbols"]["linux_banner"]["constant_data"]) == b"Linux version 6.1.0 (x@y) #1\n\0"
 
 
+def test_vmcoreinfo_symbols_are_image_addresses_only() -> None:
+    info = {"SYMBOL(_stext)": "ffffffffa6a00000", "SYMBOL(init_top_pgt)": "ffffffffa721e000",
+            "SYMBOL(mem_section)": "ffff8f0357fd6000", "SYMBOL(broken)": "zz", "OFFSET(page.flags)": "0"}
+    assert isf.vmcoreinfo_symbols(info) == {"_stext": 0xFFFFFFFFA6A00000, "init_top_pgt": 0xFFFFFFFFA721E000}
+    assert isf.vmcoreinfo_symbols({"SYMBOL(init_top_pgt)": "ffffffffa721e000"}) == {}
+
+
 def test_a_global_wins_over_a_static_of_the_same_name() -> None:
     picked = list(isf._preferred([(1, "t", "dup"), (2, "T", "dup"), (3, "t", "dup"), (4, "d", "one")]))
     assert sorted(picked) == [(2, "T", "dup"), (4, "d", "one")]
@@ -264,6 +271,9 @@ def test_isf_symbols_match_the_kernel_build(corpus: Corpus, four_level: tuple[Pa
     assert banner.startswith(b"Linux version 6.1.192 ") and banner.endswith(b"\n\0")
     assert report["banner"] == banner[:-2].decode()
     assert report["missing_types"] == []
+    assert {"init_top_pgt", "swapper_pg_dir", "prb", "init_uts_ns"} <= set(report["from_vmcoreinfo"])
+    assert "mem_section" not in doc["symbols"]  # VMCOREINFO gives its value there, not its address
+    assert doc["symbols"]["init_top_pgt"]["address"] == system_map["init_top_pgt"]
     assert doc["user_types"]["task_struct"]["size"] > 1000
 
 
@@ -305,3 +315,15 @@ def test_kernel_source_adds_mounts_and_open_files(four_level: tuple[Path, Path, 
     assert {("/", "rootfs"), ("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs")} <= mounts
     files = {(row["PID"], row["Path"]) for row in _vol(tmp_path, out, stage / "vmcore", "linux.lsof")}
     assert {(1, "/dev/console"), (1, "/init")} <= files
+    # the printk ring buffer's types come from the source too; VMCOREINFO gives prb
+    log = [row["line"] for row in _vol(tmp_path, out, stage / "vmcore", "linux.kmsg")]
+    assert log[0] == run_report_banner(stage)
+    assert any(line.startswith("Command line: ") and line.endswith(" no5lvl") for line in log[:5])
+
+
+def run_report_banner(stage: Path) -> str:
+    """The banner line as the kernel printed it on the console at boot."""
+    for line in (stage / "console.log").read_text(errors="replace").splitlines():
+        if "Linux version " in line:
+            return line[line.index("Linux version "):].strip()
+    raise AssertionError("no banner on the console")
