@@ -533,15 +533,20 @@ def _with_input(message: str, argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    _run(command, PROG, argv, lambda message: _with_input(message, argv))
+
+
+def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, name_input: Callable[[str], str]) -> NoReturn:
+    """Run a click command; every failure is one line on stderr and a documented exit code."""
     try:
-        code = command.main(args=argv, prog_name=PROG, standalone_mode=False)
+        code = cmd.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         fail("interrupted", 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
     except ExtractError as exc:
-        fail(_with_input(str(exc), argv), exc.exit_code)
+        fail(name_input(str(exc)), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except BrokenPipeError:
@@ -605,16 +610,6 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
 
 
 def drgn_main(argv: list[str] | None = None) -> NoReturn:
-    """`python -m extract_ikheaders.drgn`: errors as one line, like the main command."""
-    try:
-        code = drgn_command.main(args=argv, prog_name=f"{PROG}-drgn", standalone_mode=False)
-    except click.exceptions.Abort:
-        fail("interrupted", 130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except ExtractError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    sys.exit(code if isinstance(code, int) else 0)
+    """`python -m extract_ikheaders.drgn`: errors as one line, like the main command. (The error
+    messages of open_program already name the dump.)"""
+    _run(drgn_command, f"{PROG}-drgn", argv, lambda message: message)

@@ -187,6 +187,7 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
     meta_path = out_dir / "types.json"
     if meta_path.is_file() and (out_dir / "types.o").is_file():
         return _types_from_meta(out_dir, json.loads(meta_path.read_text()), cached=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # an incomplete entry (files removed by hand): build anew
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{key}.", dir=out_dir.parent) as tmp:
         tree = Path(tmp) / "headers"

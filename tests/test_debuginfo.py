@@ -168,3 +168,11 @@ include/linux/a.h:1:1: warning: something
     line = "typedef __typeof__(init_task) __kheaders_type_init_task; void *const __kheaders_use_init_task ..."
     assert debuginfo._what(line) == "init_task"
     assert debuginfo._what("#include <linux/irq.h>") == "linux/irq.h"
+
+
+def test_an_incomplete_cache_entry_is_rebuilt(corpus: Corpus, tmp_path: Path) -> None:
+    archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
+    first = debuginfo.build_types_from(archive, cache=tmp_path)
+    first.path.unlink()
+    again = debuginfo.build_types_from(archive, cache=tmp_path)
+    assert not again.cached and again.path == first.path and again.path.is_file()

@@ -8,6 +8,7 @@ started after it: those two are the only differences allowed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,13 @@ def test_drgn_entry_errors_are_one_line(tmp_path: Path) -> None:
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and str(dump) in run.stderr
     run = run_drgn("-c", "pass", tmp_path / "missing")
     assert run.returncode == 2 and "Traceback" not in run.stderr
+
+
+def test_drgn_shell_reads_commands_from_stdin(corpus: Corpus, tmp_path: Path) -> None:
+    vmcore = _captures(corpus)["kdump-6.1-y"][0]
+    proc = subprocess.run([sys.executable, "-m", "extract_ikheaders.drgn", vmcore],
+                          input='print("comm=" + prog["init_task"].comm.string_().decode())\n', capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})  # drgn's history file
+    assert proc.returncode == 0, proc.stderr
+    assert "comm=swapper\n" in proc.stdout  # a uniprocessor kernel does not rename it swapper/0
+    assert "6.1.192" in proc.stderr and "symbols from kallsyms" in proc.stderr
