@@ -25,6 +25,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -518,6 +519,10 @@ def _scanned_banner(buf: Buffer, path: str) -> bytes:
 
 _IMAGE_SPAN = 256 << 20  # bytes of the kernel image searched from _stext (text, data and bss)
 _SWAPPER = (b"swapper/0\0", b"swapper\0")
+_NEAR_SPAN = 8 << 20  # bytes either side of init_task searched for `modules` (both in .data)
+# two x86_64 module-space pointers (0xffffffffc0000000..0xfffffffffeffffff): a list_head's next and prev
+_MODULE_PAIR = re.compile(rb"(?s)(?=(.{3}[\xc0-\xfe]\xff{4}.{3}[\xc0-\xfe]\xff{4}))")  # overlapping
+_MODULE_NAME = re.compile(rb"[A-Za-z0-9_-]{1,55}\0")
 _UTS_LEN = 65  # __NEW_UTS_LEN + 1: struct new_utsname is six of these
 
 
@@ -566,6 +571,10 @@ def recover_symbols(mem: PhysicalMemory, types: DwarfTypes, known: set[str], pat
     mm = _init_mm(image, types, int(pgd, 16)) if pgd and "init_mm" not in known else None
     if mm is not None:
         found["init_mm"] = mm
+    if task is not None and "modules" not in known:
+        modules = _modules(image, types, info, task)
+        if modules is not None:
+            found["modules"] = modules
     banner = _banner_at(image, info) if "linux_banner" not in known else None
     if banner is not None:
         found["linux_banner"] = banner
@@ -596,6 +605,45 @@ def _init_mm(image: _Image, types: DwarfTypes, pgd: int) -> int | None:
         mm = hit - pgd_off
         if image.word(mm + mmlist) == image.virt(mm + mmlist):
             return image.virt(mm)
+    return None
+
+
+def _modules(image: _Image, types: DwarfTypes, info: dict[str, str], init_task: int) -> int | None:
+    """`modules`: a list_head in the kernel's data near init_task whose entries (module space,
+    read through the page tables) are struct modules linked back to it. x86_64 only; an empty
+    list cannot be recognised."""
+    from . import pagewalk
+
+    offsets = [field_offset(types, "module", name) for name in ("list", "state", "name")]
+    top = pagewalk.vmcoreinfo_table(info)
+    if top is None or None in offsets or image.pointer != "<Q":
+        return None
+    list_off, state_off, name_off = (int(off or 0) for off in offsets)
+    tables = pagewalk.PageTables(image.mem, top)
+
+    def read(vaddr: int, size: int) -> bytes:
+        paddr = tables.translate(vaddr)
+        if isinstance(paddr, pagewalk.Miss) or (vaddr % pagewalk.PAGE) + size > pagewalk.PAGE:
+            return b""
+        return image.mem.read_some(paddr, size)
+
+    def is_module(entry: int, head: int, link: int) -> bool:
+        """entry: the struct module; its list's `link` (0 next, 8 prev) must point at head."""
+        if struct.unpack("<Q", read(entry + list_off + link, 8) or bytes(8))[0] != head:
+            return False
+        state = int.from_bytes(read(entry + state_off, 4) or b"\xff" * 4, "little")
+        return state <= 3 and _MODULE_NAME.match(read(entry + name_off, 56)) is not None
+
+    center = init_task - image.delta
+    start = max(center - _NEAR_SPAN, 0)
+    data = image.mem.read_some(start, 2 * _NEAR_SPAN)
+    for match in _MODULE_PAIR.finditer(data):
+        if match.start() % 8:
+            continue
+        head = image.virt(start + match.start())
+        first, last = struct.unpack("<QQ", match.group(1))
+        if is_module(first - list_off, head, 8) and is_module(last - list_off, head, 0):
+            return head
     return None
 
 

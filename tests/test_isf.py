@@ -267,10 +267,12 @@ def test_isf_symbols_match_the_kernel_build(corpus: Corpus, tmp_path: Path, dump
     for line in corpus.file(kernel, "System.map").read_text().splitlines():
         addr, _, name = line.split()
         system_map.setdefault(name, int(addr, 16))
-    # the data symbols kallsyms lacks (no CONFIG_KALLSYMS_ALL) were found at their link-time address
-    assert report["recovered"] == ["init_files", "init_mm", "init_task", "linux_banner"]
+    # the data symbols kallsyms lacks (no CONFIG_KALLSYMS_ALL) were found at their link-time address;
+    # `modules` only when a module is loaded (an empty list cannot be told from any other)
+    loaded = ["modules"] if json.loads((stage / "truth.json").read_text()).get("module_loaded") else []
+    assert report["recovered"] == ["init_files", "init_mm", "init_task", "linux_banner", *loaded]
     for name in ("init_task", "init_files", "init_mm", "linux_banner", "_stext", "start_kernel", "schedule",
-                 "init_top_pgt"):
+                 "init_top_pgt", *loaded):
         assert doc["symbols"][name]["address"] == system_map[name], name
     assert doc["symbols"]["init_task"]["type"] == {"kind": "struct", "name": "task_struct"}
     banner = base64.b64decode(doc["symbols"]["linux_banner"]["constant_data"])
@@ -280,6 +282,15 @@ def test_isf_symbols_match_the_kernel_build(corpus: Corpus, tmp_path: Path, dump
     assert {"init_top_pgt", "swapper_pg_dir", "prb", "init_uts_ns"} <= set(report["from_vmcoreinfo"])
     assert "mem_section" not in doc["symbols"]  # VMCOREINFO gives its value there, not its address
     assert doc["user_types"]["task_struct"]["size"] > 1000
+
+
+def test_volatility_lsmod_lists_the_loaded_module(four_level: tuple[Path, Path, dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    stage, symbols, report = four_level
+    assert json.loads((stage / "truth.json").read_text())["module_loaded"] is True  # the guest insmods kheaders.ko
+    assert "modules" in report["recovered"]
+    rows = _vol(tmp_path, symbols, stage / "vmcore", "linux.lsmod")
+    assert [row["Module Name"] for row in rows] == ["kheaders"]
 
 
 def test_second_isf_run_uses_cached_types(four_level: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
