@@ -3,6 +3,7 @@ filter, gzip), s390 bzImage, riscv Image; and where the architecture and byte or
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import subprocess
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 from builders import HEADERS, headers_archive
 from builders_bzimage import DECOY_STUB, compress, kernel_like
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from extract_ikheaders import api, platform
 from extract_ikheaders.containers import armzimage, s390, zboot
-from extract_ikheaders.errors import NotFound, NotMine
+from extract_ikheaders.errors import Damaged, NotFound, NotMine
 from extract_ikheaders.model import Method, Platform
 
 ARCHIVE = headers_archive()
@@ -154,3 +157,38 @@ def test_bare_archive_platform_comes_from_its_contents(tmp_path: Path, autoconf:
     found = api.find(path)
     assert found.platform is None
     assert api.platform_of(found) == Platform("x86", "little", bits, "the archive's arch/ and autoconf.h")
+
+
+_SMALL = compress("gzip", b"kernel " * 200)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=0x40), st.integers(0, 0x80))
+def test_fuzzed_zimage_headers_never_raise_raw_exceptions(start: int, end: int, junk: bytes, cut: int) -> None:
+    """Whatever the start/end words say (or however the file is cut), a payload or a clean error."""
+    image = bytearray(zimage(_SMALL))
+    struct.pack_into("<II", image, 0x28, start, end)
+    data = bytes(image[: len(image) - cut]) + junk
+    try:
+        layers, chunks = armzimage.payload_chunks(data, "zImage")
+    except NotFound:
+        return
+    assert 0x40 <= layers[0].offset < len(data)
+    with contextlib.suppress(Damaged):
+        b"".join(chunks)
+    platform_found = platform.from_image(data)
+    assert platform_found is not None and platform_found.arch == "arm"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=0x100), st.integers(0, 0x200))
+def test_fuzzed_s390_images_never_raise_raw_exceptions(junk: bytes, cut: int) -> None:
+    image = s390_bzimage(_SMALL)
+    data = image[: len(image) - cut] + junk
+    try:
+        layers, chunks = s390.payload_chunks(data, "bzImage")
+    except NotFound:
+        return
+    assert layers[0].offset > s390.EP_OFFSET
+    with contextlib.suppress(Damaged):
+        b"".join(chunks)

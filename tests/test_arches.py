@@ -14,39 +14,50 @@ from pathlib import Path
 import pytest
 from conftest import Corpus, run_cli
 
-# corpus kernel -> (its stage, the compiler its unpacked headers are checked with)
-KERNELS = {
-    "6.1-arm": ("k61arm", ("clang", "--target=arm-linux-gnueabihf")),
-    "6.1-riscv64": ("k61riscv64", ("clang", "--target=riscv64-linux-gnu")),
-    "6.1-s390x": ("k61s390x", ("clang", "--target=s390x-linux-gnu")),
-    # Built with GCC (CONFIG_CC_IS_GCC), powerpc's headers use GCC-only asm constraints
-    # (asm-compat.h DS_FORM_CONSTRAINT "YZ<>"); clang only gets "Z<>" in a clang-built tree.
-    "6.1-ppc64be": ("k61ppc64be", ("powerpc64-linux-gnu-gcc",)),
-}
+# corpus kernel -> its stage (the ARM zImage variants share the arm stage's tree and vmlinux)
+KERNELS = {"6.1-arm": "k61arm", "6.1-arm-gzip": "k61arm", "6.1-arm-lzo": "k61arm", "6.1-riscv64": "k61riscv64",
+           "6.1-s390x": "k61s390x", "6.1-ppc64be": "k61ppc64be"}
 # Every image each kernel must be read from (the manifest lists them too; this is the issue's list).
 IMAGES = {
-    "6.1-arm": ("zImage", "vmlinux", "vmlinux.stripped"),
+    "6.1-arm": ("zImage", "vmlinux", "vmlinux.stripped"),  # zImage: xz with the ARM BCJ filter
+    "6.1-arm-gzip": ("zImage.gzip",),
+    "6.1-arm-lzo": ("zImage.lzo",),
     "6.1-riscv64": ("Image", "Image.gz", "Image.lzma", "vmlinuz.efi", "vmlinux"),
     "6.1-s390x": ("bzImage", "vmlinux"),
     "6.1-ppc64be": ("vmlinux", "vmlinux.stripped"),
+}
+# kernel -> the compiler its unpacked headers are checked with
+COMPILERS = {
+    "6.1-arm": ("clang", "--target=arm-linux-gnueabihf"),
+    "6.1-riscv64": ("clang", "--target=riscv64-linux-gnu"),
+    "6.1-s390x": ("clang", "--target=s390x-linux-gnu"),
+    # Built with GCC (CONFIG_CC_IS_GCC), powerpc's headers use GCC-only asm constraints
+    # (asm-compat.h DS_FORM_CONSTRAINT "YZ<>"); clang only gets "Z<>" in a clang-built tree.
+    "6.1-ppc64be": ("powerpc64-linux-gnu-gcc",),
 }
 CASES = [(kernel, image) for kernel, images in IMAGES.items() for image in images]
 
 
 def _kernel(corpus: Corpus, kernel: str) -> dict[str, object]:
     if kernel not in corpus.manifest["kernels"]:
-        pytest.skip(f"this corpus has no {kernel} kernel (stage {KERNELS[kernel][0]})")
+        pytest.skip(f"this corpus has no {kernel} kernel (stage {KERNELS[kernel]})")
     entry: dict[str, object] = corpus.manifest["kernels"][kernel]
     return entry
 
 
 def _image(corpus: Corpus, kernel: str, image: str) -> Path:
     _kernel(corpus, kernel)
-    return corpus.file(KERNELS[kernel][0], image)
+    return corpus.file(KERNELS[kernel], image)
+
+
+def _truth(corpus: Corpus, kernel: str, name: str) -> Path:
+    """The build's own kheaders_data.tar.xz, config or System.map for `kernel`."""
+    sub = str(_kernel(corpus, kernel)["dir"])
+    return corpus.file(KERNELS[kernel], f"{sub}/{name}" if sub else name)
 
 
 def _blob(corpus: Corpus, kernel: str) -> bytes:
-    return corpus.file(KERNELS[kernel][0], "kheaders_data.tar.xz").read_bytes()
+    return _truth(corpus, kernel, "kheaders_data.tar.xz").read_bytes()
 
 
 def test_manifest_lists_every_image(corpus: Corpus) -> None:
@@ -69,7 +80,7 @@ def test_config_is_the_builds_dotconfig(corpus: Corpus, tmp_path: Path, kernel: 
     out = tmp_path / "config"
     run = run_cli("--config", out, "--archive", "/dev/null", _image(corpus, kernel, image))
     assert run.code == 0, run.stderr
-    assert out.read_bytes() == corpus.file(KERNELS[kernel][0], "config").read_bytes()
+    assert out.read_bytes() == _truth(corpus, kernel, "config").read_bytes()
 
 
 @pytest.mark.parametrize(("kernel", "image"), CASES)
@@ -105,8 +116,7 @@ def test_list_is_the_archives_members(corpus: Corpus, kernel: str, image: str) -
         names = {m.name.removeprefix("./").rstrip("/") for m in tar.getmembers()} - {"", "."}
     listed = {line.rstrip("/") for line in run.stdout.decode().splitlines()}
     assert listed == names
-    arch_dir = {"6.1-arm": "arm", "6.1-riscv64": "riscv", "6.1-s390x": "s390", "6.1-ppc64be": "powerpc"}[kernel]
-    assert f"arch/{arch_dir}/include/asm" in listed
+    assert f"arch/{_kernel(corpus, kernel)['arch']}/include/asm" in listed
 
 
 def _unpacked(corpus: Corpus, kernel: str, tmp_path: Path) -> Path:
@@ -118,7 +128,7 @@ def _unpacked(corpus: Corpus, kernel: str, tmp_path: Path) -> Path:
     return tree
 
 
-@pytest.mark.parametrize("kernel", sorted(KERNELS))
+@pytest.mark.parametrize("kernel", sorted(COMPILERS))
 def test_default_unpack_is_the_archive(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
     tree = _unpacked(corpus, kernel, tmp_path)
     files = 0
@@ -142,10 +152,10 @@ def _compile_flags(tree: Path, arch: str) -> list[str]:
             "-include", f"{tree}/include/linux/compiler_types.h"]
 
 
-@pytest.mark.parametrize("kernel", sorted(KERNELS))
+@pytest.mark.parametrize("kernel", sorted(COMPILERS))
 def test_unpacked_headers_compile_for_their_architecture(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
     """-fsyntax-only over <linux/sched.h> for the headers' architecture; a broken twin proves the compile is real."""
-    compiler = KERNELS[kernel][1]
+    compiler = COMPILERS[kernel]
     if shutil.which(compiler[0]) is None:
         pytest.skip(f"{compiler[0]} is not installed")
     entry = _kernel(corpus, kernel)
