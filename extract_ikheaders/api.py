@@ -22,6 +22,7 @@ from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platfo
 from .xzstream import Buffer
 
 if TYPE_CHECKING:
+    from .kallsyms import Kallsyms
     from .memory import PhysicalMemory
 
 # Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
@@ -86,6 +87,50 @@ def find_config(path: str | os.PathLike[str]) -> KernelConfig:
             raise NotFound(f"{name}: cannot find the kernel's .config (was it built with CONFIG_IKCONFIG?)")
         text = locate.gunzip_config(bytes(source.buf[span.start : span.end]), span.start)
         return KernelConfig(name, span.method, span.start, text, source.layers)
+
+
+def find_symbols(path: str | os.PathLike[str]) -> Kallsyms:
+    """The kernel's symbol table decoded from kallsyms, and how it was found.
+
+    A crash dump is read through VMCOREINFO (addresses of the crashed kernel, KASLR offset known)
+    or, without it, searched by the tables' shape; any other input is peeled (compressed file,
+    bzImage, zboot, arm64 Image, ELF) and the whole kernel image searched.
+    Raises NotFound (no kallsyms table), Damaged (one that does not decode) or InputError.
+    """
+    name = os.fspath(path)
+    from . import kallsyms
+
+    with open_input(name) as buf:
+        if _may_be_dump(buf):
+            from . import memory
+
+            try:
+                mem = memory.open_dump(buf)
+            except NotMine:
+                mem = None
+            if mem is not None:
+                return kallsyms.symbols_in_memory(mem, name)
+        source = _peel(buf, name, ())
+        if source.chunks is not None:
+            data = _whole_stream(source.chunks)
+            layer = Layer("raw image", 0, len(data), f"{len(data)} bytes decompressed")
+            return kallsyms.locate_in_image(data, name, (*source.layers, layer))
+        assert source.buf is not None
+        return kallsyms.locate_in_image(source.buf, name, source.layers, source.elf)
+
+
+def _whole_stream(chunks: Iterator[bytes]) -> bytes:
+    """A decoded payload in one piece, up to MAX_DECOMPRESSED (the tables lie well before that)."""
+    parts, total = [], 0
+    try:
+        for chunk in chunks:
+            parts.append(chunk)
+            total += len(chunk)
+            if total >= MAX_DECOMPRESSED:
+                break
+    finally:
+        _close(chunks)
+    return b"".join(parts)
 
 
 def _config_in_dump(mem: PhysicalMemory, path: str) -> KernelConfig:

@@ -72,8 +72,10 @@ class Options:
                    "Succeeds even when the image has no headers.")
 @click.option("--symbols", "symbols_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="Write the kernel's symbol table in System.map format, decoded from kallsyms, to FILE "
-                   "('-' for stdout) instead of extracting. Crash dumps of 6.0+ kernels (through VMCOREINFO); "
-                   "addresses as in the crashed kernel, the KASLR offset in --json.")
+                   "('-' for stdout) instead of extracting. Any kernel image (vmlinux, stripped or not, raw, "
+                   "compressed, bzImage, zboot) or crash dump: dumps through VMCOREINFO (6.0+) or else by "
+                   "finding the tables in memory; addresses as in the crashed kernel, the KASLR offset "
+                   "(when VMCOREINFO gives it) and how the table was found in --json.")
 @click.option("--debuginfo", "debuginfo_out", type=click.Path(dir_okay=False, path_type=str),
               help="Write an ELF object whose DWARF describes the kernel's types (task_struct, mm, files, "
                    "namespaces, creds, modules, sockets, ...), compiled from the embedded headers with the "
@@ -291,19 +293,23 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
                             f"written to {debuginfo_out}"))
     if symbols_out is not None:
         report["symbols"] = _symbols(image, symbols_out)
-        count, offset = report["symbols"]["count"], report["symbols"]["kaslr_offset"]
-        lines.append((True, f"{PROG}: {image}: {count} symbols (KASLR offset {offset:#x}) written to {symbols_out}"))
+        lines.append((True, _symbols_line(image, report["symbols"])))
     return [(False, json.dumps(report, sort_keys=True))] if as_json else lines
 
 
 def _symbols(image: str, dest: str) -> dict[str, Any]:
-    """--symbols: a crash dump's kallsyms as System.map lines, sorted by address."""
-    from . import kallsyms
-
-    with api.open_input(image) as buf:
-        table = kallsyms.read_dump(buf, image)
+    """--symbols: the kernel's kallsyms as System.map lines, sorted by address."""
+    table = api.find_symbols(image)
     _write_archive(table.system_map().encode(), dest)
-    return {"count": len(table.symbols), "kaslr_offset": table.kaslr_offset, "output": dest}
+    return {**table.as_dict(), "output": dest}
+
+
+def _symbols_line(image: str, report: dict[str, Any]) -> str:
+    layers = report["layers"]
+    how = ("through VMCOREINFO" if report["method"] == "vmcoreinfo"
+           else f"located at {report['offset']:#x} in {layers[-1]['format'] if layers else 'the file'}")
+    kaslr = f", KASLR offset {report['kaslr_offset']:#x}" if report["kaslr_offset"] is not None else ""
+    return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
 
 
 def _isf(image: str, dest: str, kernel_source: str | None) -> dict[str, Any]:

@@ -1,20 +1,22 @@
-"""The kernel's symbol table from a crash dump, decoded from kallsyms through VMCOREINFO.
+"""The kernel's symbol table (System.map lines) decoded from kallsyms, in any image or dump.
 
-Linux 6.0+ puts `SYMBOL(kallsyms_*)` entries in VMCOREINFO: the running kernel's addresses (KASLR
-applied) of the compressed name stream, the token tables and the address table. They lie in the
-kernel image, which is physically contiguous, so each is read at __pa_symbol(addr):
-x86_64 `addr - __START_KERNEL_map + phys_base`, arm64 `addr - kimage_voffset`.
+A dump is read through VMCOREINFO first: Linux 6.0+ puts `SYMBOL(kallsyms_*)` entries there, the
+running kernel's addresses (KASLR applied) of the tables. They lie in the kernel image, which is
+physically contiguous, so each is read at __pa_symbol(addr): x86_64 `addr - __START_KERNEL_map +
+phys_base`, arm64 `addr - kimage_voffset`. Dumps without them (QEMU dumps, older kernels) and every
+other image are searched for the tables by their shape (kallsyms_locate.py); in a dump the kernel
+has already relocated kallsyms_relative_base, so the addresses are the running kernel's too.
 
-The 6.1 format (kernel/kallsyms.c, scripts/kallsyms.c):
+The format (kernel/kallsyms.c, scripts/kallsyms.c):
 - kallsyms_names: per symbol a length (one byte; if its top bit is set, a second byte holds bits
   7-14) followed by that many token indices; the expanded text's first char is the symbol type.
 - kallsyms_token_table: 256 NUL-terminated tokens; kallsyms_token_index: 256 u16 offsets into it.
-- CONFIG_KALLSYMS_BASE_RELATIVE: kallsyms_offsets (s32) and kallsyms_relative_base (u64, relocated);
+- base-relative: kallsyms_offsets (s32) and kallsyms_relative_base (a word, relocated);
   address = base + (u32)offset, or with CONFIG_KALLSYMS_ABSOLUTE_PERCPU an offset >= 0 is absolute
-  and a negative one means base - 1 - offset. Otherwise kallsyms_addresses (u64 each).
+  and a negative one means base - 1 - offset. Otherwise kallsyms_addresses (a word each).
 
-Addresses are returned as the crashed kernel had them; `Kallsyms.kaslr_offset` is VMCOREINFO's
-KERNELOFFSET (0 when absent).
+`Kallsyms.kaslr_offset` is VMCOREINFO's KERNELOFFSET (0 when VMCOREINFO lacks it); `kaslr_known` is
+False where nothing says it (an image, a dump without VMCOREINFO), and --json reports null.
 """
 
 from __future__ import annotations
@@ -22,37 +24,56 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from . import kallsyms_locate
+from .containers.elf import SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
 from .errors import Damaged, NotFound, NotMine
+from .kallsyms_locate import DIGIT_TOKENS, Symbol, decode_names, relative_addresses
 from .memory import PhysicalMemory, open_dump
+from .model import Layer
 from .xzstream import Buffer
 
-Symbol = tuple[int, str, str]  # (address, type char, name)
-
-MAX_SYMS = 1 << 20  # a 6.x kernel with every option has ~200k; more is not a symbol table
+MAX_SYMS = kallsyms_locate.MAX_SYMS
 MAX_NAMES = 64 << 20  # bytes of kallsyms_names read at most
-_TOKEN_TABLE_MAX = 64 * 1024  # 256 tokens, each a few bytes
+_TOKEN_TABLE_MAX = kallsyms_locate.TOKEN_TABLE_MAX
 _START_KERNEL_MAP = 0xFFFFFFFF80000000
+SHT_RELA = 4
 _NEEDS = "needs a 6.0+ kernel with CONFIG_KALLSYMS and VMCOREINFO"
 _REQUIRED = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index")
+# Read around a token table found in a dump: the other tables lie within a few MB of it.
+_WINDOW_BEFORE = 16 << 20
+_WINDOW_AFTER = 8 << 20
+_PROBE = 2 * kallsyms_locate.TOKEN_TABLE_MAX
 
 
 @dataclass(frozen=True)
 class Kallsyms:
-    """A dump's decoded symbol table, in kallsyms order, and the KASLR offset it ran with."""
+    """A decoded symbol table, in kallsyms order, and how it was found."""
 
     symbols: list[Symbol]
     kaslr_offset: int
+    method: str = "vmcoreinfo"  # or "located": found by its shape
+    offset: int | None = None  # kallsyms_names in the innermost layer's data (located)
+    layers: tuple[Layer, ...] = ()
+    word: int = 8  # bytes in an address: System.map prints two hex digits each
+    detail: str = ""
+    kaslr_known: bool = True
 
     def sorted(self) -> list[Symbol]:
         """By address then name, as System.map lists them."""
         return sorted(self.symbols, key=lambda s: (s[0], s[2]))
 
     def system_map(self) -> str:
-        return "".join(format_line(sym) for sym in self.sorted())
+        width = 2 * self.word
+        return "".join(f"{addr:0{width}x} {typ} {name}\n" for addr, typ, name in self.sorted())
+
+    def as_dict(self) -> dict[str, object]:
+        return {"count": len(self.symbols), "kaslr_offset": self.kaslr_offset if self.kaslr_known else None,
+                "method": self.method, "offset": self.offset, "layers": [layer.as_dict() for layer in self.layers],
+                "word_size": self.word, "detail": self.detail}
 
 
 def format_line(sym: Symbol) -> str:
-    """One System.map line."""
+    """One System.map line (64-bit)."""
     return f"{sym[0]:016x} {sym[1]} {sym[2]}\n"
 
 
@@ -62,7 +83,7 @@ def symbols_from_dump(buf: Buffer, path: str) -> list[Symbol]:
 
 
 def read_dump(buf: Buffer, path: str) -> Kallsyms:
-    """The dump's kallsyms and KASLR offset; NotFound or Damaged (never NotMine)."""
+    """The dump's kallsyms through VMCOREINFO and its KASLR offset; NotFound or Damaged (never NotMine)."""
     try:
         mem = open_dump(buf)
     except NotMine:
@@ -72,13 +93,122 @@ def read_dump(buf: Buffer, path: str) -> Kallsyms:
 
 
 def read_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
+    """kallsyms through VMCOREINFO only (callers that need the KASLR offset); NotFound without it."""
     info = mem.info.vmcoreinfo
     if not info:
         raise NotFound(f"{path}: the dump has no VMCOREINFO; reading kallsyms {_NEEDS}")
-    missing = [name for name in _REQUIRED if f"SYMBOL({name})" not in info]
-    if missing or not ({"SYMBOL(kallsyms_offsets)", "SYMBOL(kallsyms_addresses)"} & info.keys()):
+    if not _names_tables(info):
         raise NotFound(f"{path}: VMCOREINFO has no SYMBOL(kallsyms_*) entries; reading kallsyms {_NEEDS}")
-    return Kallsyms(_Reader(mem, info, path).symbols(), _hex(info, "KERNELOFFSET", path, default=0))
+    layer = Layer(mem.info.format, 0, 0, "kallsyms through VMCOREINFO SYMBOL(kallsyms_*)")
+    return Kallsyms(_Reader(mem, info, path).symbols(), _hex(info, "KERNELOFFSET", path, default=0),
+                    layers=(*mem.info.outer, layer))
+
+
+def symbols_in_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
+    """Through VMCOREINFO when it names the tables, else by locating them in physical memory."""
+    info = mem.info.vmcoreinfo
+    if _names_tables(info):
+        return read_memory(mem, path)
+    kaslr = _hex(info, "KERNELOFFSET", path) if "KERNELOFFSET" in info else None
+    return locate_in_memory(mem, path, kaslr)
+
+
+def _names_tables(info: dict[str, str]) -> bool:
+    """VMCOREINFO gives every kallsyms table (6.0+)."""
+    return all(f"SYMBOL({name})" in info for name in _REQUIRED) and bool(
+        {"SYMBOL(kallsyms_offsets)", "SYMBOL(kallsyms_addresses)"} & info.keys())
+
+
+def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = None) -> Kallsyms:
+    """kallsyms found by shape in a dump's physical memory (the kernel image is contiguous there)."""
+    damage: Damaged | None = None
+    for lo, hi in mem.ranges():
+        hit = mem.find(DIGIT_TOKENS, lo, hi)
+        while hit != -1:
+            if _token_table_near(mem, hit, lo):
+                start = max(lo, (hit - _WINDOW_BEFORE) & ~0xFFF)
+                window = mem.read_some(start, min(hi, hit + _WINDOW_AFTER) - start)
+                try:
+                    found = kallsyms_locate.locate(window, path, hit - start, hit - start + len(DIGIT_TOKENS))
+                except NotFound:
+                    pass
+                except Damaged as exc:
+                    damage = damage or exc
+                else:
+                    layer = Layer("physical memory", start, len(window), "kernel image around the kallsyms tables")
+                    return _from_located(found, kaslr_offset, (*mem.info.outer, layer))
+            hit = mem.find(DIGIT_TOKENS, hit + 1, hi)
+    if damage is not None:
+        raise damage
+    why = "no VMCOREINFO" if not mem.info.vmcoreinfo else "VMCOREINFO has no SYMBOL(kallsyms_*) entries"
+    raise NotFound(f"{path}: no kallsyms table found in the dump's memory ({why}; "
+                   f"was the kernel built with CONFIG_KALLSYMS?)")
+
+
+def _token_table_near(mem: PhysicalMemory, hit: int, lo: int) -> bool:
+    """Cheap check before reading a big window: a whole token table and index around `hit`."""
+    start = max(lo, hit - _PROBE)
+    data = mem.read_some(start, hit - start + _PROBE)
+    return next(kallsyms_locate.token_tables(data, hit - start, hit - start + len(DIGIT_TOKENS)), None) is not None
+
+
+def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfImage | None = None) -> Kallsyms:
+    """kallsyms found by shape in a kernel image (vmlinux, raw or decompressed image)."""
+    try:
+        found = kallsyms_locate.locate(buf, path)
+    except NotFound:
+        where = layers[-1].format if layers else "the file"
+        raise NotFound(f"{path}: no kallsyms table found in {where} "
+                       f"(was the kernel built with CONFIG_KALLSYMS?)") from None
+    if found.relative_base == 0 and found.relative_base_at is not None and elf is not None:
+        base = _relocated_word(elf, found.relative_base_at)
+        if base is not None:
+            found = found.rebased(base)
+    return _from_located(found, None, layers)
+
+
+def _relocated_word(elf: ElfImage, file_offset: int) -> int | None:
+    """S + A of the RELA entry that relocates the word at file_offset, if any.
+
+    A relocatable vmlinux linked with --no-apply-dynamic-relocs (s390, arm64) keeps 0 in the word
+    and the value only in .rela.dyn (RELATIVE: the addend; s390 R_390_64: _text + addend).
+    """
+    try:
+        sections = elf.sections()
+        vaddr = next((s.addr + file_offset - s.offset for s in sections if s.flags & SHF_ALLOC
+                      and s.type != SHT_NOBITS and s.offset <= file_offset < s.offset + s.size), None)
+        if vaddr is None:
+            return None
+        wide = elf.bits == 64
+        entry = struct.Struct(f"{elf.endian}QQq" if wide else f"{elf.endian}IIi")
+        wanted = struct.pack(f"{elf.endian}{'Q' if wide else 'I'}", vaddr)
+        for rela in (s for s in sections if s.type == SHT_RELA and s.entsize == entry.size):
+            data = elf.section_bytes(rela)
+            at = data.find(wanted)
+            while at != -1 and at % entry.size:
+                at = data.find(wanted, at + 1)
+            if at != -1:
+                info: int = entry.unpack_from(data, at)[1]
+                addend: int = entry.unpack_from(data, at)[2]
+                index = info >> 32 if wide else info >> 8
+                return addend + (_symbol_value(elf, sections[rela.link], index) if index else 0)
+    except (CorruptElf, IndexError, struct.error):
+        return None
+    return None
+
+
+def _symbol_value(elf: ElfImage, symtab: Section, index: int) -> int:
+    """st_value of symbol `index` in a (dynamic) symbol table."""
+    if elf.bits == 64:
+        value: int = struct.unpack_from(f"{elf.endian}8xQ", elf.buf, symtab.offset + 24 * index)[0]
+    else:
+        value = struct.unpack_from(f"{elf.endian}4xI", elf.buf, symtab.offset + 16 * index)[0]
+    return value
+
+
+def _from_located(found: kallsyms_locate.Located, kaslr_offset: int | None, layers: tuple[Layer, ...]) -> Kallsyms:
+    return Kallsyms(found.symbols, kaslr_offset or 0, "located", found.names_at, layers, found.word, found.describe(),
+                    kaslr_known=kaslr_offset is not None)
 
 
 class _Reader:
@@ -95,7 +225,7 @@ class _Reader:
         if not 0 < count <= MAX_SYMS:
             raise Damaged(f"{self._path}: kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}")
         tokens = self._tokens()
-        names = decode_names(self._names(), count, tokens, self._path)
+        names, _ = decode_names(self._names(), count, tokens, self._path)
         addresses = self._addresses(count)
         return [(addr, typ, name) for addr, (typ, name) in zip(addresses, names, strict=True)]
 
@@ -119,7 +249,7 @@ class _Reader:
         size = span if 0 < span <= _TOKEN_TABLE_MAX else _TOKEN_TABLE_MAX
         vaddr = self._addr("kallsyms_token_table")
         table = self._mem.read_some(self._to_phys(vaddr), size)
-        return decode_tokens(table, index, self._path)
+        return kallsyms_locate.decode_tokens(table, index, self._path)
 
     def _names(self) -> bytes:
         vaddr = self._addr("kallsyms_names")
@@ -135,52 +265,6 @@ class _Reader:
         offsets = struct.unpack(f"<{count}i", self._read("kallsyms_offsets", 4 * count))
         base: int = struct.unpack("<Q", self._read("kallsyms_relative_base", 8))[0]
         return relative_addresses(offsets, base)
-
-
-def relative_addresses(offsets: tuple[int, ...], base: int) -> list[int]:
-    """kallsyms_sym_address() for CONFIG_KALLSYMS_BASE_RELATIVE.
-
-    With CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86_64 SMP) every kernel-image symbol has a negative
-    offset, so any negative offset means that mode; without it, offsets are unsigned from base.
-    """
-    if any(off < 0 for off in offsets):
-        return [off if off >= 0 else base - 1 - off for off in offsets]
-    return [base + off for off in offsets]
-
-
-def decode_tokens(table: bytes, index: tuple[int, ...], path: str = "kallsyms") -> list[str]:
-    """The 256 tokens: NUL-terminated strings at the offsets kallsyms_token_index gives."""
-    tokens = []
-    for number, start in enumerate(index):
-        end = table.find(b"\0", start)
-        if start >= len(table) or end == -1:
-            raise Damaged(f"{path}: kallsyms token {number} at offset {start} runs past the token table")
-        tokens.append(table[start:end].decode("latin-1"))
-    return tokens
-
-
-def decode_names(data: bytes, count: int, tokens: list[str], path: str = "kallsyms") -> list[tuple[str, str]]:
-    """(type, name) of `count` symbols from the kallsyms_names stream (kallsyms_expand_symbol)."""
-    out = []
-    pos = 0
-    for number in range(count):
-        if pos >= len(data):
-            raise Damaged(f"{path}: kallsyms_names ends at symbol {number} of {count}")
-        length = data[pos]
-        pos += 1
-        if length & 0x80:  # a "big" symbol: the next byte holds bits 7-14
-            if pos >= len(data):
-                raise Damaged(f"{path}: kallsyms_names ends at symbol {number} of {count}")
-            length = (length & 0x7F) | (data[pos] << 7)
-            pos += 1
-        if length == 0 or pos + length > len(data):
-            raise Damaged(f"{path}: kallsyms_names symbol {number} of {count} is broken (length {length})")
-        text = "".join(tokens[b] for b in data[pos : pos + length])
-        pos += length
-        if not text:
-            raise Damaged(f"{path}: kallsyms_names symbol {number} of {count} expands to nothing")
-        out.append((text[0], text[1:]))
-    return out
 
 
 def _symbol_translation(info: dict[str, str], path: str) -> _Translate:
