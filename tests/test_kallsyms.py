@@ -1,9 +1,12 @@
-"""kallsyms.py: the symbol table decoded from a dump's kallsyms through VMCOREINFO."""
+"""kallsyms: the symbol table decoded through VMCOREINFO or located by shape in any image or dump."""
 
 from __future__ import annotations
 
+import gzip
 import mmap
+import random
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,11 +15,14 @@ from typing import Any
 import pytest
 from conftest import Corpus
 from dump_builders import Seg, elf_core
+from kallsyms_builder import encode, encode_name, kernel_symbols, tokens_for
 
-from extract_ikheaders import kallsyms
+from extract_ikheaders import api, kallsyms, kallsyms_locate
 from extract_ikheaders.errors import Damaged, NotFound
+from extract_ikheaders.memory import open_dump
 
 _KERNEL_MAP = 0xFFFFFFFF80000000
+_X86_BASE = 0xFFFFFFFF81000000
 
 
 # Synthetic tables ---------------------------------------------------------------------------------
@@ -46,28 +52,145 @@ _EXPECTED = [("T", "foo"), ("t", "_barx"), ("D", "x" * 200)]
 
 def test_decode_names_expands_tokens_and_long_lengths() -> None:
     table, index = _token_tables(_TOKENS)
-    tokens = kallsyms.decode_tokens(table, struct.unpack("<256H", index))
-    assert kallsyms.decode_names(b"".join(_NAMES), 3, tokens) == _EXPECTED
+    tokens = kallsyms_locate.decode_tokens(table, struct.unpack("<256H", index))
+    names, end = kallsyms_locate.decode_names(b"".join(_NAMES), 3, tokens)
+    assert names == _EXPECTED
+    assert end == len(b"".join(_NAMES))
 
 
 def test_decode_names_refuses_a_short_stream() -> None:
     table, index = _token_tables(_TOKENS)
-    tokens = kallsyms.decode_tokens(table, struct.unpack("<256H", index))
+    tokens = kallsyms_locate.decode_tokens(table, struct.unpack("<256H", index))
     with pytest.raises(Damaged, match="symbol 2 of 3"):
-        kallsyms.decode_names(b"".join(_NAMES)[:-5], 3, tokens)
+        kallsyms_locate.decode_names(b"".join(_NAMES)[:-5], 3, tokens)
+
+
+def test_decode_names_checks_markers() -> None:
+    table, index = _token_tables(_TOKENS)
+    tokens = kallsyms_locate.decode_tokens(table, struct.unpack("<256H", index))
+    with pytest.raises(Damaged, match="symbol 0 is not where kallsyms_markers says"):
+        kallsyms_locate.decode_names(b"".join(_NAMES), 3, tokens, markers=[1])
 
 
 def test_decode_tokens_refuses_an_index_past_the_table() -> None:
     table, index = _token_tables(_TOKENS)
     with pytest.raises(Damaged, match="token 0"):
-        kallsyms.decode_tokens(table, (len(table) + 10, *struct.unpack("<256H", index)[1:]))
+        kallsyms_locate.decode_tokens(table, (len(table) + 10, *struct.unpack("<256H", index)[1:]))
 
 
 def test_relative_addresses_both_modes() -> None:
-    base = 0xFFFFFFFF81000000
-    assert kallsyms.relative_addresses((0, 0x10, 0x2000), base) == [base, base + 0x10, base + 0x2000]
+    base = _X86_BASE
+    assert kallsyms_locate.relative_addresses((0, 0x10, 0x2000), base) == [base, base + 0x10, base + 0x2000]
     # CONFIG_KALLSYMS_ABSOLUTE_PERCPU: >= 0 absolute (percpu), < 0 is base - 1 - offset
-    assert kallsyms.relative_addresses((0x1000, -1, -0x11), base) == [0x1000, base, base + 0x10]
+    assert kallsyms_locate.relative_addresses((0x1000, -1, -0x11), base) == [0x1000, base, base + 0x10]
+    # 32-bit: wraps at 2**32
+    assert kallsyms_locate.relative_addresses((0x10,), 0xFFFFFFF8, 4) == [0x8]
+
+
+def test_encoder_puts_digits_at_their_own_slots() -> None:
+    tokens = tokens_for(["T0123456789abc"])
+    assert tokens[0x30:0x3A] == list("0123456789")
+    assert len(tokens) == 256 and all(tokens)
+    assert encode_name("Tabc", tokens)[0] <= 4
+
+
+# Located by shape: the synthetic encoder, every layout ---------------------------------------------
+
+_CASES = [(word, endian, layout, mode) for word in (4, 8) for endian in "<>" for layout in ("6.1", "6.1-noseqs", "6.12")
+          for mode in ("relative", "absolute", "percpu") if not (layout == "6.12" and mode == "absolute")]
+
+
+def _noise(size: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
+def _image(blob: bytes, seed: int = 7) -> bytes:
+    """The tables inside other bytes, with a decoy run of digit tokens before them."""
+    decoy = b"\xff" * 64 + kallsyms_locate.DIGIT_TOKENS + b"A\0B\0\0\0" + bytes(512)
+    head = _noise(8192, seed) + decoy
+    head += bytes(-len(head) % 4096)
+    return head + blob + _noise(4096, seed + 1)
+
+
+def _base(word: int) -> int:
+    return _X86_BASE if word == 8 else 0xC0100000
+
+
+@pytest.mark.parametrize(("word", "endian", "layout", "mode"), _CASES)
+def test_locate_every_layout(word: int, endian: str, layout: str, mode: str) -> None:
+    symbols = kernel_symbols(700, _base(word), word=word, percpu=9 if mode == "percpu" else 0)
+    enc = encode(symbols, word=word, endian=endian, layout=layout, mode=mode, percpu_below=0x10000)
+    image = _image(enc.blob)
+    found = kallsyms_locate.locate(image, "image")
+    assert found.symbols == enc.symbols
+    assert len(found.symbols) == 701 + (9 if mode == "percpu" else 0)
+    assert found.word == word and found.big_endian == (endian == ">")
+    assert found.names_at == image.index(enc.blob) + enc.labels["kallsyms_names"]
+    assert found.token_table_at == image.index(enc.blob) + enc.labels["kallsyms_token_table"]
+    assert ("after the token index" in found.layout) == (layout == "6.12")
+    assert found.relative_base == (None if mode == "absolute" else _base(word))
+
+
+@pytest.mark.parametrize("count", [10, 255, 256, 257, 513])  # names with every digit: as in any kernel
+def test_locate_marker_boundaries(count: int) -> None:
+    enc = encode(kernel_symbols(count, _X86_BASE)[:count], layout="6.1")
+    assert kallsyms_locate.locate(_image(enc.blob), "image").symbols == enc.symbols
+
+
+def test_broken_names_are_damaged() -> None:
+    enc = encode(kernel_symbols(700, _X86_BASE), layout="6.12")
+    blob = bytearray(enc.blob)
+    blob[enc.labels["kallsyms_names"]] = 0x7F  # the first name's length: every later one is misread
+    with pytest.raises(Damaged, match=r"kallsyms token table at 0x[0-9a-f]+, but no kallsyms_names"):
+        kallsyms_locate.locate(_image(bytes(blob)), "image")
+
+
+def test_missing_addresses_are_damaged() -> None:
+    enc = encode(kernel_symbols(700, _X86_BASE), layout="6.12")
+    cut = enc.blob[: enc.labels["kallsyms_offsets"]] + _noise(8192, 3)
+    with pytest.raises(Damaged, match="701 names decode but no sorted address table"):
+        kallsyms_locate.locate(cut, "image")
+
+
+def test_no_table_is_not_found() -> None:
+    with pytest.raises(NotFound, match="no kallsyms table found"):
+        kallsyms_locate.locate(_image(b""), "image")
+
+
+def test_find_symbols_peels_a_compressed_file(tmp_path: Path) -> None:
+    enc = encode(kernel_symbols(700, _X86_BASE), layout="6.1")
+    path = tmp_path / "Image.gz"
+    path.write_bytes(gzip.compress(_image(enc.blob)))
+    table = api.find_symbols(path)
+    assert table.symbols == enc.symbols
+    assert table.method == "located" and table.kaslr_offset is None
+    assert [layer.format for layer in table.layers] == ["gzip"]
+    assert table.offset == _image(enc.blob).index(enc.blob) + enc.labels["kallsyms_names"]
+
+
+def test_find_symbols_32bit_system_map_width(tmp_path: Path) -> None:
+    enc = encode(kernel_symbols(300, 0xC0100000, word=4), word=4, endian=">", layout="6.1")
+    path = tmp_path / "zImage.raw"
+    path.write_bytes(_image(enc.blob))
+    lines = api.find_symbols(path).system_map().splitlines()
+    assert lines[0] == "c0100000 D " + enc.symbols[0][2]
+    assert len(lines) == 301
+
+
+def test_dump_without_vmcoreinfo_is_located() -> None:
+    """A QEMU-style core: the tables where the kernel ran, relative_base already relocated."""
+    running = _X86_BASE + 0x2A000000
+    enc = encode(kernel_symbols(700, running), layout="6.1")
+    image = _image(enc.blob)
+    core = elf_core([Seg(0x1000000, image), Seg(0x8000000, bytes(4096))])
+    table = kallsyms.read_dump(core, "core")
+    assert table.symbols == enc.symbols
+    assert table.symbols[0][0] == running
+    assert table.kaslr_offset is None and table.method == "located"
+    assert table.layers[-1].format == "physical memory"
+    assert table.layers[-1].offset + (table.offset or 0) == 0x1000000 + image.index(enc.blob) + enc.labels[
+        "kallsyms_names"]
 
 
 def _synthetic_core(kaslr: int, extra: dict[str, str] | None = None, num_syms: int = 3) -> bytes:
@@ -105,9 +228,9 @@ def test_synthetic_dump_with_absurd_count_is_damaged() -> None:
         kallsyms.symbols_from_dump(_synthetic_core(0, num_syms=5_000_000), "core")
 
 
-def test_dump_without_kallsyms_entries_is_not_found() -> None:
+def test_dump_without_kallsyms_entries_or_tables_is_not_found() -> None:
     core = elf_core([Seg(0, bytes(4096))], [("VMCOREINFO", 0, b"OSRELEASE=5.15.0\nPAGESIZE=4096\n")])
-    with pytest.raises(NotFound, match=r"SYMBOL\(kallsyms_\*\).*6\.0\+ kernel"):
+    with pytest.raises(NotFound, match=r"no kallsyms table found in the dump's memory \(VMCOREINFO has no SYMBOL"):
         kallsyms.symbols_from_dump(core, "core")
 
 
@@ -116,7 +239,118 @@ def test_not_a_dump_is_not_found() -> None:
         kallsyms.symbols_from_dump(b"\0" * 8192, "zeros")
 
 
-# The real kdump ------------------------------------------------------------------------------------
+# The corpus: every image and dump against the build's System.map ----------------------------------
+#
+# "Every symbol kallsyms holds" is what scripts/kallsyms.c keeps of the link's symbol list, which
+# System.map shows too. Without CONFIG_KALLSYMS_ALL (every corpus kernel) it drops (read_symbol,
+# is_ignored_symbol, symbol_valid): the kallsyms_* and _SDA_BASE_ names; names starting __efistub_,
+# __kvm_nvhe_$ / .L, lld thunks, __kcfi_typeid_; names ending _from_arm/_from_thumb/_veneer;
+# ppc .long_branch./.plt_branch. stubs; types U/N and absolute (A) symbols but four; symbols
+# outside [_stext, _etext] and [_sinittext, _einittext]; others at _etext / _einittext. 6.12 keeps
+# __start_* / __stop_* wherever they are. It reads nm output with fscanf("%llx %c %s"), so a line
+# with an empty name takes the next line's address as its name and drops that line (32-bit arm).
+# The decoded table must equal that selection of System.map exactly: same count, same
+# (address, type, name) entries.
+
+_IGNORED = {"kallsyms_addresses", "kallsyms_offsets", "kallsyms_relative_base", "kallsyms_num_syms",
+            "kallsyms_names", "kallsyms_markers", "kallsyms_token_table", "kallsyms_token_index",
+            "kallsyms_seqs_of_names", "_SDA_BASE_", "_SDA2_BASE_"}
+_IGNORED_PREFIXES = ("__efistub_", "__kvm_nvhe_$", "__kvm_nvhe_.L", "__AArch64ADRPThunk_", "__ARMV5PILongThunk_",
+                     "__ARMV7PILongThunk_", "__ThumbV7PILongThunk_", "__LA25Thunk_", "__microLA25Thunk_",
+                     "__kcfi_typeid_")
+_IGNORED_SUFFIXES = ("_from_arm", "_from_thumb", "_veneer")
+_KEPT_ABSOLUTE = {"__kernel_syscall_via_break", "__kernel_syscall_via_epc", "__kernel_sigtramp", "__gp"}
+
+
+def _read_map(path: Path) -> list[tuple[int, str, str]]:
+    """System.map as scripts/kallsyms.c's fscanf reads it."""
+    out: list[tuple[int, str, str]] = []
+    lines = iter(path.read_text().splitlines())
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 2:  # an empty name: %s takes the next line's first word, the rest is skipped
+            fields.append(next(lines, "").split()[0])
+        out.append((int(fields[0], 16), fields[1], fields[2]))
+    return out
+
+
+def kallsyms_selection(path: Path, keeps_section_bounds: bool) -> Counter[tuple[int, str, str]]:
+    """The System.map entries that kallsyms holds (see above)."""
+    symbols = _read_map(path)
+    where = {name: addr for addr, _, name in symbols}
+    ranges = [(where["_stext"], where["_etext"], "_etext"), (where["_sinittext"], where["_einittext"], "_einittext")]
+    kept: Counter[tuple[int, str, str]] = Counter()
+    for addr, typ, name in symbols:
+        if (name in _IGNORED or name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES)
+                or ".long_branch." in name or ".plt_branch." in name or typ in "UuNn"
+                or (typ in "Aa" and name not in _KEPT_ABSOLUTE)):
+            continue
+        if not (keeps_section_bounds and name.startswith(("__start_", "__stop_"))):
+            if not any(lo <= addr <= hi for lo, hi, _ in ranges):
+                continue
+            if any(addr == hi and name != end for _, hi, end in ranges):
+                continue
+        kept[(addr, typ, name)] += 1
+    return kept
+
+
+def _assert_matches(symbols: list[tuple[int, str, str]], system_map: Path, release: str, shift: int = 0) -> None:
+    """Decoded symbols (running addresses) equal System.map's kallsyms selection moved by `shift`."""
+    keeps_bounds = tuple(map(int, release.split(".")[:2])) >= (6, 12)
+    expected = kallsyms_selection(system_map, keeps_bounds)
+    # KASLR moves the kernel image; absolute percpu symbols (x86_64 SMP) stay where they are.
+    ours = Counter((addr - shift if addr >= 1 << 63 else addr, typ, name) for addr, typ, name in symbols)
+    assert ours - expected == Counter()
+    assert expected - ours == Counter()
+    assert len(symbols) == sum(expected.values()) > 5000
+
+
+# (stage, file, release) of every image in the corpus built with IKHEADERS=y on x86_64 and arm64
+_IMAGES = [("k61y", name, "6.1") for name in ("vmlinux", "vmlinux.stripped", "vmlinux.bin", "bzImage.gzip",
+                                                "bzImage.bzip2", "bzImage.lzma", "bzImage.xz", "bzImage.lzo",
+                                                "bzImage.lz4", "bzImage.zstd")]
+_IMAGES += [("k612y", "bzImage", "6.12"), ("k612y", "vmlinux.stripped", "6.12")]
+_IMAGES += [("k61arm64", name, "6.1") for name in ("vmlinux", "Image", "Image.gz", "vmlinuz.efi.gzip",
+                                                    "vmlinuz.efi.zstd")]
+# The cross-built kernels (issue 11), when the corpus has them
+_CROSS = [("k61arm", "vmlinux"), ("k61arm", "zImage"), ("k61riscv64", "vmlinux"), ("k61s390x", "vmlinux"),
+          ("k61ppc64be", "vmlinux")]
+
+
+@pytest.mark.parametrize(("stage", "name", "release"), _IMAGES)
+def test_image_symbols_equal_system_map(corpus: Corpus, stage: str, name: str, release: str) -> None:
+    table = api.find_symbols(corpus.file(stage, name))
+    assert table.method == "located" and table.kaslr_offset is None
+    _assert_matches(table.symbols, corpus.file(stage, "System.map"), release)
+
+
+@pytest.mark.parametrize(("stage", "name"), _CROSS)
+def test_cross_built_image_symbols_equal_system_map(corpus: Corpus, stage: str, name: str) -> None:
+    if stage not in corpus.manifest["recipe"]:
+        pytest.skip(f"the corpus has no {stage} kernel (cross-built kernels not in this corpus)")
+    table = api.find_symbols(corpus.file(stage, name))
+    expected = kallsyms_selection(corpus.file(stage, "System.map"), False)
+    assert Counter(table.symbols) == expected
+    assert len(table.symbols) > 5000
+
+
+def _boot(corpus: Corpus, kernel: str) -> Path:
+    return corpus.root / str(corpus.manifest["kernels"][kernel]["boot"])
+
+
+@pytest.mark.parametrize(("kernel", "stage", "dump"), [("6.1-y-gzip", "k61y", "dump.elf"),
+                                                       ("6.1-y-gzip", "k61y", "dump.kdump-zlib"),
+                                                       ("6.12-y", "k612y", "dump.elf"),
+                                                       ("6.12-y", "k612y", "dump.kdump-zlib")])
+def test_qemu_dump_symbols_equal_system_map(corpus: Corpus, kernel: str, stage: str, dump: str) -> None:
+    """No VMCOREINFO: the tables are found in physical memory, addresses as the guest ran them."""
+    table = api.find_symbols(_boot(corpus, kernel) / dump)
+    assert table.method == "located" and table.kaslr_offset is None
+    assert table.layers[-1].format == "physical memory"
+    running = {name: addr for addr, _, name in table.symbols}
+    linked = {name: addr for addr, _, name in _read_map(corpus.file(stage, "System.map"))}
+    shift = running["_text"] - linked["_text"]  # the guest's KASLR offset, one number for all symbols
+    _assert_matches(table.symbols, corpus.file(stage, "System.map"), corpus.build(kernel)["release"], shift)
 
 
 @contextmanager
@@ -125,66 +359,78 @@ def _mapped(path: Path) -> Iterator[mmap.mmap]:
         yield buf
 
 
-def _system_map(path: Path) -> dict[str, set[tuple[int, str]]]:
-    out: dict[str, set[tuple[int, str]]] = {}
-    for line in path.read_text().splitlines():
-        addr, typ, name = line.split()[:3]
-        out.setdefault(name, set()).add((int(addr, 16), typ))
-    return out
-
-
 @pytest.mark.parametrize("name", ["vmcore", "vmcore.kdump-zlib-d31", "vmcore.flat-zlib-d31"])
 def test_real_kdump_agrees_with_system_map(corpus: Corpus, name: str) -> None:
     kdump = corpus.manifest["kdump"]
     assert name == "vmcore" or name in kdump["makedumpfile_outputs"].values()
-    with _mapped(corpus.root / kdump["dir"] / name) as buf:
-        found = kallsyms.read_dump(buf, name)
-    assert found.kaslr_offset != 0  # the corpus kdump booted with KASLR
-    smap = _system_map(corpus.file("k61y", "System.map"))
-    matched, mismatched = 0, []
-    for addr, typ, sym in found.symbols:
-        if sym not in smap:
-            continue
-        link = addr - found.kaslr_offset if addr >= _KERNEL_MAP else addr  # percpu symbols are absolute
-        if (link, typ) in smap[sym]:
-            matched += 1
-        else:
-            mismatched.append((hex(addr), typ, sym))
-    assert mismatched == []
-    assert matched > 5000
-    assert matched == len(found.symbols)
+    table = api.find_symbols(corpus.root / kdump["dir"] / name)
+    assert table.method == "vmcoreinfo"
+    assert table.kaslr_offset  # the corpus kdump booted with KASLR
+    _assert_matches(table.symbols, corpus.file("k61y", "System.map"), "6.1", table.kaslr_offset)
 
 
-def test_qemu_dump_without_vmcoreinfo_is_not_found(corpus: Corpus) -> None:
-    dump = corpus.root / str(corpus.manifest["kernels"]["6.1-y-gzip"]["boot"]) / "dump.elf"
-    with _mapped(dump) as buf, pytest.raises(NotFound, match=r"no VMCOREINFO.*6\.0\+ kernel with CONFIG_KALLSYMS"):
-        kallsyms.symbols_from_dump(buf, "dump.elf")
+def test_real_kdump_located_equals_vmcoreinfo(corpus: Corpus) -> None:
+    """Ignoring VMCOREINFO, the tables found by shape give the very same symbols."""
+    kdump = corpus.root / corpus.manifest["kdump"]["dir"] / "vmcore.kdump-zlib-d31"
+    with _mapped(kdump) as buf:
+        mem = open_dump(buf)
+        located = kallsyms.locate_in_memory(mem, "vmcore")
+        through_info = kallsyms.read_memory(mem, "vmcore")
+    assert located.method == "located" and through_info.method == "vmcoreinfo"
+    assert located.symbols == through_info.symbols
+    assert len(located.symbols) == 14716
 
 
-# The CLI (skipped until cli.py has --symbols) --------------------------------------------------------
+# The CLI ---------------------------------------------------------------------------------------------
 
 
 def test_cli_symbols_writes_sorted_system_map(corpus: Corpus, cli: Any, tmp_path: Path) -> None:
-    if "--symbols" not in cli("--help").stdout.decode():
-        pytest.skip("cli.py has no --symbols option yet")
     kdump = corpus.root / corpus.manifest["kdump"]["dir"] / "vmcore.kdump-zlib-d31"
     out = tmp_path / "System.map"
     run = cli("--json", "--symbols", out, kdump)
     assert run.code == 0, run.stderr
     report = run.json["symbols"]
+    assert report["method"] == "vmcoreinfo"
     lines = out.read_text().splitlines()
     assert len(lines) == report["count"] > 5000
     addresses = [int(line.split()[0], 16) for line in lines]
     assert addresses == sorted(addresses)
-    smap = _system_map(corpus.file("k61y", "System.map"))
+    smap = {(addr, typ, name) for addr, typ, name in _read_map(corpus.file("k61y", "System.map"))}
     addr, typ, name = lines[0].split()
-    assert (int(addr, 16) - report["kaslr_offset"], typ) in smap[name]
+    assert (int(addr, 16) - report["kaslr_offset"], typ, name) in smap
 
 
-def test_cli_symbols_without_vmcoreinfo_exits_1(corpus: Corpus, cli: Any) -> None:
-    if "--symbols" not in cli("--help").stdout.decode():
-        pytest.skip("cli.py has no --symbols option yet")
-    dump = corpus.root / str(corpus.manifest["kernels"]["6.1-y-gzip"]["boot"]) / "dump.elf"
-    run = cli("--symbols", "-", dump)
-    assert run.code == 1
-    assert "no VMCOREINFO" in run.stderr and run.stdout == b""
+def test_cli_symbols_from_bzimage_reports_where(corpus: Corpus, cli: Any, tmp_path: Path) -> None:
+    out = tmp_path / "System.map"
+    run = cli("--json", "--symbols", out, corpus.file("k612y", "bzImage"))
+    assert run.code == 0, run.stderr
+    report = run.json["symbols"]
+    assert report["method"] == "located" and report["kaslr_offset"] is None
+    assert [layer["format"] for layer in report["layers"]] == ["bzImage", "raw image"]
+    raw = corpus.file("k612y", "vmlinux.stripped")  # the payload is this ELF, so the offset is the same
+    assert report["offset"] == api.find_symbols(raw).offset
+    assert out.read_text() == api.find_symbols(raw).system_map()
+    text = cli("--symbols", tmp_path / "again.map", corpus.file("k612y", "bzImage"))
+    assert text.code == 0
+    assert f"{report['count']} symbols (located at {report['offset']:#x} in raw image)" in text.stderr
+
+
+def test_cli_symbols_without_a_table_exits_1(cli: Any, tmp_path: Path) -> None:
+    path = tmp_path / "noise.bin"
+    path.write_bytes(_image(b""))
+    run = cli("--symbols", "-", path)
+    assert run.code == 1 and run.stdout == b""
+    assert run.stderr.strip().splitlines() == [f"extract-ikheaders: {path}: no kallsyms table found in the file "
+                                               "(was the kernel built with CONFIG_KALLSYMS?)"]
+
+
+def test_cli_symbols_damaged_table_exits_3(cli: Any, tmp_path: Path) -> None:
+    enc = encode(kernel_symbols(700, _X86_BASE), layout="6.1")
+    blob = bytearray(enc.blob)
+    blob[enc.labels["kallsyms_names"]] = 0x7F
+    path = tmp_path / "broken.bin"
+    path.write_bytes(_image(bytes(blob)))
+    run = cli("--symbols", "-", path)
+    assert run.code == 3 and run.stdout == b""
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "kallsyms token table at 0x" in run.stderr and "Traceback" not in run.stderr
