@@ -160,11 +160,36 @@ def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfI
         where = layers[-1].format if layers else "the file"
         raise NotFound(f"{path}: no kallsyms table found in {where} "
                        f"(was the kernel built with CONFIG_KALLSYMS?)") from None
-    if found.relative_base == 0 and found.relative_base_at is not None and elf is not None:
-        base = _relocated_word(elf, found.relative_base_at)
+    if found.relative_base == 0 and found.relative_base_at is not None:
+        if elf is not None:
+            base = _relocated_word(elf, found.relative_base_at)
+        elif not found.big_endian and found.word == 8:
+            base = _arm64_relocated_word(buf, found.relative_base_at)
+        else:
+            base = None
         if base is not None:
             found = found.rebased(base)
     return _from_located(found, None, layers)
+
+
+# arm64 _text = KIMAGE_VADDR = _PAGE_END(VA_BITS_MIN) + MODULES_VSIZE (128 MiB up to 6.1, 2 GiB after)
+_ARM64_TEXT = tuple((-(1 << (bits - 1)) + size) & (1 << 64) - 1 for bits in (48, 39, 47, 42, 36, 52)
+                    for size in (128 << 20, 2 << 30))
+_R_AARCH64_RELATIVE = 0x403
+
+
+def _arm64_relocated_word(buf: Buffer, offset: int) -> int | None:
+    """The addend of the R_AARCH64_RELATIVE entry for the word at `offset` of a raw arm64 Image.
+
+    A relocatable arm64 kernel links with --no-apply-dynamic-relocs: the word holds 0 and the value
+    sits in .rela.dyn, inside the Image, keyed by the link address (_text + offset).
+    """
+    for text in _ARM64_TEXT:
+        at = buf.find(struct.pack("<QQ", text + offset, _R_AARCH64_RELATIVE))
+        if at != -1 and at + 24 <= len(buf):
+            addend: int = struct.unpack_from("<q", buf, at + 16)[0]
+            return addend & (1 << 64) - 1
+    return None
 
 
 def _relocated_word(elf: ElfImage, file_offset: int) -> int | None:

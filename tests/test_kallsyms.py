@@ -178,6 +178,24 @@ def test_find_symbols_32bit_system_map_width(tmp_path: Path) -> None:
     assert len(lines) == 301
 
 
+@pytest.mark.parametrize("text", [0xFFFF800008000000, 0xFFFFFFC008000000])
+def test_relocatable_arm64_image_base_from_its_rela(tmp_path: Path, text: int) -> None:
+    """--no-apply-dynamic-relocs leaves kallsyms_relative_base 0; its R_AARCH64_RELATIVE entry has it."""
+    base = text + 0x10000
+    enc = encode(kernel_symbols(700, base), layout="6.1")
+    head = bytes(0x40000)  # the Image starts at _text
+    blob = bytearray(enc.blob)
+    at = enc.labels["kallsyms_relative_base"]
+    blob[at : at + 8] = bytes(8)
+    rela = struct.pack("<6Q", text + 0x1238, 0x403, text + 0x999, text + len(head) + at, 0x403, base)
+    path = tmp_path / "Image"
+    path.write_bytes(head + bytes(blob) + rela)
+    table = api.find_symbols(path)
+    assert table.symbols == enc.symbols
+    path.write_bytes(head + bytes(blob))  # no RELA entry: the offsets as they are, from 0
+    assert api.find_symbols(path).symbols[0][0] == enc.symbols[0][0] - base
+
+
 def test_dump_without_vmcoreinfo_is_located() -> None:
     """A QEMU-style core: the tables where the kernel ran, relative_base already relocated."""
     running = _X86_BASE + 0x2A000000
