@@ -97,7 +97,8 @@ DECLARATIONS = {
 
 # Private headers from a kernel source tree (kernel_source=DIR), with globals whose type they define
 # but whose declaration lives in a .c file.
-PRIVATE_HEADERS = ("fs/mount.h", "kernel/sched/sched.h", "kernel/printk/printk_ringbuffer.h")
+PRIVATE_HEADERS = ("fs/mount.h", "kernel/sched/sched.h", "kernel/printk/printk_ringbuffer.h",
+                   "kernel/printk/internal.h", "mm/slab.h", "kernel/workqueue_internal.h")
 PRIVATE_GLOBALS = ("runqueues",)
 PRIVATE_DECLARATIONS = {
     "prb": "extern struct printk_ringbuffer *prb;",

@@ -102,7 +102,7 @@ def test_kernel_source_adds_private_types(corpus: Corpus, tmp_path: Path) -> Non
     archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
     plain = debuginfo.build_types_from(archive, cache=tmp_path)
     full = debuginfo.build_types_from(archive, kernel_source=sources[0], cache=tmp_path)
-    private = {"mount", "rq", "printk_ringbuffer", "prb_desc_ring"}
+    private = {"mount", "rq", "printk_ringbuffer", "prb_desc_ring", "slab", "worker"}
     assert set(layouts(plain.path, private)) == set()
     found = layouts(full.path, private)
     assert set(found) == private
