@@ -163,32 +163,52 @@ def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfI
     if found.relative_base == 0 and found.relative_base_at is not None:
         if elf is not None:
             base = _relocated_word(elf, found.relative_base_at)
-        elif not found.big_endian and found.word == 8:
-            base = _arm64_relocated_word(buf, found.relative_base_at)
         else:
-            base = None
+            base = _raw_relocated_word(buf, found.relative_base_at, ">" if found.big_endian else "<", found.word)
         if base is not None:
             found = found.rebased(base)
     return _from_located(found, None, layers)
 
 
-# arm64 _text = KIMAGE_VADDR = _PAGE_END(VA_BITS_MIN) + MODULES_VSIZE (128 MiB up to 6.1, 2 GiB after)
-_ARM64_TEXT = tuple((-(1 << (bits - 1)) + size) & (1 << 64) - 1 for bits in (48, 39, 47, 42, 36, 52)
-                    for size in (128 << 20, 2 << 30))
-_R_AARCH64_RELATIVE = 0x403
+@dataclass(frozen=True)
+class _RawRelocs:
+    """Where a raw 64-bit image of a relocatable kernel starts (its _text) and its RELA types."""
+
+    endian: str
+    starts: tuple[int, ...]
+    relative: int  # R_*_RELATIVE: the value is the addend
+    absolute: int  # R_*_64 against a symbol: kallsyms writes `_text + X`, and the image starts at _text
 
 
-def _arm64_relocated_word(buf: Buffer, offset: int) -> int | None:
-    """The addend of the R_AARCH64_RELATIVE entry for the word at `offset` of a raw arm64 Image.
+# arm64 _text = KIMAGE_VADDR = _PAGE_END(VA_BITS_MIN) + MODULES_VSIZE (128 MiB up to 6.1, 2 GiB after);
+# s390's decompressed image starts at _text = 0x100000.
+_RAW_RELOCS = (
+    _RawRelocs("<", tuple((-(1 << (bits - 1)) + size) & (1 << 64) - 1 for bits in (48, 39, 47, 42, 36, 52)
+                          for size in (128 << 20, 2 << 30)), 1027, 257),
+    _RawRelocs(">", (0x100000,), 12, 22),
+)
 
-    A relocatable arm64 kernel links with --no-apply-dynamic-relocs: the word holds 0 and the value
-    sits in .rela.dyn, inside the Image, keyed by the link address (_text + offset).
+
+def _raw_relocated_word(buf: Buffer, offset: int, endian: str, word: int) -> int | None:
+    """The value of the word at `offset` of a raw image, from the image's own .rela.dyn.
+
+    A relocatable arm64 or s390 kernel links with --no-apply-dynamic-relocs: the word holds 0 and
+    the value sits in a RELA entry inside the image, keyed by its link address (_text + offset).
     """
-    for text in _ARM64_TEXT:
-        at = buf.find(struct.pack("<QQ", text + offset, _R_AARCH64_RELATIVE))
-        if at != -1 and at + 24 <= len(buf):
-            addend: int = struct.unpack_from("<q", buf, at + 16)[0]
-            return addend & (1 << 64) - 1
+    for relocs in _RAW_RELOCS:
+        if relocs.endian != endian or word != 8:
+            continue
+        for start in relocs.starts:
+            key = struct.pack(f"{endian}Q", start + offset)
+            at = buf.find(key)
+            while at != -1 and at + 24 <= len(buf):
+                fields: tuple[int, int] = struct.unpack_from(f"{endian}Qq", buf, at + 8)
+                kind, symbol, addend = fields[0] & 0xFFFFFFFF, fields[0] >> 32, fields[1]
+                if at % 8 == 0 and kind == relocs.relative and symbol == 0:
+                    return addend & (1 << 64) - 1
+                if at % 8 == 0 and kind == relocs.absolute and symbol != 0:
+                    return (start + addend) & (1 << 64) - 1
+                at = buf.find(key, at + 1)
     return None
 
 

@@ -335,8 +335,10 @@ _IMAGES += [("k612y", "bzImage", "6.12"), ("k612y", "vmlinux.stripped", "6.12")]
 _IMAGES += [("k61arm64", name, "6.1") for name in ("vmlinux", "Image", "Image.gz", "vmlinuz.efi.gzip",
                                                     "vmlinuz.efi.zstd")]
 # The cross-built kernels (issue 11), when the corpus has them
-_CROSS = [("k61arm", "vmlinux"), ("k61arm", "zImage"), ("k61riscv64", "vmlinux"), ("k61s390x", "vmlinux"),
-          ("k61ppc64be", "vmlinux")]
+_CROSS = [("k61arm", name) for name in ("vmlinux", "vmlinux.stripped", "zImage", "zImage.gzip", "zImage.lzo")]
+_CROSS += [("k61riscv64", name) for name in ("vmlinux", "Image", "Image.gz", "Image.lzma", "vmlinuz.efi")]
+_CROSS += [("k61s390x", "vmlinux"), ("k61s390x", "bzImage"), ("k61ppc64be", "vmlinux"),
+           ("k61ppc64be", "vmlinux.stripped")]
 
 
 @pytest.mark.parametrize(("stage", "name", "release"), _IMAGES)
