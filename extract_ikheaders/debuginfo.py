@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .errors import ExtractError, NotFound
 
-BUILDER_REV = 1  # bump when the unit or the flags change: invalidates cached objects
+BUILDER_REV = 1  # bump when the way of compiling changes (the lists below are in the cache key already)
 CACHE_ENV = "EXTRACT_IKHEADERS_TYPES_CACHE"
 COMPILE_TIMEOUT = 300
 MAX_RETRIES = 8
@@ -228,7 +228,8 @@ def _types_from_meta(out_dir: Path, meta: dict[str, object], cached: bool) -> Ty
 
 
 def _cache_key(sha: str, autoconf: bytes, target: Target, source: Path | None) -> str:
-    identity = {"rev": BUILDER_REV, "archive": sha, "autoconf": hashlib.sha256(autoconf).hexdigest(),
+    unit = [HEADERS, GLOBALS, DECLARATIONS, PRIVATE_HEADERS, PRIVATE_GLOBALS, PRIVATE_DECLARATIONS]
+    identity = {"rev": BUILDER_REV, "unit": unit, "archive": sha, "autoconf": hashlib.sha256(autoconf).hexdigest(),
                 "compiler": list(target.compiler), "version": _compiler_version(target.compiler),
                 "flags": list(target.flags), "source": str(source) if source else None,
                 "source_headers": _source_digest(source)}
