@@ -21,6 +21,7 @@ False where nothing says it (an image, a dump without VMCOREINFO), and --json re
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class Kallsyms:
     word: int = 8  # bytes in an address: System.map prints two hex digits each
     detail: str = ""
     kaslr_known: bool = True
+    kaslr_source: str = "vmcoreinfo"  # or "config": _text against the link address .config gives
 
     def sorted(self) -> list[Symbol]:
         """By address then name, as System.map lists them."""
@@ -68,8 +70,8 @@ class Kallsyms:
 
     def as_dict(self) -> dict[str, object]:
         return {"count": len(self.symbols), "kaslr_offset": self.kaslr_offset if self.kaslr_known else None,
-                "method": self.method, "offset": self.offset, "layers": [layer.as_dict() for layer in self.layers],
-                "word_size": self.word, "detail": self.detail}
+                "kaslr_from": self.kaslr_source or None, "method": self.method, "offset": self.offset,
+                "layers": [layer.as_dict() for layer in self.layers], "word_size": self.word, "detail": self.detail}
 
 
 def format_line(sym: Symbol) -> str:
@@ -136,7 +138,10 @@ def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = 
                     damage = damage or exc
                 else:
                     layer = Layer("physical memory", start, len(window), "kernel image around the kallsyms tables")
-                    return _from_located(found, kaslr_offset, (*mem.info.outer, layer))
+                    source = "vmcoreinfo"
+                    if kaslr_offset is None:
+                        kaslr_offset, source = x86_64_kaslr_offset(window, found.symbols), "config"
+                    return _from_located(found, kaslr_offset, (*mem.info.outer, layer), source)
             hit = mem.find(DIGIT_TOKENS, hit + 1, hi)
     if damage is not None:
         raise damage
@@ -251,9 +256,31 @@ def _symbol_value(elf: ElfImage, symtab: Section, index: int) -> int:
     return value
 
 
-def _from_located(found: kallsyms_locate.Located, kaslr_offset: int | None, layers: tuple[Layer, ...]) -> Kallsyms:
+def _from_located(found: kallsyms_locate.Located, kaslr_offset: int | None, layers: tuple[Layer, ...],
+                  kaslr_source: str = "") -> Kallsyms:
     return Kallsyms(found.symbols, kaslr_offset or 0, "located", found.names_at, layers, found.word, found.describe(),
-                    kaslr_known=kaslr_offset is not None)
+                    kaslr_known=kaslr_offset is not None, kaslr_source=kaslr_source if kaslr_offset is not None else "")
+
+
+def x86_64_kaslr_offset(image: Buffer, symbols: list[Symbol]) -> int | None:
+    """The KASLR offset of an x86_64 kernel without VMCOREINFO: the running `_text` minus the
+    link-time one, __START_KERNEL_map + ALIGN(CONFIG_PHYSICAL_START, CONFIG_PHYSICAL_ALIGN), read
+    from the kernel's own .config (CONFIG_IKCONFIG) when it lies in `image`."""
+    from . import locate
+
+    span = locate.config_by_markers(image)
+    running = next((addr for addr, _, name in symbols if name == "_text"), None)
+    if span is None or running is None:
+        return None
+    try:
+        text = locate.gunzip_config(bytes(image[span.start : span.end]), span.start)
+    except Damaged:
+        return None
+    config = dict(re.findall(rb"^(CONFIG_\w+)=(\S+)$", text, re.M))
+    if config.get(b"CONFIG_X86_64") != b"y" or b"CONFIG_PHYSICAL_START" not in config:
+        return None
+    start, align = int(config[b"CONFIG_PHYSICAL_START"], 0), int(config.get(b"CONFIG_PHYSICAL_ALIGN", b"0x200000"), 0)
+    return running - (_START_KERNEL_MAP + -(-start // align) * align)
 
 
 class _Reader:

@@ -365,15 +365,20 @@ def _boot(corpus: Corpus, kernel: str) -> Path:
 @pytest.mark.parametrize(("kernel", "stage", "dump"), [("6.1-y-gzip", "k61y", "dump.elf"),
                                                        ("6.1-y-gzip", "k61y", "dump.kdump-zlib"),
                                                        ("6.12-y", "k612y", "dump.elf"),
-                                                       ("6.12-y", "k612y", "dump.kdump-zlib")])
+                                                       ("6.12-y", "k612y", "dump.kdump-zlib"),
+                                                       ("6.1-m", "k61m", "dump.elf"),
+                                                       ("6.1-m-4level", "k61m", "dump.kdump-zlib")])
 def test_qemu_dump_symbols_equal_system_map(corpus: Corpus, kernel: str, stage: str, dump: str) -> None:
     """No VMCOREINFO: the tables are found in physical memory, addresses as the guest ran them."""
     table = api.find_symbols(_boot(corpus, kernel) / dump)
-    assert table.method == "located" and not table.kaslr_known
+    assert table.method == "located"
     assert table.layers[-1].format == "physical memory"
     running = {name: addr for addr, _, name in table.symbols}
     linked = {name: addr for addr, _, name in _read_map(corpus.file(stage, "System.map"))}
     shift = running["_text"] - linked["_text"]  # the guest's KASLR offset, one number for all symbols
+    # without VMCOREINFO the offset comes from the kernel's own .config (link address of _text)
+    assert table.kaslr_known and table.kaslr_source == "config"
+    assert table.kaslr_offset == shift != 0
     _assert_matches(table.symbols, corpus.file(stage, "System.map"), corpus.build(kernel)["release"], shift)
 
 
@@ -388,9 +393,18 @@ def test_real_kdump_agrees_with_system_map(corpus: Corpus, name: str) -> None:
     kdump = corpus.manifest["kdump"]
     assert name == "vmcore" or name in kdump["makedumpfile_outputs"].values()
     table = api.find_symbols(corpus.root / kdump["dir"] / name)
-    assert table.method == "vmcoreinfo"
+    assert table.method == "vmcoreinfo" and table.kaslr_source == "vmcoreinfo"
     assert table.kaslr_offset  # the corpus kdump booted with KASLR
     _assert_matches(table.symbols, corpus.file("k61y", "System.map"), "6.1", table.kaslr_offset)
+
+
+@pytest.mark.parametrize("kdump", ["kdump-6.1-m", "kdump-6.1-m-4level"])
+def test_real_modular_kdumps_agree_with_system_map(corpus: Corpus, kdump: str) -> None:
+    entry = corpus.manifest["kdump_m"][kdump]
+    for name in ("vmcore", entry["makedumpfile_outputs"]["kdump-zlib-d31"]):
+        table = api.find_symbols(corpus.root / entry["dir"] / name)
+        assert table.method == "vmcoreinfo" and table.kaslr_offset
+        _assert_matches(table.symbols, corpus.file("k61m", "System.map"), "6.1", table.kaslr_offset)
 
 
 def test_real_kdump_located_equals_vmcoreinfo(corpus: Corpus) -> None:
