@@ -21,6 +21,7 @@ import pytest
 from conftest import Corpus, run_cli
 
 from extract_ikheaders import isf
+from extract_ikheaders.errors import InputError
 
 C_SOURCE = r"""
 typedef struct { int counter; } atomic_t;
@@ -143,6 +144,48 @@ def test_xz_output_decompresses_to_the_json(tmp_path: Path) -> None:
     isf.write_isf(doc, str(tmp_path / "a.json.xz"))
     assert json.loads((tmp_path / "a.json").read_bytes()) == doc
     assert lzma.decompress((tmp_path / "a.json.xz").read_bytes()) == (tmp_path / "a.json").read_bytes()
+
+
+def test_read_dwarf_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "text").write_bytes(b"not an ELF file")
+    with pytest.raises(InputError, match=r"text: not a readable ELF object with DWARF"):
+        isf.read_dwarf(tmp_path / "text")
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    (tmp_path / "plain.c").write_text("int x;\n")
+    subprocess.run(["gcc", "-c", "-o", str(tmp_path / "plain.o"), str(tmp_path / "plain.c")], check=True)
+    with pytest.raises(InputError, match=r"plain.o: no DWARF debug info$"):
+        isf.read_dwarf(tmp_path / "plain.o")
+
+
+def _flat(types: isf.DwarfTypes, name: str, base: int = 0) -> dict[str, tuple[int, str]]:
+    """member -> (offset, type) with anonymous members lifted as Volatility does; the names of
+    anonymous types (which differ between objects) left out."""
+    out: dict[str, tuple[int, str]] = {}
+    for member, field in types.user_types[name]["fields"].items():
+        if field.get("anonymous"):
+            out.update(_flat(types, field["type"]["name"], base + field["offset"]))
+        else:
+            out[member] = (base + field["offset"], re.sub(r"unnamed_[0-9a-f]+", "unnamed", json.dumps(field["type"])))
+    return out
+
+
+# Not riscv64: pyelftools cannot apply RISC-V relocations to an object's DWARF (read_dwarf says so).
+@pytest.mark.parametrize("stage", ["k61y", "k612y", "k61arm64", "k61arm", "k61ppc64be", "k61s390x"])
+def test_isf_types_equal_those_of_the_kernel_builds_own_compile(corpus: Corpus, stage: str) -> None:
+    """The converter on the --debuginfo object and on kbuild's own `-g` kernel/fork.o give the same
+    ISF layouts, on every architecture the corpus builds (bitfields and byte order included)."""
+    from test_debuginfo import IMAGES, STRUCTS, _kbuild_object
+
+    from extract_ikheaders import debuginfo
+
+    kbuild = isf.read_dwarf(_kbuild_object(corpus, stage))
+    ours = isf.read_dwarf(debuginfo.build_types(corpus.file(stage, IMAGES.get(stage, "vmlinux"))).path)
+    assert ours.base_types["pointer"] == kbuild.base_types["pointer"]
+    for name in sorted(STRUCTS):
+        assert ours.user_types[name]["size"] == kbuild.user_types[name]["size"], name
+        assert _flat(ours, name) == _flat(kbuild, name), name
+    assert len(_flat(ours, "task_struct")) > 100
 
 
 # CLI error paths ---------------------------------------------------------------------------------
