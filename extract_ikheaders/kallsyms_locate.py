@@ -167,7 +167,8 @@ def _decode_around(buf: Buffer, tokens: _Tokens, path: str) -> Located:
 
 def _words(buf: Buffer, start: int, end: int, endian: str) -> array[int]:
     """u32s of buf[start:end] (4-aligned length) in the given byte order."""
-    words = array("I", bytes(buf[start:end]))
+    data = bytes(buf[start:end])
+    words = array("I", data[: len(data) - len(data) % 4])
     if endian != _NATIVE:
         words.byteswap()
     return words
@@ -181,7 +182,7 @@ def _u32(buf: Buffer, at: int, endian: str) -> int:
 def _marker_candidates(buf: Buffer, tokens: _Tokens) -> Iterator[_Markers]:
     """kallsyms_markers arrays ending before the token table (directly, or before seqs_of_names)."""
     end = tokens.table_at
-    span = min(end, (_SEQ_SIZE * MAX_SYMS + 32) // 4 * 4)
+    span = min(end // 4 * 4, (_SEQ_SIZE * MAX_SYMS + 32) // 4 * 4)  # whole words back from the table
     start = end - span
     words = _words(buf, start, end, tokens.endian)
     for last in range(len(words) - 1, -1, -1):

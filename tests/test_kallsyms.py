@@ -158,6 +158,32 @@ def test_no_table_is_not_found() -> None:
         kallsyms_locate.locate(_image(b""), "image")
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_tables_never_raise_raw_exceptions(seed: int) -> None:
+    """Damaged or hostile bytes around a real-looking table: a result, NotFound or Damaged only."""
+    rng = random.Random(seed)
+    word, endian = (4, 8)[seed % 2], "<>"[seed // 2]
+    layout = ("6.1", "6.12")[seed % 2]
+    enc = encode(kernel_symbols(600, _base(word), word=word), word=word, endian=endian, layout=layout)
+    outcomes: Counter[str] = Counter()
+    for _ in range(300):
+        data = bytearray(bytes(4096) + enc.blob + bytes(64))
+        for _ in range(rng.choice((1, 4, 32))):
+            at = rng.randrange(len(data))
+            if rng.random() < 0.7:
+                data[at] = rng.randrange(256)
+            else:
+                del data[at : at + rng.randrange(1, 64)]
+        if rng.random() < 0.2:
+            data = data[: rng.randrange(len(data))]
+        try:
+            kallsyms.locate_in_image(bytes(data), "mutated", ())
+            outcomes["decoded"] += 1
+        except (NotFound, Damaged) as exc:
+            outcomes[type(exc).__name__] += 1
+    assert sum(outcomes.values()) == 300 and outcomes["decoded"] > 0 and outcomes["Damaged"] + outcomes["NotFound"] > 0
+
+
 def test_find_symbols_peels_a_compressed_file(tmp_path: Path) -> None:
     enc = encode(kernel_symbols(700, _X86_BASE), layout="6.1")
     path = tmp_path / "Image.gz"
