@@ -652,6 +652,26 @@ def _api_run(data: bytes, knob: int, mode: str) -> None:
         raise errors[0]
 
 
+def _kallsyms_seeds() -> list[Seed]:
+    from kallsyms_builder import encode, kernel_symbols
+
+    seeds = []
+    for word, endian, layout in ((8, "<", "6.1"), (8, "<", "6.12"), (4, ">", "6.1"), (8, ">", "6.1-noseqs")):
+        base = 0xFFFFFFFF81000000 if word == 8 else 0xC0100000
+        enc = encode(kernel_symbols(300, base, word=word), word=word, endian=endian, layout=layout)
+        data = bytes(4096) + enc.blob + bytes(64)
+        hot = tuple(4096 + at for name, at in enc.labels.items() if name != "end")
+        seeds.append(Seed(f"{word * 8}{endian}{layout}", data, hot))
+    return seeds
+
+
+def _kallsyms_run(data: bytes, knob: int, mode: str) -> None:
+    from extract_ikheaders import kallsyms
+
+    table = kallsyms.locate_in_image(data, "fuzzed", ())
+    assert table.symbols and table.offset is not None and 0 <= table.offset < len(data), table.offset
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("elf", _elf_seeds, _elf_run, (CorruptElf,), "ElfImage: sections, symbols, ranges, notes"),
     Target("module", _module_seeds, _module_run, (ExtractError,), "api.find on kheaders-like ET_REL objects"),
@@ -663,6 +683,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "bzimage.peel/payload_chunks/scan_payloads"),
     Target("unpack", _unpack_seeds, _unpack_run, (ExtractError,), "unpack.list_members"),
     Target("api", _api_seeds, _api_run, (ExtractError,), "api.find and api.find_config end to end"),
+    Target("kallsyms", _kallsyms_seeds, _kallsyms_run, (ExtractError,), "kallsyms located by shape (--symbols)"),
 )}
 
 
