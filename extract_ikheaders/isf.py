@@ -13,6 +13,10 @@ anonymous struct behind a typedef is named by the typedef (`atomic_t`), other an
 flattens into the parent; qualifiers and typedefs resolve to what they name; bitfields give the byte
 of their first bit and the bit within it.
 
+Symbols kallsyms lacks (a kernel without CONFIG_KALLSYMS_ALL has functions only) come from
+VMCOREINFO's SYMBOL() entries and, for the variables Volatility cannot do without, from the kernel
+image itself (imagesyms).
+
 Stock Volatility 3 walks 4-level x86_64 page tables only (its issue #1938): a dump of a kernel
 running with 5-level paging (`la57`, no `no5lvl` on the command line) is not readable by it.
 """
@@ -25,13 +29,13 @@ import hashlib
 import json
 import lzma
 import os
-import re
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import imagesyms
 from .errors import Damaged, InputError, NotFound, NotMine
 from .memory import PhysicalMemory, open_dump
 from .xzstream import Buffer
@@ -121,7 +125,8 @@ def _top_dies(dwarf: Any) -> Iterator[_Die]:
         stack: list[_Die] = []
         for die in cu.iter_DIEs():
             if die.is_null():
-                stack.pop()
+                if stack:  # padding after the unit's last DIE is null too
+                    stack.pop()
                 continue
             node = _Die(die.offset, die.tag, _attributes(die.attributes, base))
             if stack:
@@ -150,7 +155,6 @@ class _Converter:
         self._dies: dict[int, _Die] = {}
         for unit in units:
             self._index(unit)
-        self._units = units
         self._names: dict[int, str] = {}  # aggregate/enum DIE offset -> ISF name
         self._defined: dict[tuple[str, str], int] = {}  # (kind, name) -> the DIE that defines it
         self.base_types: dict[str, Desc] = {
@@ -433,35 +437,58 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
             raise NotFound(f"{image}: not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
                            "--isf needs a dump of a 6.0+ kernel with VMCOREINFO") from None
         table = kallsyms.read_memory(mem, image)  # fails fast, before any compile, without VMCOREINFO
-        compiled_cached = True
-        if types_object is None:
-            from . import debuginfo
-
-            built_types = debuginfo.build_types(image, kernel_source=kernel_source)
-            types_object, compiled_cached = built_types.path, built_types.cached
-        types, converted_cached = cached_types(types_object)
-        symbols = list(table.symbols)
-        names = {name for _, _, name in symbols}
-        from_info = {name: addr for name, addr in vmcoreinfo_symbols(mem.info.vmcoreinfo).items() if name not in names}
-        symbols.extend((addr, "D", name) for name, addr in from_info.items())
-        names.update(from_info)
-        recovered = recover_symbols(mem, types, names, image)
-        symbols.extend((addr, "D", name) for name, addr in recovered.items())
-        names.update(recovered)
-        banner = dump_banner(mem, symbols, image) or _scanned_banner(buf, image)
-    missing = [name for name in REQUIRED_SYMBOLS if name not in names]
-    if missing:
-        raise NotFound(f"{image}: neither kallsyms nor the kernel image give {', '.join(missing)}; "
-                       "Volatility cannot use the table")
-    doc = build_isf(types, symbols, table.kaslr_offset, banner, __version__)
+        types, cached, types_object = _types(image, kernel_source, types_object)
+        found = _DumpSymbols.gather(mem, types, table.symbols, image)
+        banner = dump_banner(mem, found.symbols, image) or _scanned_banner(buf, image)
+    doc = build_isf(types, found.symbols, table.kaslr_offset, banner, __version__)
     write_isf(doc, dest)
     return IsfReport(output=dest, banner=banner.rstrip(b"\0\n").decode(errors="replace"),
                      kaslr_offset=table.kaslr_offset, symbols=len(doc["symbols"]),
                      user_types=len(types.user_types), enums=len(types.enums),
                      typed_symbols=sum(1 for s in doc["symbols"].values() if s["type"] != VOID),
-                     recovered=tuple(sorted(recovered)), from_vmcoreinfo=tuple(sorted(from_info)),
+                     recovered=found.recovered, from_vmcoreinfo=found.from_vmcoreinfo,
                      missing_types=tuple(t for t in REQUIRED_TYPES if t not in types.user_types),
-                     types_object=str(types_object), types_cached=converted_cached and compiled_cached)
+                     types_object=str(types_object), types_cached=cached)
+
+
+def _types(image: str, kernel_source: str | None, types_object: Path | None) -> tuple[DwarfTypes, bool, Path]:
+    """The ISF types of the image's --debuginfo object (or of `types_object`), and whether both the
+    compile and the conversion came from the cache."""
+    compiled_cached = True
+    if types_object is None:
+        from . import debuginfo
+
+        built = debuginfo.build_types(image, kernel_source=kernel_source)
+        types_object, compiled_cached = built.path, built.cached
+    types, converted_cached = cached_types(types_object)
+    return types, compiled_cached and converted_cached, types_object
+
+
+@dataclass(frozen=True)
+class _DumpSymbols:
+    """kallsyms, plus what VMCOREINFO and the kernel image give of the symbols it lacks."""
+
+    symbols: list[tuple[int, str, str]]
+    from_vmcoreinfo: tuple[str, ...]
+    recovered: tuple[str, ...]
+
+    @classmethod
+    def gather(cls, mem: PhysicalMemory, types: DwarfTypes, kallsyms: list[tuple[int, str, str]],
+               path: str) -> _DumpSymbols:
+        symbols = list(kallsyms)
+        names = {name for _, _, name in symbols}
+        from_info = {name: addr for name, addr in vmcoreinfo_symbols(mem.info.vmcoreinfo).items() if name not in names}
+        names.update(from_info)
+        pointer = types.base_types["pointer"]
+        recovered = imagesyms.recover_symbols(mem, partial(field_offset, types), pointer["size"], pointer["endian"],
+                                              names, path)
+        names.update(recovered)
+        missing = [name for name in REQUIRED_SYMBOLS if name not in names]
+        if missing:
+            raise NotFound(f"{path}: neither kallsyms nor the kernel image give {', '.join(missing)}; "
+                           "Volatility cannot use the table")
+        symbols.extend((addr, "D", name) for name, addr in (*from_info.items(), *recovered.items()))
+        return cls(symbols, tuple(sorted(from_info)), tuple(sorted(recovered)))
 
 
 def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
@@ -481,7 +508,7 @@ def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
                 address = int(value, 16)
             except ValueError:
                 continue
-            if stext <= address < stext + _IMAGE_SPAN:
+            if stext <= address < stext + imagesyms.IMAGE_SPAN:
                 out[key[len("SYMBOL("):-1]] = address
     return out
 
@@ -509,163 +536,6 @@ def _scanned_banner(buf: Buffer, path: str) -> bytes:
     if found is None:
         raise NotFound(f"{path}: no 'Linux version' banner in the dump; Volatility could not match the table")
     return found[1].encode()
-
-
-# Data symbols kallsyms lacks -----------------------------------------------------------------
-# Without CONFIG_KALLSYMS_ALL (tinyconfig and many embedded kernels) kallsyms lists functions only,
-# and VMCOREINFO names few variables. Volatility's kernel detection needs init_task, init_files,
-# init_mm and linux_banner; each is found in the kernel image by what its static initializer makes
-# unmistakable, using the types object's member offsets.
-
-_IMAGE_SPAN = 256 << 20  # bytes of the kernel image searched from _stext (text, data and bss)
-_SWAPPER = (b"swapper/0\0", b"swapper\0")
-_NEAR_SPAN = 8 << 20  # bytes either side of init_task searched for `modules` (both in .data)
-# two x86_64 module-space pointers (0xffffffffc0000000..0xfffffffffeffffff): a list_head's next and prev
-_MODULE_PAIR = re.compile(rb"(?s)(?=(.{3}[\xc0-\xfe]\xff{4}.{3}[\xc0-\xfe]\xff{4}))")  # overlapping
-_MODULE_NAME = re.compile(rb"[A-Za-z0-9_-]{1,55}\0")
-_UTS_LEN = 65  # __NEW_UTS_LEN + 1: struct new_utsname is six of these
-
-
-@dataclass(frozen=True)
-class _Image:
-    """The kernel image in physical memory: where it starts and how virtual maps to physical."""
-
-    mem: PhysicalMemory
-    start: int  # physical address of _stext
-    delta: int  # physical = virtual - delta
-    pointer: str  # struct format of a pointer
-
-    def virt(self, paddr: int) -> int:  # the image is mapped linearly
-        return paddr + self.delta
-
-    def word(self, paddr: int) -> int | None:
-        data = self.mem.read_some(paddr, struct.calcsize(self.pointer))
-        return struct.unpack(self.pointer, data)[0] if len(data) == struct.calcsize(self.pointer) else None
-
-    def hits(self, pattern: bytes) -> Iterator[int]:
-        at, end = self.start, self.start + _IMAGE_SPAN
-        while (at := self.mem.find(pattern, at, end)) != -1:
-            yield at
-            at += 1
-
-
-def recover_symbols(mem: PhysicalMemory, types: DwarfTypes, known: set[str], path: str) -> dict[str, int]:
-    """Runtime addresses of the data symbols Volatility needs that are not in `known` (kallsyms)."""
-    from .kallsyms import _symbol_translation
-
-    info = mem.info.vmcoreinfo
-    if "SYMBOL(_stext)" not in info or "pointer" not in types.base_types:
-        return {}
-    translate = _symbol_translation(info, path)
-    size, endian = types.base_types["pointer"]["size"], types.base_types["pointer"]["endian"]
-    pointer = ("<" if endian == "little" else ">") + ("Q" if size == 8 else "I")
-    image = _Image(mem, translate(int(info["SYMBOL(_stext)"], 16)), translate.delta, pointer)
-    found: dict[str, int] = {}
-    task = _init_task(image, types) if {"init_task", "init_files"} - known else None
-    if task is not None:
-        found["init_task"] = task
-        files = image.word(task - image.delta + (field_offset(types, "task_struct", "files") or 0))
-        if files:
-            found["init_files"] = files  # INIT_TASK: .files = &init_files, and swapper never changes it
-    pgd = info.get("SYMBOL(swapper_pg_dir)") or info.get("SYMBOL(init_top_pgt)")
-    mm = _init_mm(image, types, int(pgd, 16)) if pgd and "init_mm" not in known else None
-    if mm is not None:
-        found["init_mm"] = mm
-    if task is not None and "modules" not in known:
-        modules = _modules(image, types, info, task)
-        if modules is not None:
-            found["modules"] = modules
-    banner = _banner_at(image, info) if "linux_banner" not in known else None
-    if banner is not None:
-        found["linux_banner"] = banner
-    return {name: addr for name, addr in found.items() if name not in known}
-
-
-def _init_task(image: _Image, types: DwarfTypes) -> int | None:
-    """init_task: a task named swapper whose real_parent is itself (INIT_TASK sets .real_parent = &tsk)."""
-    comm = field_offset(types, "task_struct", "comm")
-    parent = field_offset(types, "task_struct", "real_parent")
-    if comm is None or parent is None:
-        return None
-    for pattern in _SWAPPER:
-        for hit in image.hits(pattern):
-            task = hit - comm
-            if image.word(task + parent) == image.virt(task):
-                return image.virt(task)
-    return None
-
-
-def _init_mm(image: _Image, types: DwarfTypes, pgd: int) -> int | None:
-    """init_mm: the mm_struct whose pgd is swapper_pg_dir and whose mmlist is empty (points at itself)."""
-    pgd_off = field_offset(types, "mm_struct", "pgd")
-    mmlist = field_offset(types, "mm_struct", "mmlist")
-    if pgd_off is None or mmlist is None:
-        return None
-    for hit in image.hits(struct.pack(image.pointer, pgd)):
-        mm = hit - pgd_off
-        if image.word(mm + mmlist) == image.virt(mm + mmlist):
-            return image.virt(mm)
-    return None
-
-
-def _modules(image: _Image, types: DwarfTypes, info: dict[str, str], init_task: int) -> int | None:
-    """`modules`: a list_head in the kernel's data near init_task whose entries (module space,
-    read through the page tables) are struct modules linked back to it. x86_64 only; an empty
-    list cannot be recognised."""
-    from . import pagewalk
-
-    offsets = [field_offset(types, "module", name) for name in ("list", "state", "name")]
-    top = pagewalk.vmcoreinfo_table(info)
-    if top is None or None in offsets or image.pointer != "<Q":
-        return None
-    list_off, state_off, name_off = (int(off or 0) for off in offsets)
-    tables = pagewalk.PageTables(image.mem, top)
-
-    def read(vaddr: int, size: int) -> bytes:
-        paddr = tables.translate(vaddr)
-        if isinstance(paddr, pagewalk.Miss) or (vaddr % pagewalk.PAGE) + size > pagewalk.PAGE:
-            return b""
-        return image.mem.read_some(paddr, size)
-
-    def is_module(entry: int, head: int, link: int) -> bool:
-        """entry: the struct module; its list's `link` (0 next, 8 prev) must point at head."""
-        if struct.unpack("<Q", read(entry + list_off + link, 8) or bytes(8))[0] != head:
-            return False
-        state = int.from_bytes(read(entry + state_off, 4) or b"\xff" * 4, "little")
-        return state <= 3 and _MODULE_NAME.match(read(entry + name_off, 56)) is not None
-
-    center = init_task - image.delta
-    start = max(center - _NEAR_SPAN, 0)
-    data = image.mem.read_some(start, 2 * _NEAR_SPAN)
-    for match in _MODULE_PAIR.finditer(data):
-        if match.start() % 8:
-            continue
-        head = image.virt(start + match.start())
-        first, last = struct.unpack("<QQ", match.group(1))
-        if is_module(first - list_off, head, 8) and is_module(last - list_off, head, 0):
-            return head
-    return None
-
-
-def _banner_at(image: _Image, info: dict[str, str]) -> int | None:
-    """linux_banner: 'Linux version <release> ...' ending in init_uts_ns's version, a newline and a NUL.
-
-    init/version.c compiles a second, weak banner with a placeholder version; the kernel log's copies
-    have no newline.
-    """
-    release = info.get("OSRELEASE", "")
-    ending = b"\n\0"
-    uts = info.get("SYMBOL(init_uts_ns)")
-    if uts:
-        name = int(uts, 16) - image.delta + int(info.get("OFFSET(uts_namespace.name)", "0"))
-        version = image.mem.read_some(name + 3 * _UTS_LEN, _UTS_LEN).split(b"\0")[0]
-        ending = b" " + version + ending if version else ending
-    for hit in image.hits(f"Linux version {release} ".encode()):
-        data = image.mem.read_some(hit, _BANNER_MAX)
-        end = data.find(b"\0")
-        if end > 0 and data[: end + 1].endswith(ending):
-            return image.virt(hit)
-    return None
 
 
 def field_offset(types: DwarfTypes, struct_name: str, member: str) -> int | None:
