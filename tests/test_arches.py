@@ -9,10 +9,12 @@ import io
 import shutil
 import subprocess
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import Corpus, run_cli
+from test_kallsyms import kallsyms_selection
 
 # corpus kernel -> its stage (the ARM zImage variants share the arm stage's tree and vmlinux)
 KERNELS = {"6.1-arm": "k61arm", "6.1-arm-gzip": "k61arm", "6.1-arm-lzo": "k61arm", "6.1-riscv64": "k61riscv64",
@@ -171,3 +173,18 @@ def test_unpacked_headers_compile_for_their_architecture(corpus: Corpus, tmp_pat
     assert ok.returncode == 0, ok.stderr[:3000]
     broken = subprocess.run([*flags, str(bad)], capture_output=True, text=True)
     assert broken.returncode == 1 and "no_such_member" in broken.stderr
+
+
+@pytest.mark.parametrize(("kernel", "image"), CASES)
+def test_symbols_equal_system_maps_kallsyms(corpus: Corpus, tmp_path: Path, kernel: str, image: str) -> None:
+    """--symbols FILE: exactly the entries of the build's System.map that kallsyms holds, sorted."""
+    out = tmp_path / "System.map"
+    run = run_cli("--json", "--symbols", out, _image(corpus, kernel, image))
+    assert run.code == 0, run.stderr
+    report = run.json["symbols"]
+    lines = [line.split(" ", 2) for line in out.read_text().splitlines()]
+    symbols = [(int(addr, 16), typ, name) for addr, typ, name in lines]
+    assert len(symbols) == report["count"] > 5000
+    assert [addr for addr, _, _ in symbols] == sorted(addr for addr, _, _ in symbols)
+    assert report["word_size"] * 8 == _kernel(corpus, kernel)["bits"]
+    assert Counter(symbols) == kallsyms_selection(_truth(corpus, kernel, "System.map"), False)
