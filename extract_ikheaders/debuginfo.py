@@ -139,9 +139,11 @@ class Types:
     skipped: tuple[str, ...]  # headers or globals dropped because they did not compile for this config
     globals: tuple[str, ...]  # names with a DW_TAG_variable declaration
     kernel_source: str | None
+    configuration: str = ""  # where autoconf.h came from, and whether the .config agreed
 
     def as_dict(self) -> dict[str, object]:
         return {"path": str(self.path), "arch": self.arch, "release": self.release,
+                "configuration": self.configuration,
                 "archive_sha256": self.archive_sha256, "cached": self.cached, "headers": len(self.headers),
                 "skipped": list(self.skipped), "globals": len(self.globals), "kernel_source": self.kernel_source}
 
@@ -168,7 +170,7 @@ def _config_or_none(image: str | os.PathLike[str]) -> bytes | None:
 
     try:
         return api.find_config(image).text
-    except (NotFound, ExtractError):
+    except ExtractError:
         return None  # the archive's own autoconf.h is enough
 
 
@@ -179,7 +181,7 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
     from . import api
 
     sha = hashlib.sha256(archive).hexdigest()
-    autoconf = _autoconf(archive, config)
+    autoconf, configuration = _autoconf(archive, config)
     release = api.release_from_archive(archive)
     target = target_for(archive, autoconf, release)
     source = _kernel_source(kernel_source)
@@ -187,7 +189,7 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
     out_dir = (cache or cache_root()) / key
     meta_path = out_dir / "types.json"
     if meta_path.is_file() and (out_dir / "types.o").is_file():
-        return _types_from_meta(out_dir, json.loads(meta_path.read_text()), cached=True)
+        return _types_from_meta(out_dir, json.loads(meta_path.read_text()), True, configuration)
     shutil.rmtree(out_dir, ignore_errors=True)  # an incomplete entry (files removed by hand): build anew
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{key}.", dir=out_dir.parent) as tmp:
@@ -211,10 +213,10 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
         except OSError:  # another process finished the same build first: use theirs
             if not meta_path.is_file():
                 raise
-    return _types_from_meta(out_dir, json.loads(meta_path.read_text()), cached=False)
+    return _types_from_meta(out_dir, json.loads(meta_path.read_text()), False, configuration)
 
 
-def _types_from_meta(out_dir: Path, meta: dict[str, object], cached: bool) -> Types:
+def _types_from_meta(out_dir: Path, meta: dict[str, object], cached: bool, configuration: str) -> Types:
     def strings(key: str) -> tuple[str, ...]:
         value = meta.get(key) or []
         assert isinstance(value, list)
@@ -224,7 +226,7 @@ def _types_from_meta(out_dir: Path, meta: dict[str, object], cached: bool) -> Ty
     return Types(path=out_dir / "types.o", arch=str(meta["arch"]), release=str(release) if release else None,
                  archive_sha256=str(meta["archive_sha256"]), cached=cached, headers=strings("headers"),
                  skipped=strings("skipped"), globals=strings("globals"),
-                 kernel_source=str(source) if source else None)
+                 kernel_source=str(source) if source else None, configuration=configuration)
 
 
 def _cache_key(sha: str, autoconf: bytes, target: Target, source: Path | None) -> str:
@@ -271,18 +273,20 @@ _DEFINE = re.compile(rb"^#define (CONFIG_[A-Za-z0-9_]+) (.*)$", re.M)
 _CONFIG_LINE = re.compile(rb"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", re.M)
 
 
-def _autoconf(archive: bytes, config: bytes | None) -> bytes:
+def _autoconf(archive: bytes, config: bytes | None) -> tuple[bytes, str]:
     """include/generated/autoconf.h: the archive's own (gen_kheaders.sh packs it) when it agrees with
-    the .config, else one generated from the .config as kconfig writes it."""
+    the .config, else one generated from the .config as kconfig writes it; and which it was."""
     from . import api
 
     packed = api.archive_member(archive, "include/generated/autoconf.h")
-    if config is not None and (packed is None or autoconf_values(packed) != autoconf_values(autoconf_from(config))):
-        return autoconf_from(config)
+    if config is not None and packed is None:
+        return autoconf_from(config), "generated from the .config (the archive has no autoconf.h)"
+    if config is not None and autoconf_values(packed or b"") != autoconf_values(autoconf_from(config)):
+        return autoconf_from(config), "generated from the .config (the archive's autoconf.h differs)"
     if packed is None:
         raise NotFound("the headers archive has no include/generated/autoconf.h and the image no .config "
                        "(CONFIG_IKCONFIG): the kernel's configuration is unknown")
-    return packed
+    return packed, "the archive's autoconf.h" + (", equal to the .config" if config is not None else "")
 
 
 def autoconf_values(autoconf: bytes) -> dict[bytes, bytes]:

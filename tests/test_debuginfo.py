@@ -121,6 +121,7 @@ def test_cli_debuginfo_writes_elf_and_reports_the_cache(corpus: Corpus, cli: Any
     report = first.json["debuginfo"]
     assert (report["cached"], report["arch"], report["release"]) == (False, "x86_64", "6.1.192")
     assert report["archive_sha256"] == corpus.manifest["kdump"]["ground_truth"]["sha256"]
+    assert report["configuration"] == "generated from the .config (the archive's autoconf.h differs)"
     with out.open("rb") as f:
         elf = ELFFile(f)
         assert elf.has_dwarf_info() and elf["e_machine"] == "EM_X86_64"
@@ -153,6 +154,29 @@ def test_autoconf_from_config() -> None:
     text = debuginfo.autoconf_from(config)
     assert debuginfo.autoconf_values(text) == {b"CONFIG_A": b"1", b"CONFIG_B_MODULE": b"1", b"CONFIG_D": b'"x y"',
                                                b"CONFIG_E": b"0x10"}
+
+
+def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path: Path) -> None:
+    """The 6.1-y corpus kernel's archive is older than its last configuration change (kbuild keeps
+    kheaders_data.tar.xz while the header files do not change): its autoconf.h lacks PROC_KCORE,
+    which the kernel's own .config (what it was compiled with) has. The .config wins."""
+    from extract_ikheaders import api
+
+    archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
+    config = corpus.file("k61y", "config").read_bytes()
+    packed = debuginfo.autoconf_values(api.archive_member(archive, "include/generated/autoconf.h") or b"")
+    generated = debuginfo.autoconf_values(debuginfo.autoconf_from(config))
+    assert {k for k in packed.keys() | generated.keys() if packed.get(k) != generated.get(k)} == {
+        b"CONFIG_PROC_KCORE", b"CONFIG_ARCH_PROC_KCORE_TEXT"}
+    alone = debuginfo.build_types_from(archive, None, cache=tmp_path)
+    assert alone.configuration == "the archive's autoconf.h"
+    with_config = debuginfo.build_types_from(archive, config, cache=tmp_path)
+    assert with_config.configuration == "generated from the .config (the archive's autoconf.h differs)"
+    assert with_config.path != alone.path
+    agreeing = b"".join(f"{k.decode()}=y\n".encode() if v == b"1" else f"{k.decode()}={v.decode()}\n".encode()
+                        for k, v in packed.items() if not k.endswith(b"_MODULE"))
+    assert debuginfo.build_types_from(archive, agreeing, cache=tmp_path).configuration == (
+        "the archive's autoconf.h, equal to the .config")
 
 
 def test_failing_lines_follow_gcc_include_chains() -> None:
