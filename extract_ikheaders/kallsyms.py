@@ -162,7 +162,8 @@ def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfI
     try:
         found = kallsyms_locate.locate(buf, path)
     except NotFound:
-        where = layers[-1].format if layers else "the file"
+        names = {"elf": "the ELF file", "raw image": "the decompressed kernel"}
+        where = names.get(layers[-1].format, f"the {layers[-1].format}") if layers else "the file"
         raise NotFound(f"{path}: no kallsyms table found in {where} "
                        f"(was the kernel built with CONFIG_KALLSYMS?)") from None
     if found.relative_base == 0 and found.relative_base_at is not None:

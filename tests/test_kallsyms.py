@@ -498,3 +498,11 @@ def test_cli_symbols_damaged_table_exits_3(cli: Any, tmp_path: Path) -> None:
     assert run.code == 3 and run.stdout == b""
     assert len(run.stderr.strip().splitlines()) == 1
     assert "kallsyms token table at 0x" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_symbols_from_a_module_exits_1(corpus: Corpus, cli: Any) -> None:
+    module = corpus.file("k61m", "kheaders.ko")
+    run = cli("--symbols", "-", module)
+    assert run.code == 1 and run.stdout == b""
+    assert run.stderr.strip() == (f"extract-ikheaders: {module}: no kallsyms table found in the ELF file "
+                                  "(was the kernel built with CONFIG_KALLSYMS?)")
