@@ -324,8 +324,8 @@ def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
         try:
             payload_layers, chunks = container.payload_chunks(buf, path)
             return _Source((*layers, *payload_layers), chunks=chunks)
-        except NotMine:
-            pass
+        except (NotMine, NotFound):
+            pass  # not that image, or its header without a payload (memory): search the bytes
     if zboot.is_riscv_image(buf):
         return _Source((*layers, zboot.riscv_image_layer(buf)), buf=buf)
     return _Source(layers, buf=buf)

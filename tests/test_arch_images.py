@@ -77,6 +77,16 @@ def test_zimage_payload_only_within_the_image(tmp_path: Path) -> None:
         armzimage.payload_chunks(image, "zImage")
 
 
+@pytest.mark.parametrize("image", ["zImage", "s390"])
+def test_image_header_without_payload_is_searched_as_bytes(tmp_path: Path, image: str) -> None:
+    """A boot header in memory whose compressed kernel is gone: the bytes themselves are carved."""
+    data = zimage(b"", appended=b"") if image == "zImage" else s390_bzimage(b"")
+    path = tmp_path / "memory"
+    path.write_bytes(data + _kernel())
+    found = api.find(path)
+    assert (found.archive, found.method, found.layers) == (ARCHIVE, Method.CARVE, ())
+
+
 def test_s390_bzimage(tmp_path: Path) -> None:
     path = tmp_path / "bzImage"
     path.write_bytes(s390_bzimage(compress("gzip", _kernel())))

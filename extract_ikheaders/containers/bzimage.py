@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from .. import codecs
+from .. import codecs, xzstream
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Layer
 
@@ -116,6 +116,8 @@ def scan_payloads(data: Buffer, start: int = 0, fmt: str = "bzImage") -> Iterato
     `fmt` names the container in the layers (other architectures' self-decompressing images
     keep their payload the same way, without a header that points at it)."""
     for offset, codec in _magic_hits(data, start):
+        if codec == "xz" and xzstream.looks_like_headers(data, offset):
+            continue  # the headers archive itself (memory holding a decompressed kernel), never a payload
         if codecs.identify(data, offset) == codec and _decodes(codec, data, offset):
             layer = Layer(fmt, offset, len(data) - offset, f"payload found by scanning, {codec}")
             yield Payload(layer, codec, offset, None)
