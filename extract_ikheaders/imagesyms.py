@@ -1,12 +1,14 @@
-"""Data symbols a crash dump's kallsyms lacks, found in its kernel image.
+"""The kernel's well-known globals a crash dump's kallsyms lacks: one source for --isf and drgn.
 
-Without CONFIG_KALLSYMS_ALL (tinyconfig and many embedded kernels) kallsyms lists functions only,
-and VMCOREINFO names few variables. Analysis tools need init_task, init_files, init_mm, modules and
-linux_banner; each is found in the kernel image (physically contiguous, mapped linearly) by what
-its static initializer makes unmistakable, using member offsets from the types object:
+Without CONFIG_KALLSYMS_ALL (tinyconfig and many embedded kernels) kallsyms lists functions only.
+`well_known` gives each missing global's address and where it came from: VMCOREINFO's SYMBOL()
+entries, else the kernel image (physically contiguous, mapped linearly), found by what its static
+initializer makes unmistakable, using member offsets from the types object:
 
 - init_task: a task named "swapper" or "swapper/0" whose real_parent is itself (INIT_TASK);
-- init_files: init_task.files (INIT_TASK sets it, the idle task never changes it);
+- init_files, init_fs, init_cred, init_user_ns, init_nsproxy, init_uts_ns, init_ipc_ns, init_net,
+  init_struct_pid, init_pid_ns: init_task's own pointers (INIT_TASK and the init_* initializers set
+  them, the idle task never changes them);
 - init_mm: the mm_struct whose pgd is swapper_pg_dir and whose mmlist points at itself;
 - modules: a list_head near init_task whose entries (module space, read through the page tables,
   x86_64) are struct modules linked back to it; an empty list cannot be recognised;
@@ -36,6 +38,28 @@ _MODULE_PAIR = re.compile(rb"(?s)(?=(.{3}[\xc0-\xfe]\xff{4}.{3}[\xc0-\xfe]\xff{4
 _MODULE_NAME = re.compile(rb"[A-Za-z0-9_-]{1,55}\0")
 _UTS_LEN = 65  # __NEW_UTS_LEN + 1: struct new_utsname is six of these
 _BANNER_MAX = 1024
+VMCOREINFO = "VMCOREINFO"
+IMAGE = "kernel image"
+# Globals init_task leads to: name -> pointers read in turn from init_task, each at `struct.member`
+# (summed with "+": pid.numbers[0].ns).
+_FROM_INIT_TASK = {
+    "init_files": ("task_struct.files",),
+    "init_fs": ("task_struct.fs",),
+    "init_cred": ("task_struct.real_cred",),
+    "init_user_ns": ("task_struct.real_cred", "cred.user_ns"),
+    "init_nsproxy": ("task_struct.nsproxy",),
+    "init_uts_ns": ("task_struct.nsproxy", "nsproxy.uts_ns"),
+    "init_ipc_ns": ("task_struct.nsproxy", "nsproxy.ipc_ns"),
+    "init_net": ("task_struct.nsproxy", "nsproxy.net_ns"),
+    "init_struct_pid": ("task_struct.thread_pid",),
+    "init_pid_ns": ("task_struct.thread_pid", "pid.numbers+upid.ns"),
+}
+
+
+@dataclass(frozen=True)
+class Global:
+    address: int
+    source: str  # VMCOREINFO or IMAGE
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,9 @@ class _Image:
         data = self.mem.read_some(paddr, struct.calcsize(self.pointer))
         return struct.unpack(self.pointer, data)[0] if len(data) == struct.calcsize(self.pointer) else None
 
+    def in_image(self, vaddr: int) -> bool:
+        return self.start <= vaddr - self.delta < self.start + IMAGE_SPAN
+
     def hits(self, pattern: bytes) -> Iterator[int]:
         at, end = self.start, self.start + IMAGE_SPAN
         while (at := self.mem.find(pattern, at, end)) != -1:
@@ -61,9 +88,41 @@ class _Image:
             at += 1
 
 
-def recover_symbols(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian: str, known: set[str],
-                    path: str) -> dict[str, int]:
-    """Runtime addresses of those data symbols that are not in `known` (kallsyms); needs VMCOREINFO."""
+def well_known(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian: str, known: set[str],
+               path: str) -> dict[str, Global]:
+    """Runtime addresses of the globals not in `known` (kallsyms): VMCOREINFO's, then the image's."""
+    out = {name: Global(addr, VMCOREINFO) for name, addr in vmcoreinfo_symbols(mem.info.vmcoreinfo).items()
+           if name not in known}
+    found = _from_image(mem, offsets, pointer_size, endian, known | set(out), path)
+    out.update((name, Global(addr, IMAGE)) for name, addr in found.items())
+    return out
+
+
+def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
+    """VMCOREINFO's SYMBOL(name) entries that are addresses in the kernel image.
+
+    Some are values instead (SPARSEMEM_EXTREME's mem_section is the array the pointer points at, in
+    the direct map): only addresses from _stext on, within the image, are symbols.
+    """
+    try:
+        stext = int(info["SYMBOL(_stext)"], 16)
+    except (KeyError, ValueError):
+        return {}
+    out: dict[str, int] = {}
+    for key, value in info.items():
+        if key.startswith("SYMBOL(") and key.endswith(")"):
+            try:
+                address = int(value, 16)
+            except ValueError:
+                continue
+            if stext <= address < stext + IMAGE_SPAN:
+                out[key[len("SYMBOL("):-1]] = address
+    return out
+
+
+def _from_image(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian: str, known: set[str],
+                path: str) -> dict[str, int]:
+    """The globals not in `known` that the kernel image gives; needs VMCOREINFO's _stext."""
     from .kallsyms import _symbol_translation
 
     info = mem.info.vmcoreinfo
@@ -73,12 +132,10 @@ def recover_symbols(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, en
     pointer = ("<" if endian == "little" else ">") + ("Q" if pointer_size == 8 else "I")
     image = _Image(mem, translate(int(info["SYMBOL(_stext)"], 16)), translate.delta, pointer)
     found: dict[str, int] = {}
-    task = _init_task(image, offsets) if {"init_task", "init_files"} - known else None
+    task = _init_task(image, offsets) if {"init_task", "modules", *_FROM_INIT_TASK} - known else None
     if task is not None:
         found["init_task"] = task
-        files = image.word(task - image.delta + (offsets("task_struct", "files") or 0))
-        if files:
-            found["init_files"] = files  # INIT_TASK: .files = &init_files, and swapper never changes it
+        found.update(_pointed_at(image, offsets, task))
     pgd = info.get("SYMBOL(swapper_pg_dir)") or info.get("SYMBOL(init_top_pgt)")
     mm = _init_mm(image, offsets, int(pgd, 16)) if pgd and "init_mm" not in known else None
     if mm is not None:
@@ -91,6 +148,23 @@ def recover_symbols(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, en
     if banner is not None:
         found["linux_banner"] = banner
     return {name: addr for name, addr in found.items() if name not in known}
+
+
+def _pointed_at(image: _Image, offsets: Offsets, init_task: int) -> dict[str, int]:
+    """The globals init_task's pointers lead to, where this configuration has the members and the
+    pointer lands in the image (init_nsproxy.ipc_ns is NULL without SYSVIPC and POSIX_MQUEUE)."""
+    out = {}
+    for name, hops in _FROM_INIT_TASK.items():
+        address: int | None = init_task
+        for hop in hops:
+            parts = [offsets(*member.split(".")) for member in hop.split("+")]
+            if address is None or not image.in_image(address) or None in parts:
+                address = None
+                break
+            address = image.word(address - image.delta + sum(int(part or 0) for part in parts))
+        if address is not None and image.in_image(address):
+            out[name] = address
+    return out
 
 
 def _init_task(image: _Image, offsets: Offsets) -> int | None:

@@ -477,40 +477,19 @@ class _DumpSymbols:
                path: str) -> _DumpSymbols:
         symbols = list(kallsyms)
         names = {name for _, _, name in symbols}
-        from_info = {name: addr for name, addr in vmcoreinfo_symbols(mem.info.vmcoreinfo).items() if name not in names}
-        names.update(from_info)
         pointer = types.base_types["pointer"]
-        recovered = imagesyms.recover_symbols(mem, partial(field_offset, types), pointer["size"], pointer["endian"],
-                                              names, path)
-        names.update(recovered)
-        missing = [name for name in REQUIRED_SYMBOLS if name not in names]
+        found = imagesyms.well_known(mem, partial(field_offset, types), pointer["size"], pointer["endian"], names,
+                                     path)
+        missing = [name for name in REQUIRED_SYMBOLS if name not in names and name not in found]
         if missing:
             raise NotFound(f"{path}: neither kallsyms nor the kernel image give {', '.join(missing)}; "
                            "Volatility cannot use the table")
-        symbols.extend((addr, "D", name) for name, addr in (*from_info.items(), *recovered.items()))
-        return cls(symbols, tuple(sorted(from_info)), tuple(sorted(recovered)))
+        symbols.extend((glob.address, "D", name) for name, glob in found.items())
+        return cls(symbols, _named(found, imagesyms.VMCOREINFO), _named(found, imagesyms.IMAGE))
 
 
-def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
-    """VMCOREINFO's SYMBOL(name) entries that are addresses in the kernel image.
-
-    Some are values instead (SPARSEMEM_EXTREME's mem_section is the array the pointer points at, in
-    the direct map): only addresses from _stext on, within the image, are symbols.
-    """
-    try:
-        stext = int(info["SYMBOL(_stext)"], 16)
-    except (KeyError, ValueError):
-        return {}
-    out: dict[str, int] = {}
-    for key, value in info.items():
-        if key.startswith("SYMBOL(") and key.endswith(")"):
-            try:
-                address = int(value, 16)
-            except ValueError:
-                continue
-            if stext <= address < stext + imagesyms.IMAGE_SPAN:
-                out[key[len("SYMBOL("):-1]] = address
-    return out
+def _named(found: dict[str, imagesyms.Global], source: str) -> tuple[str, ...]:
+    return tuple(sorted(name for name, glob in found.items() if glob.source == source))
 
 
 def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: str) -> bytes | None:

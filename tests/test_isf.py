@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import Corpus, run_cli
 
-from extract_ikheaders import isf
+from extract_ikheaders import imagesyms, isf
 from extract_ikheaders.errors import InputError
 
 C_SOURCE = r"""
@@ -129,8 +129,8 @@ def test_document_validates_against_volatility_schema(sample_types: isf.DwarfTyp
 def test_vmcoreinfo_symbols_are_image_addresses_only() -> None:
     info = {"SYMBOL(_stext)": "ffffffffa6a00000", "SYMBOL(init_top_pgt)": "ffffffffa721e000",
             "SYMBOL(mem_section)": "ffff8f0357fd6000", "SYMBOL(broken)": "zz", "OFFSET(page.flags)": "0"}
-    assert isf.vmcoreinfo_symbols(info) == {"_stext": 0xFFFFFFFFA6A00000, "init_top_pgt": 0xFFFFFFFFA721E000}
-    assert isf.vmcoreinfo_symbols({"SYMBOL(init_top_pgt)": "ffffffffa721e000"}) == {}
+    assert imagesyms.vmcoreinfo_symbols(info) == {"_stext": 0xFFFFFFFFA6A00000, "init_top_pgt": 0xFFFFFFFFA721E000}
+    assert imagesyms.vmcoreinfo_symbols({"SYMBOL(init_top_pgt)": "ffffffffa721e000"}) == {}
 
 
 def test_a_global_wins_over_a_static_of_the_same_name() -> None:
@@ -313,9 +313,10 @@ def test_isf_symbols_match_the_kernel_build(corpus: Corpus, tmp_path: Path, dump
     # the data symbols kallsyms lacks (no CONFIG_KALLSYMS_ALL) were found at their link-time address;
     # `modules` only when a module is loaded (an empty list cannot be told from any other)
     loaded = ["modules"] if json.loads((stage / "truth.json").read_text()).get("module_loaded") else []
-    assert report["recovered"] == ["init_files", "init_mm", "init_task", "linux_banner", *loaded]
-    for name in ("init_task", "init_files", "init_mm", "linux_banner", "_stext", "start_kernel", "schedule",
-                 "init_top_pgt", *loaded):
+    pointed = ["init_cred", "init_files", "init_fs", "init_nsproxy", "init_pid_ns", "init_struct_pid", "init_user_ns"]
+    assert report["recovered"] == sorted(["init_mm", "init_task", "linux_banner", *pointed, *loaded])
+    for name in ("init_task", "init_mm", "linux_banner", "_stext", "start_kernel", "schedule", "init_top_pgt",
+                 "init_uts_ns", *pointed, *loaded):
         assert doc["symbols"][name]["address"] == system_map[name], name
     assert doc["symbols"]["init_task"]["type"] == {"kind": "struct", "name": "task_struct"}
     banner = base64.b64decode(doc["symbols"]["linux_banner"]["constant_data"])
