@@ -3,8 +3,8 @@
 `open_program(dump)` returns a drgn Program whose
 - types come from the types object (debuginfo.build_types: the headers archive compiled with the
   kernel's configuration), loaded as an extra module;
-- symbols come from kallsyms decoded through VMCOREINFO (kallsyms.read_dump), or from a System.map
-  (relocated by the dump's KASLR offset);
+- symbols come from kallsyms decoded through VMCOREINFO, or from a System.map (relocated by the
+  dump's KASLR offset); a dump without VMCOREINFO (QEMU's) gets a stand-in (standin.py);
 - objects: the well-known globals the types object names (typedef __kheaders_type_<name>, see
   debuginfo.GLOBALS) are found by type, so `prog["init_task"]`, `prog["init_pid_ns"]`, `prog["modules"]`
   and drgn's helpers that use them work unchanged. Each global's address comes from the symbol table,
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from . import standin
 from .debuginfo import TYPE_PREFIX, Types
 from .errors import ExtractError, InputError, NotFound, NotMine
+from .memory import PhysicalMemory, open_dump
 
 if TYPE_CHECKING:
     import drgn
@@ -69,37 +71,45 @@ def open_program(dump: str | os.PathLike[str], *, symbols: str | os.PathLike[str
 
     name = os.fspath(dump)
     types = types or debuginfo.build_types(name, kernel_source=kernel_source)
-    prog = drgn.Program()
+    vmcoreinfo, table, source = _read_dump(name, symbols)
+    prog = drgn.Program(vmcoreinfo=standin.text(vmcoreinfo))  # a dump without VMCOREINFO gets the stand-in
     try:
         prog.set_core_dump(name)
     except (OSError, ValueError, drgn.MissingDebugInfoError) as exc:
         raise InputError(f"{name}: drgn cannot open it as a crash dump: {exc}") from None
-    vmcoreinfo = _vmcoreinfo(prog)
-    table, source = _symbols(name, symbols, vmcoreinfo)
     module = prog.extra_module("kheaders_types", 0, create=True)
     module.try_file(str(types.path), force=True)
     prog.register_symbol_finder("kheaders_symbols", drgn.SymbolIndex(drgn_symbols(table)), enable_index=0)
-    finder = GlobalFinder(name, {sym[2]: sym[0] for sym in table}, set(types.globals))
+    finder = GlobalFinder(name, vmcoreinfo, {sym[2]: sym[0] for sym in table}, set(types.globals))
     prog.register_object_finder("kheaders_globals", finder, enable_index=-1)
     return Opened(prog, types, len(table), source)
 
 
-def _vmcoreinfo(prog: drgn.Program) -> dict[str, str]:
-    try:
-        text = prog["VMCOREINFO"].string_().decode(errors="replace")
-    except (LookupError, ValueError):
-        return {}
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def _symbols(dump: str, system_map: str | os.PathLike[str] | None,
-             vmcoreinfo: dict[str, str]) -> tuple[list[Symbol], str]:
-    if system_map is not None:
-        return relocate(read_system_map(Path(system_map)), vmcoreinfo), os.fspath(system_map)
-    from . import api, kallsyms
+def _read_dump(dump: str, system_map: str | os.PathLike[str] | None) -> tuple[dict[str, str], list[Symbol], str]:
+    """The dump's VMCOREINFO (or its stand-in) and symbols: the System.map relocated, else kallsyms."""
+    from . import api
 
     with api.open_input(dump) as buf:
-        return kallsyms.read_dump(buf, dump).symbols, "kallsyms"
+        try:
+            mem = open_dump(buf)
+        except NotMine:
+            raise NotFound(f"{dump}: not a crash dump (ELF core, kdump-compressed, flattened or LiME)") from None
+        _readable_by_drgn(mem, dump)
+        # a System.map needs only the KASLR offset: kallsyms only when VMCOREINFO must be stood in for
+        table = [] if system_map is not None and mem.info.vmcoreinfo else standin.kallsyms(mem, buf, dump).symbols
+        info = mem.info.vmcoreinfo
+    if system_map is None:
+        return info, table, "kallsyms"
+    return info, relocate(read_system_map(Path(system_map)), info), os.fspath(system_map)
+
+
+def _readable_by_drgn(mem: PhysicalMemory, dump: str) -> None:
+    """drgn reads ELF cores and kdump-compressed files; say so before libkdumpfile fails obscurely."""
+    if any(layer.format == "flattened" for layer in mem.info.outer):
+        raise InputError(f"{dump}: drgn cannot read makedumpfile's flattened format; reassemble it first: "
+                         f"makedumpfile -R NEWFILE < {dump}")
+    if mem.info.format not in ("elf-core", "kdump"):
+        raise InputError(f"{dump}: drgn cannot read a {mem.info.format} dump (only ELF cores and kdump-compressed)")
 
 
 def read_system_map(path: Path) -> list[Symbol]:
@@ -148,8 +158,9 @@ def drgn_symbols(table: Sequence[Symbol]) -> list[drgn.Symbol]:
 class GlobalFinder:
     """drgn object finder: a typed global at the address the symbols or imagesyms.well_known give."""
 
-    def __init__(self, dump: str, addresses: dict[str, int], typed: set[str]) -> None:
+    def __init__(self, dump: str, vmcoreinfo: dict[str, str], addresses: dict[str, int], typed: set[str]) -> None:
         self._dump = dump
+        self._vmcoreinfo = vmcoreinfo
         self._addresses = addresses
         self._typed = typed
         self._well_known: dict[str, int] | None = None
@@ -169,7 +180,6 @@ class GlobalFinder:
     def _find_well_known(self, prog: drgn.Program) -> dict[str, int]:
         """Every global the symbols lack, found once (a search of the kernel image)."""
         from . import api, imagesyms
-        from .memory import open_dump
 
         drgn = import_drgn()
         flags = prog.platform.flags if prog.platform is not None else drgn.PlatformFlags(0)
@@ -180,6 +190,7 @@ class GlobalFinder:
                 mem = open_dump(buf)
             except NotMine:
                 return {}
+            mem.info = replace(mem.info, vmcoreinfo=self._vmcoreinfo)  # the stand-in when the dump has none
             found = imagesyms.well_known(mem, partial(_offset, prog), size, endian, set(self._addresses),
                                          self._dump)
         return {name: glob.address for name, glob in found.items()}

@@ -144,7 +144,8 @@ def _from_image(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian
         modules = _modules(image, offsets, info, task)
         if modules is not None:
             found["modules"] = modules
-    banner = _banner_at(image, info) if "linux_banner" not in known else None
+    uts = int(info["SYMBOL(init_uts_ns)"], 16) if "SYMBOL(init_uts_ns)" in info else found.get("init_uts_ns")
+    banner = _banner_at(image, info, uts, offsets) if "linux_banner" not in known else None
     if banner is not None:
         found["linux_banner"] = banner
     return {name: addr for name, addr in found.items() if name not in known}
@@ -233,7 +234,7 @@ def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: i
     return None
 
 
-def _banner_at(image: _Image, info: dict[str, str]) -> int | None:
+def _banner_at(image: _Image, info: dict[str, str], uts: int | None, offsets: Offsets) -> int | None:
     """linux_banner: 'Linux version <release> ...' ending in init_uts_ns's version, a newline and a NUL.
 
     init/version.c compiles a second, weak banner with a placeholder version; the kernel log's copies
@@ -241,9 +242,8 @@ def _banner_at(image: _Image, info: dict[str, str]) -> int | None:
     """
     release = info.get("OSRELEASE", "")
     ending = b"\n\0"
-    uts = info.get("SYMBOL(init_uts_ns)")
-    if uts:
-        name = int(uts, 16) - image.delta + int(info.get("OFFSET(uts_namespace.name)", "0"))
+    if uts is not None:
+        name = uts - image.delta + (offsets("uts_namespace", "name") or 0)
         version = image.mem.read_some(name + 3 * _UTS_LEN, _UTS_LEN).split(b"\0")[0]
         ending = b" " + version + ending if version else ending
     for hit in image.hits(f"Linux version {release} ".encode()):

@@ -5,7 +5,8 @@ Volatility 3 needs, per kernel, an ISF file (what dwarf2json makes from a vmlinu
 link-time addresses, one of them `linux_banner` carrying the banner bytes (`constant_data`) that
 Volatility scans memory for to pick the table. Here the types come from the DWARF of the object that
 --debuginfo compiles from the dump's own headers, the addresses from the dump's kallsyms (VMCOREINFO,
-6.0+) with the KASLR offset taken off, and the banner from the dump's `linux_banner`.
+6.0+, or its stand-in for dumps without one: standin.py) with the KASLR offset taken off, and the
+banner from the dump's `linux_banner`.
 
 The JSON follows dwarf2json's conventions (format 6.2.0), which Volatility's code relies on: an
 anonymous struct behind a typedef is named by the typedef (`atomic_t`), other anonymous ones
@@ -428,15 +429,14 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
              types_object: Path | None = None) -> IsfReport:
     """--isf for a crash dump: its kallsyms and banner with the --debuginfo types (built or cached for
     the dump's headers archive; `types_object` gives an existing one instead), written to dest."""
-    from . import __version__, api, kallsyms
+    from . import __version__, api, standin
 
     with api.open_input(image) as buf:
         try:
             mem = open_dump(buf)
         except NotMine:
-            raise NotFound(f"{image}: not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
-                           "--isf needs a dump of a 6.0+ kernel with VMCOREINFO") from None
-        table = kallsyms.read_memory(mem, image)  # fails fast, before any compile, without VMCOREINFO
+            raise NotFound(f"{image}: not a crash dump (ELF core, kdump-compressed, flattened or LiME)") from None
+        table = standin.kallsyms(mem, buf, image)  # fails fast, before any compile
         types, cached, types_object = _types(image, kernel_source, types_object)
         found = _DumpSymbols.gather(mem, types, table.symbols, image)
         banner = dump_banner(mem, found.symbols, image) or _scanned_banner(buf, image)
