@@ -193,12 +193,18 @@ def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = 
 def platform_of(found: Found) -> Platform | None:
     """The architecture, byte order and word size: what the image's headers said, else what the
     archive says (arch/<arch>/include and autoconf.h; this decodes the archive up to autoconf.h)."""
-    if found.platform is not None:
-        return found.platform
+    return found.platform if found.platform is not None else archive_platform(found.archive)
+
+
+def archive_platform(archive: bytes, autoconf: bytes | None = None) -> Platform | None:
+    """What a headers archive says: arch/<arch>/ names the architecture, autoconf.h (the archive's own
+    unless given) the word size and byte order. Decodes the archive's first 256 KiB (and up to autoconf.h)."""
     from . import platform
 
-    names = list(xzstream.tar_names(xzstream.decode_prefix(found.archive, 64 * 1024)))
-    return platform.from_archive(names, archive_member(found.archive, "include/generated/autoconf.h"))
+    names = list(xzstream.tar_names(xzstream.decode_prefix(archive, 256 * 1024)))
+    if autoconf is None:
+        autoconf = archive_member(archive, "include/generated/autoconf.h")
+    return platform.from_archive(names, autoconf)
 
 
 def default_directory(found: Found) -> str:

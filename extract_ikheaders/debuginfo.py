@@ -312,7 +312,6 @@ def _enabled(autoconf: bytes, option: str) -> bool:
 
 # --- target ----------------------------------------------------------------------------------------
 
-_ARCH_DIR = re.compile(rb"^\./arch/([^/\x00]+)/include/")
 # (arch dir, bits, big endian) -> target triples, the Debian cross gcc names first
 _TRIPLES: dict[tuple[str, int, bool], tuple[str, ...]] = {
     ("x86", 64, False): ("x86_64-linux-gnu",),
@@ -342,20 +341,13 @@ _ARCH_FLAGS: dict[tuple[str, int], tuple[str, ...]] = {
 }
 
 
-def archive_arch(archive: bytes) -> str:
-    from . import xzstream
-
-    for member in xzstream.tar_names(xzstream.decode_prefix(archive, 256 * 1024)):
-        match = _ARCH_DIR.match(member)
-        if match:
-            return match.group(1).decode(errors="replace")
-    raise NotFound("the headers archive has no arch/<arch>/include directory: unknown architecture")
-
-
 def target_for(archive: bytes, autoconf: bytes, release: str | None = None) -> Target:
-    arch = archive_arch(archive)
-    bits = 64 if _enabled(autoconf, "CONFIG_64BIT") else 32
-    big = _enabled(autoconf, "CONFIG_CPU_BIG_ENDIAN") or arch == "s390"
+    from . import api
+
+    platform = api.archive_platform(archive, autoconf)
+    if platform is None:
+        raise NotFound("the headers archive has no arch/<arch>/include directory: unknown architecture")
+    arch, bits, big = platform.arch, platform.bits or 32, platform.endian == "big"
     flags = list(_ARCH_FLAGS.get((arch, bits), ()))
     if arch == "arm64":
         flags.insert(0, "-mbig-endian" if big else "-mlittle-endian")
