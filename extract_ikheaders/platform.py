@@ -32,14 +32,7 @@ PE_MACHINES = {0x14C: ("x86", 32), 0x8664: ("x86", 64), 0x1C0: ("arm", 32), 0x1C
 FIXED_ENDIAN = {"x86": "little", "riscv": "little", "loongarch": "little", "ia64": "little", "s390": "big",
                 "sparc": "big", "parisc": "big"}
 
-ARM_ZIMAGE_MAGIC = 0x016F2818  # arch/arm/boot/compressed/head.S, at 0x24
-ARM_ZIMAGE_MAGIC_AT = 0x24
 ARM_ZIMAGE_ENDIAN_AT = 0x30  # .word 0x04030201, in the kernel's byte order
-ARM64_MAGIC_AT = 0x38
-RISCV_MAGIC_AT = 0x30  # "RISCV\0\0\0" (deprecated), then "RSC\x05" at 0x38
-S390_EP_AT = 0x10008  # arch/s390/boot/head.S: the "S390EP" entry-point string
-X86_BOOT_FLAG = 0x1FE
-X86_HDRS = 0x202
 X86_XLOADFLAGS = 0x236
 X86_XLF_KERNEL_64 = 1
 PE_OFFSET_AT = 0x3C
@@ -73,14 +66,18 @@ def _u32(buf: Buffer, offset: int, order: str = "<") -> int | None:
 def _arm_zimage(buf: Buffer) -> Platform | None:
     # The magic is stored little-endian even in big-endian zImages (head.S's `.word _magic_sig`
     # is byte-swapped by the ARM_BE8 macro); the 0x04030201 word that follows is not.
-    if _u32(buf, ARM_ZIMAGE_MAGIC_AT) != ARM_ZIMAGE_MAGIC:
+    from .containers import armzimage
+
+    if not armzimage.is_zimage(buf):
         return None
     endian = "big" if _u32(buf, ARM_ZIMAGE_ENDIAN_AT) == 0x01020304 else "little"
     return Platform("arm", endian, 32, "ARM zImage header")
 
 
 def _arm64_image(buf: Buffer) -> Platform | None:
-    if bytes(buf[ARM64_MAGIC_AT : ARM64_MAGIC_AT + 4]) != b"ARM\x64":
+    from .containers import zboot
+
+    if not zboot.is_arm64_image(buf):
         return None
     flags = int.from_bytes(bytes(buf[0x18:0x20]), "little")
     image_size = int.from_bytes(bytes(buf[0x10:0x18]), "little")
@@ -90,7 +87,9 @@ def _arm64_image(buf: Buffer) -> Platform | None:
 
 
 def _riscv_image(buf: Buffer) -> Platform | None:
-    if bytes(buf[RISCV_MAGIC_AT : RISCV_MAGIC_AT + 8]) != b"RISCV\0\0\0" and bytes(buf[0x38:0x3C]) != b"RSC\x05":
+    from .containers import zboot
+
+    if not zboot.is_riscv_image(buf):
         return None
     pe = _pe(buf)
     bits = pe.bits if pe is not None else None
@@ -98,13 +97,19 @@ def _riscv_image(buf: Buffer) -> Platform | None:
 
 
 def _s390_bzimage(buf: Buffer) -> Platform | None:
-    if bytes(buf[S390_EP_AT : S390_EP_AT + 6]) != b"S390EP":
+    from .containers import s390
+
+    if not s390.is_s390_bzimage(buf):
         return None
     return Platform("s390", "big", 64, "s390 bzImage (S390EP)")
 
 
 def _x86_bzimage(buf: Buffer) -> Platform | None:
-    if bytes(buf[X86_BOOT_FLAG : X86_BOOT_FLAG + 2]) != b"\x55\xaa" or bytes(buf[X86_HDRS : X86_HDRS + 4]) != b"HdrS":
+    from .containers import bzimage
+
+    # Both the boot flag and "HdrS" (bzimage.is_bzimage takes either): the flags below must be real.
+    flag = int.from_bytes(bytes(buf[bzimage.BOOT_FLAG : bzimage.BOOT_FLAG + 2]), "little")
+    if flag != bzimage.BOOT_FLAG_MAGIC or bytes(buf[bzimage.HEADER : bzimage.HEADER + 4]) != bzimage.HEADER_MAGIC:
         return None
     flags = bytes(buf[X86_XLOADFLAGS : X86_XLOADFLAGS + 2])
     bits = 64 if len(flags) == 2 and flags[0] & X86_XLF_KERNEL_64 else None
