@@ -495,11 +495,19 @@ def _release(mem: PhysicalMemory, paddr: int) -> tuple[str | None, str]:
     release = mem.info.vmcoreinfo.get("OSRELEASE") or mem.info.release
     if release:
         return release, ""
-    lo, hi = max(0, paddr - _BANNER_WINDOW), paddr + _BANNER_WINDOW
+    banner = banner_release(mem, max(0, paddr - _BANNER_WINDOW), paddr + _BANNER_WINDOW)
+    if banner is None:
+        return None, ""
+    release, at = banner
+    return release, f"release from the banner at physical {at:#x}"
+
+
+def banner_release(mem: PhysicalMemory, lo: int, hi: int) -> tuple[str, int] | None:
+    """The release of the first `Linux version X (` banner in physical [lo, hi), and where it is."""
     at = mem.find(b"Linux version ", lo, hi)
     while at != -1:
         match = _BANNER.match(mem.read_some(at, 200))
         if match:
-            return match.group(1).decode(errors="replace"), f"release from the banner at physical {at:#x}"
+            return match.group(1).decode(errors="replace"), at
         at = mem.find(b"Linux version ", at + 1, hi)
-    return None, ""
+    return None

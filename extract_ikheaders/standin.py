@@ -14,17 +14,15 @@ QEMU's dump-guest-memory writes VMCOREINFO only when the guest runs with `-devic
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 from .errors import NotFound
 from .imagesyms import IMAGE_SPAN
 from .kallsyms import Kallsyms
-from .memory import PhysicalMemory
+from .memory import PhysicalMemory, banner_release
 from .xzstream import Buffer
 
 _HALF = 2048  # the kernel half of a 4 KiB top-level table: entries 256..511
-_RELEASE = re.compile(rb"Linux version ([\w.+~-]+) ")
 
 
 def kallsyms(mem: PhysicalMemory, buf: Buffer, path: str) -> Kallsyms:
@@ -77,9 +75,8 @@ def _init_top_pgt(mem: PhysicalMemory, cr3: int, image: int) -> int | None:
 
 
 def _release(mem: PhysicalMemory, image: int) -> str | None:
-    at = mem.find(b"Linux version ", image, image + IMAGE_SPAN)
-    match = _RELEASE.match(mem.read_some(at, 128)) if at != -1 else None
-    return match.group(1).decode() if match else None
+    banner = banner_release(mem, image, image + IMAGE_SPAN)
+    return banner[0] if banner else None
 
 
 def text(info: dict[str, str]) -> str:
