@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from . import kallsyms_locate
 from .containers.elf import SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
 from .errors import Damaged, NotFound, NotMine
-from .kallsyms_locate import DIGIT_TOKENS, Symbol, decode_names, relative_addresses
+from .kallsyms_locate import DIGIT_TOKENS, MAX_SYMS, TOKEN_TABLE_MAX, Symbol, decode_names, relative_addresses
 from .memory import PhysicalMemory, open_dump
 from .model import Layer
 from .xzstream import Buffer
 
-MAX_SYMS = kallsyms_locate.MAX_SYMS
 MAX_NAMES = 64 << 20  # bytes of kallsyms_names read at most
-_TOKEN_TABLE_MAX = kallsyms_locate.TOKEN_TABLE_MAX
 _START_KERNEL_MAP = 0xFFFFFFFF80000000
 SHT_RELA = 4
 _NEEDS = "needs a 6.0+ kernel with CONFIG_KALLSYMS and VMCOREINFO"
@@ -43,7 +41,7 @@ _REQUIRED = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kal
 # Read around a token table found in a dump: the other tables lie within a few MB of it.
 _WINDOW_BEFORE = 16 << 20
 _WINDOW_AFTER = 8 << 20
-_PROBE = 2 * kallsyms_locate.TOKEN_TABLE_MAX
+_PROBE = 2 * TOKEN_TABLE_MAX
 
 
 @dataclass(frozen=True)
@@ -72,11 +70,6 @@ class Kallsyms:
         return {"count": len(self.symbols), "kaslr_offset": self.kaslr_offset if self.kaslr_known else None,
                 "kaslr_from": self.kaslr_source or None, "method": self.method, "offset": self.offset,
                 "layers": [layer.as_dict() for layer in self.layers], "word_size": self.word, "detail": self.detail}
-
-
-def format_line(sym: Symbol) -> str:
-    """One System.map line (64-bit)."""
-    return f"{sym[0]:016x} {sym[1]} {sym[2]}\n"
 
 
 def symbols_from_dump(buf: Buffer, path: str) -> list[Symbol]:
@@ -319,7 +312,7 @@ class _Reader:
     def _tokens(self) -> list[str]:
         index = struct.unpack("<256H", self._read("kallsyms_token_index", 512))
         span = self._addr("kallsyms_token_index") - self._addr("kallsyms_token_table")
-        size = span if 0 < span <= _TOKEN_TABLE_MAX else _TOKEN_TABLE_MAX
+        size = span if 0 < span <= TOKEN_TABLE_MAX else TOKEN_TABLE_MAX
         vaddr = self._addr("kallsyms_token_table")
         table = self._mem.read_some(self._to_phys(vaddr), size)
         return kallsyms_locate.decode_tokens(table, index, self._path)
