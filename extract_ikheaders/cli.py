@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -136,8 +135,8 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     if kernel_source is not None and debuginfo_out is None and isf_out is None:
         raise UsageError("--kernel-source goes with --debuginfo or --isf")
     if symbols_out is not None or debuginfo_out is not None or isf_out is not None:
-        _check_symbols(symbols_out, debuginfo_out, len(images), as_json, opts, isf_out)
         outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source)
+        _check_analysis(outputs, len(images), as_json, opts)
         return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json))
     if info_only:
         return _run_all(images, jobs, lambda image: _info(image, as_json))
@@ -252,15 +251,14 @@ def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-def _check_symbols(dest: str | None, debuginfo: str | None, count: int, as_json: bool, opts: Options,
-                   isf: str | None = None) -> None:
+def _check_analysis(outputs: Analysis, count: int, as_json: bool, opts: Options) -> None:
     if count > 1:
         raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
-    if isf == "-":
+    if outputs.isf_out == "-":
         raise UsageError("--isf needs a file, not stdout (Volatility reads it from a directory)")
-    if dest == "-" and as_json:
+    if outputs.symbols_out == "-" and as_json:
         raise UsageError("--symbols - and --json both want stdout")
-    if debuginfo == "-":
+    if outputs.debuginfo_out == "-":
         raise UsageError("--debuginfo needs a file, not stdout")
     if opts.archive_out is not None or opts.list_only or opts.env or opts.config_out is not None:
         raise UsageError("--symbols, --debuginfo and --isf cannot be combined with --archive, --list, --env or "
@@ -494,25 +492,9 @@ def _write_archive(data: bytes, dest: str) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    target = Path(dest)
-    if target.is_dir():
-        raise UsageError(f"{dest}: is a directory")
-    if target.exists() and not target.is_file():
-        # /dev/null and friends: write straight through.
-        with target.open("wb") as f:
-            f.write(data)
-        return
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from .unpack import write_file
+
+    write_file(data, dest)
 
 
 def _report(found: Found) -> dict[str, Any]:
@@ -597,7 +579,7 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
     namespace = drgn.cli.default_globals(opened.prog)
     try:
         if code is not None:
-            sys.argv = ["-c", *args] if script is None else sys.argv
+            sys.argv = ["-c", *args]  # as `python -c`; -c and SCRIPT exclude each other (checked above)
             exec(compile(code, "<command>", "exec"), namespace)
         else:
             import runpy

@@ -25,7 +25,6 @@ running with 5-level paging (`la57`, no `no5lvl` on the command line) is not rea
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import lzma
@@ -394,14 +393,11 @@ def write_isf(doc: dict[str, Any], dest: str) -> None:
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     if dest.endswith(".xz"):
         data = lzma.compress(data, preset=1)  # a few MB of JSON: fast beats small here
-    tmp = f"{dest}.tmp{os.getpid()}"
+    from .unpack import write_file
+
     try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-        os.replace(tmp, dest)
+        write_file(data, dest)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise InputError(f"{dest}: cannot write the symbol table: {exc.strerror or exc}") from None
 
 

@@ -673,3 +673,26 @@ def _move_into_place(tmp: Path, dest: Path, force: bool) -> list[Incident]:
 
 def _discard(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_file(data: bytes, dest: str | os.PathLike[str]) -> None:
+    """Write `data` to dest whole or not at all: a temporary name beside it, renamed into place
+    (a device such as /dev/null is written straight through). UsageError for a directory."""
+    target = Path(dest)
+    if target.is_dir():
+        raise UsageError(f"{dest}: is a directory")
+    if target.exists() and not target.is_file():
+        with target.open("wb") as f:
+            f.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
