@@ -29,13 +29,17 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     report["platform"] = platform.as_dict() if platform is not None else None
     report["arch"] = platform.arch if platform is not None else None
     report["endian"] = platform.endian if platform is not None else None
-    if config_text is not None:
-        # "# Linux/x86 6.1.192 Kernel Configuration" names the release and architecture too.
-        match = re.search(rb"^# Linux/(\S+) (\S+) Kernel Configuration", config_text, re.M)
-        if match:
-            report.setdefault("release", match.group(2).decode(errors="replace"))
-            report["arch"] = report["arch"] or match.group(1).decode(errors="replace")
+    title = _config_title(config_text)
+    if title is not None:
+        report.setdefault("release", title[1])
+        report["arch"] = report["arch"] or title[0]
     return report
+
+
+def _config_title(config_text: bytes | None) -> tuple[str, str] | None:
+    """(architecture, release) from the .config's "# Linux/x86 6.1.192 Kernel Configuration" line."""
+    match = re.search(rb"^# Linux/(\S+) (\S+) Kernel Configuration", config_text or b"", re.M)
+    return (match.group(1).decode(errors="replace"), match.group(2).decode(errors="replace")) if match else None
 
 
 def _platform(name: str, found: Found | None, config_text: bytes | None) -> Platform | None:
@@ -45,12 +49,10 @@ def _platform(name: str, found: Found | None, config_text: bytes | None) -> Plat
         return api.platform_of(found)
     with api.open_input(name) as buf:
         from_headers = platform.from_elf_header(buf) or platform.from_image(buf)
-    if from_headers is not None or config_text is None:
+    title = _config_title(config_text)
+    if from_headers is not None or title is None or config_text is None:
         return from_headers
-    match = re.search(rb"^# Linux/(\S+) \S+ Kernel Configuration", config_text, re.M)
-    if match is None:
-        return None
-    return platform.from_config(match.group(1).decode(errors="replace"), config_text)
+    return platform.from_config(title[0], config_text)
 
 
 def _headers(name: str, report: dict[str, Any]) -> Found | None:
