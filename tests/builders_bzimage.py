@@ -11,6 +11,8 @@ import struct
 import subprocess
 from dataclasses import dataclass
 
+import pytest
+
 # kbuild's commands; xz and zstd use a smaller window than the kernel's so tests stay quick.
 COMMANDS: dict[str, tuple[str, ...]] = {
     "gzip": ("gzip", "-n", "-f", "-9"),  # no size appended: gzip's ISIZE trailer is the size
@@ -36,6 +38,14 @@ def tool_missing(codec: str) -> str | None:
     """Why `codec` cannot be built here, or None."""
     tool = COMMANDS[codec][0]
     return None if shutil.which(tool) else f"{tool} not installed (needed to build {codec} payloads)"
+
+
+def require(*codecs: str) -> None:
+    """Skip the calling test, with the reason, unless every codec's tool is installed."""
+    for codec in codecs:
+        reason = tool_missing(codec)
+        if reason:
+            pytest.skip(reason)
 
 
 _compressed: dict[tuple[str, str], bytes] = {}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from builders_bzimage import CODECS, tool_missing  # noqa: E402  (needs the path above)
+from builders_bzimage import CODECS, require  # noqa: E402  (needs the path above)
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,7 @@ def corpus() -> Corpus:
 def codec(request: pytest.FixtureRequest) -> str:
     """Each kernel compressor whose command-line tool is installed (the test builders use them)."""
     name: str = request.param
-    reason = tool_missing(name)
-    if reason:
-        pytest.skip(reason)
+    require(name)
     return name
 
 

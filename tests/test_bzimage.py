@@ -7,20 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
-from builders_bzimage import FakeBzImage, bzimage, compress, kernel_like, tool_missing, with_bytes
+from builders_bzimage import FakeBzImage, bzimage, compress, kernel_like, require, with_bytes
 
 from extract_ikheaders import codecs
 from extract_ikheaders.containers import bzimage as bz
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
 
 ORIGINAL = kernel_like()
-
-
-def require(*names: str) -> None:
-    for name in names:
-        reason = tool_missing(name)
-        if reason:
-            pytest.skip(reason)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
-from builders_bzimage import CODECS, compress, kernel_like, tool_missing
+from builders_bzimage import CODECS, compress, kernel_like, require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -130,8 +130,7 @@ def test_truncation_inside_exact_end(codec: str) -> None:
 @pytest.mark.parametrize("name", [c for c in CODECS if c not in UNCHECKED])  # lz4 data has no checksum
 def test_corruption_raises_damaged(name: str) -> None:
     codec = name
-    if tool_missing(codec):
-        pytest.skip(tool_missing(codec) or "")
+    require(codec)
     data = bytearray(compress(codec, ORIGINAL))
     at = len(data) // 2
     data[at : at + 16] = bytes(b ^ 0x5A for b in data[at : at + 16])
@@ -176,8 +175,7 @@ def test_empty_input_is_truncated() -> None:
 
 @pytest.mark.parametrize("name", ["gzip", "bzip2", "xz", "zstd", "lz4", "lzo"])
 def test_bomb_pieces_stay_small(name: str) -> None:
-    if tool_missing(name):
-        pytest.skip(tool_missing(name) or "")
+    require(name)
     bomb = compress(name, bytes(16 << 20))
     chunk = 64 << 10
     stream = codecs.decode_stream(name, bomb, 0, chunk=chunk)
@@ -191,9 +189,7 @@ def test_bomb_pieces_stay_small(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def lz4_multi() -> tuple[bytes, bytes]:
-    reason = tool_missing("lz4")
-    if reason:
-        pytest.skip(reason)
+    require("lz4")
     original = kernel_like(3 << 20, seed=3) * 6  # 18 MiB: three 8 MiB legacy blocks
     return original, compress("lz4", original)
 
@@ -302,8 +298,7 @@ def test_lzop_header_and_checksum_variants(flags: int, extra: bytes | None, head
 
 
 def test_lzop_crc32_from_the_tool() -> None:
-    if tool_missing("lzo"):
-        pytest.skip(tool_missing("lzo") or "")
+    require("lzo")
     import subprocess
 
     data = subprocess.run(["lzop", "-9", "--crc32"], input=SMALL, capture_output=True, check=True).stdout

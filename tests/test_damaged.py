@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from builders import HEADERS, headers_archive, incbin_object
-from builders_bzimage import bzimage, compress, kernel_like, tool_missing, with_bytes
+from builders_bzimage import bzimage, compress, kernel_like, require, with_bytes
 from conftest import Run, run_cli
 from fuzz_harness import xz_dict
 
@@ -296,9 +296,7 @@ def kernel(size: int = 256 << 10, at: float = 0.6) -> bytes:
 @pytest.fixture(params=BZ_CODECS)
 def bz_codec(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    reason = tool_missing(name)
-    if reason:
-        pytest.skip(reason)
+    require(name)
     return name
 
 
@@ -348,8 +346,7 @@ def test_payload_truncated(tmp_path: Path, bz_codec: str) -> None:
 ])
 def test_corrupt_header_intact_payload(tmp_path: Path, field: int, value: bytes) -> None:
     """The magic scan finds the payload; 0."""
-    if tool_missing("xz"):
-        pytest.skip("xz not installed")
+    require("xz")
     fake = bzimage(compress("xz", kernel()))
     report = run_on(tmp_path, with_bytes(fake.image, field, value), 0).report
     layer = report["layers"][0]
@@ -359,8 +356,7 @@ def test_corrupt_header_intact_payload(tmp_path: Path, field: int, value: bytes)
 def test_corrupt_archive_inside_a_bzimage(tmp_path: Path) -> None:
     """Regression (locate.py:StreamCarver): an archive that looked like the headers and then failed
     to decode was skipped silently, giving 1; it is the headers archive, damaged: 3."""
-    if tool_missing("gzip"):
-        pytest.skip("gzip not installed")
+    require("gzip")
     body = kernel()
     at = body.index(ARCHIVE)
     flipped = body[: at + INDEX - 40] + bytes([body[at + INDEX - 40] ^ 0x01]) + body[at + INDEX - 39 :]
