@@ -131,8 +131,10 @@ class _CheckedTarInfo(tarfile.TarInfo):
         try:
             info = super().frombuf(buf, encoding, errors)
         except tarfile.HeaderError as exc:
-            if not buf or (len(buf) == tarfile.BLOCKSIZE and not any(buf)):
-                raise  # the end of the archive, with or without its zero blocks
+            if len(buf) == tarfile.BLOCKSIZE and not any(buf):
+                raise  # the end-of-archive block
+            if not buf:  # tarfile would take this for the end: members may be missing
+                raise _BrokenHeader("the tar data ends without its end-of-archive block") from None
             raise _BrokenHeader(f"bad tar header ({exc})") from None
         if info.type == tarfile.GNUTYPE_SPARSE:
             raise UnsafeArchive(f"{_shown(info.name)}: sparse files are not supported")
@@ -207,13 +209,39 @@ class _Stream:
 
 
 @contextmanager
-def _open_stream(archive: bytes, limits: _Limits) -> Iterator[_Stream]:
+def _open_stream(archive: bytes, limits: _Limits, salvage: bool = False) -> Iterator[_Stream]:
     # like LZMAFile, unlike tarfile's "r|xz", _XzReader raises EOFError when the xz stream is cut short
-    with io.BufferedReader(_XzReader(archive)) as decoded, _open_tar(decoded) as tar:
+    raw = _SalvageReader(archive) if salvage else _XzReader(archive)
+    with io.BufferedReader(raw) as decoded, _open_tar(decoded) as tar:
         stream = _Stream(tar, limits)
         yield stream
         with stream.reading():
             decoded.read(_MAX_TRAILER)
+
+
+class _SalvageReader(io.RawIOBase):
+    """A damaged archive decoded only as far as whole LZMA2 chunks decode (xzstream.validated_pieces),
+    then EOFError with the reason: never a short read that tarfile would take for the archive's end."""
+
+    def __init__(self, archive: bytes) -> None:
+        super().__init__()
+        self._pieces = xzstream.validated_pieces(archive)
+        self._piece = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        while not self._piece:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._piece = memoryview(piece)
+        with memoryview(buffer) as view, view.cast("B") as out:
+            n = min(len(out), len(self._piece))
+            out[:n] = self._piece[:n]
+        self._piece = self._piece[n:]
+        return n
 
 
 class _XzReader(io.RawIOBase):
@@ -301,28 +329,40 @@ def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits, salvage: boo
     tree = _Tree(tmp, limits.max_bytes)
     try:
         try:
-            _add_all(archive, tree, dest, limits)
+            _add_all(archive, tree, dest, limits, salvage)
         except Damaged as exc:
             if not salvage:
                 raise
             # Everything before the break decoded in order, so it is what the archive holds;
             # the member being written when the data broke off, and all after it, are lost.
-            cut = tree.drop_partial()
-            tree.lost = (f"{cut} (cut off) and every member after it" if cut else "every member after the break")
-            tree.lost += f": {exc}"
+            tree.lost = _lost(tree, exc)
         tree.finish()
     finally:
         tree.close()
     return tree
 
 
-def _add_all(archive: bytes, tree: _Tree, dest: Path, limits: _Limits) -> None:
-    with _open_stream(archive, limits) as stream:
+def _lost(tree: _Tree, damage: Damaged) -> str | None:
+    """What a damaged archive could not give: the member cut off and all after it, or all after the
+    last complete one; None when the damage lies after the tar's end."""
+    cut = tree.drop_partial()
+    if tree.tar_complete:
+        return None
+    if cut:
+        return f"{_shown(cut)} (cut off) and every member after it: {damage}"
+    last = f"member {_shown(tree.last_member)}" if tree.last_member else "the archive's start"
+    return f"every member after {last}: {damage}"
+
+
+def _add_all(archive: bytes, tree: _Tree, dest: Path, limits: _Limits, salvage: bool = False) -> None:
+    with _open_stream(archive, limits, salvage) as stream:
         for info in stream:
             try:
                 tree.add(info, stream)
             except OSError as exc:
                 raise UsageError(f"cannot write {dest}: {_shown(info.name)}: {exc.strerror or exc}") from None
+            tree.last_member = info.name
+        tree.tar_complete = True  # a damage after the tar's end costs no member
 
 
 class _Tree:
@@ -342,6 +382,8 @@ class _Tree:
         self.bytes_written = 0
         self.partial: tuple[str, ...] | None = None
         self.lost: str | None = None  # salvage: what could not be recovered
+        self.last_member = ""  # the last member added whole
+        self.tar_complete = False
 
     def close(self) -> None:
         os.close(self._root_fd)

@@ -266,3 +266,87 @@ def decode_error(exc: lzma.LZMAError) -> str:
     if "limit" in str(exc).lower():
         return f"xz block header asks for more than {MEMLIMIT >> 20} MiB (damaged or hostile)"
     return "corrupt xz data"
+
+
+
+# Salvage ------------------------------------------------------------------------------------------
+# An archive is one xz block whose check (CRC64) covers all of it, so a damaged archive's prefix has
+# no check of its own. LZMA2 does: it cuts a block into chunks of at most 2 MiB of output, each with
+# its compressed and uncompressed sizes, and liblzma refuses a chunk whose range coder does not end
+# exactly on both. So a chunk that decodes whole is the archive's own, and one that fails gives
+# nothing, not the garbage a decoder makes of damaged input before it notices. No library exposes
+# LZMA2 chunk boundaries, hence the few lines of format parsing (xz-file-format.txt 3.1, and the
+# LZMA2 chunk header: control byte, sizes big-endian) that only decide where to pause the decoder.
+
+_CHECK_SIZES = {0x00: 0, 0x01: 4, 0x04: 8, 0x0A: 32}
+_LZMA2_END = 0x00
+_LZMA2_STORED = (0x01, 0x02)  # uncompressed chunks, with and without a dictionary reset
+_LZMA2_PROPS = 0xC0  # LZMA chunks from here on carry one more byte: new properties
+
+
+class SalvageStop(EOFError):
+    """Where the trustworthy part of a damaged stream ends, and why (an EOFError: readers stop)."""
+
+
+def validated_pieces(archive: bytes | memoryview) -> Iterator[bytes]:
+    """The decoded stream, an LZMA2 chunk at a time, as far as whole chunks decode.
+
+    Raises SalvageStop after the last good piece when the stream is damaged or cut short, and
+    returns quietly only when every block passed its check and the index and footer are sound.
+    A piece is at most 2 MiB (LZMA2's chunk limit); the caller bounds the total by what it reads.
+    """
+    data = bytes(archive)
+    flags = header_flags(data, 0)
+    if flags is None:
+        raise SalvageStop("no valid xz stream header at the archive's start")
+    decoder = decoder_for_archive()
+    fed, pos = 0, HEADER_SIZE
+    while True:
+        if pos >= len(data):
+            raise SalvageStop(f"the data ends at offset {pos:#x}, before the stream's index")
+        if data[pos] == 0:  # the index indicator: every block is done
+            _decode(decoder, data, fed, len(data))
+            if not decoder.eof:
+                raise SalvageStop(f"the data ends at offset {len(data):#x}, inside the stream's index")
+            return
+        block = pos
+        for end in _lzma2_chunk_ends(data, block + (data[block] + 1) * 4):
+            piece = _decode(decoder, data, fed, end)
+            fed = min(end, len(data))
+            if piece:
+                yield piece
+            if end > len(data):  # a plain cut: what decoded so far is the archive's own
+                raise SalvageStop(f"the data ends at offset {len(data):#x}, inside an LZMA2 chunk")
+            pos = end
+        pos += -(pos - block) % 4 + _CHECK_SIZES.get(flags[1] & 0x0F, 0)
+        piece = _decode(decoder, data, fed, pos)  # the block's padding and check, liblzma's to verify
+        fed = pos
+        if piece:
+            yield piece
+
+
+def _lzma2_chunk_ends(data: bytes, pos: int) -> Iterator[int]:
+    """The offset just past each LZMA2 chunk from `pos`, the end-of-data byte's last."""
+    while True:
+        if pos + 6 > len(data):
+            raise SalvageStop(f"the data ends at offset {len(data):#x}, inside an LZMA2 chunk header")
+        control = data[pos]
+        if control == _LZMA2_END:
+            yield pos + 1
+            return
+        if control in _LZMA2_STORED:
+            pos += 3 + int.from_bytes(data[pos + 1 : pos + 3], "big") + 1
+        elif control >= 0x80:
+            header = 6 if control >= _LZMA2_PROPS else 5
+            pos += header + int.from_bytes(data[pos + 3 : pos + 5], "big") + 1
+        else:
+            raise SalvageStop(f"invalid LZMA2 chunk header {control:#04x} at offset {pos:#x}")
+        yield pos
+
+
+def _decode(decoder: lzma.LZMADecompressor, data: bytes, fed: int, end: int) -> bytes:
+    """The output of data[fed:end]; SalvageStop (and nothing of it) if liblzma refuses it."""
+    try:
+        return decoder.decompress(data[fed:end])
+    except lzma.LZMAError as exc:
+        raise SalvageStop(f"{decode_error(exc)} before offset {min(end, len(data)):#x}") from None

@@ -121,7 +121,7 @@ def test_cli_debuginfo_writes_elf_and_reports_the_cache(corpus: Corpus, cli: Any
     report = first.json["debuginfo"]
     assert (report["cached"], report["arch"], report["release"]) == (False, "x86_64", "6.1.192")
     assert report["archive_sha256"] == corpus.manifest["kdump"]["ground_truth"]["sha256"]
-    assert report["configuration"] == "generated from the .config (the archive's autoconf.h differs)"
+    assert report["configuration"] == "the archive's autoconf.h, equal to the .config"
     with out.open("rb") as f:
         elf = ELFFile(f)
         assert elf.has_dwarf_info() and elf["e_machine"] == "EM_X86_64"
@@ -156,18 +156,55 @@ def test_autoconf_from_config() -> None:
                                                b"CONFIG_E": b"0x10"}
 
 
-def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path: Path) -> None:
-    """The 6.1-y corpus kernel's archive is older than its last configuration change (kbuild keeps
-    kheaders_data.tar.xz while the header files do not change): its autoconf.h lacks PROC_KCORE,
-    which the kernel's own .config (what it was compiled with) has. The .config wins."""
+# The options a stale archive lacks: kernel/gen_kheaders.sh decides whether to repack from the `ls -l`
+# of the *.h files minus autoconf.h, so a configuration change touching no header keeps the old
+# archive. An incrementally rebuilt 6.1 tree did exactly this once (PROC_KCORE turned on later).
+STALE = (b"CONFIG_PROC_KCORE", b"CONFIG_ARCH_PROC_KCORE_TEXT")
+
+
+def stale_archive(archive: bytes, drop: tuple[bytes, ...] = STALE) -> bytes:
+    """The archive again, with these options' #defines taken out of include/generated/autoconf.h:
+    what gen_kheaders.sh leaves after a configuration change that touches no header."""
+    import io
+    import lzma
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(archive)), mode="r:") as src, \
+            tarfile.open(fileobj=out, mode="w:", format=tarfile.GNU_FORMAT) as dst:
+        for member in src:
+            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name.endswith("include/generated/autoconf.h") and data is not None:
+                kept = [ln for ln in data.splitlines(keepends=True) if not any(ln.startswith(b"#define " + d + b" ")
+                                                                              for d in drop)]
+                assert len(kept) == len(data.splitlines()) - len(drop), "the options to drop are not all there"
+                data = b"".join(kept)
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return lzma.compress(out.getvalue(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+
+
+def test_a_clean_builds_archive_agrees_with_its_config(corpus: Corpus, tmp_path: Path) -> None:
+    """The corpus kernels are built from clean trees: the archive's autoconf.h is the .config's."""
     from extract_ikheaders import api
 
     archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
     config = corpus.file("k61y", "config").read_bytes()
     packed = debuginfo.autoconf_values(api.archive_member(archive, "include/generated/autoconf.h") or b"")
+    assert packed == debuginfo.autoconf_values(debuginfo.autoconf_from(config))
+    assert {d: packed.get(d) for d in STALE} == {d: b"1" for d in STALE}
+
+
+def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path: Path) -> None:
+    """A stale archive (autoconf.h older than the .config the kernel was compiled with) built on
+    purpose from the corpus one: the .config wins, and says so."""
+    from extract_ikheaders import api
+
+    archive = stale_archive(corpus.file("k61y", "kheaders_data.tar.xz").read_bytes())
+    config = corpus.file("k61y", "config").read_bytes()
+    packed = debuginfo.autoconf_values(api.archive_member(archive, "include/generated/autoconf.h") or b"")
     generated = debuginfo.autoconf_values(debuginfo.autoconf_from(config))
-    assert {k for k in packed.keys() | generated.keys() if packed.get(k) != generated.get(k)} == {
-        b"CONFIG_PROC_KCORE", b"CONFIG_ARCH_PROC_KCORE_TEXT"}
+    assert {k for k in packed.keys() | generated.keys() if packed.get(k) != generated.get(k)} == set(STALE)
     alone = debuginfo.build_types_from(archive, None, cache=tmp_path)
     assert alone.configuration == "the archive's autoconf.h"
     with_config = debuginfo.build_types_from(archive, config, cache=tmp_path)
@@ -177,6 +214,25 @@ def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path
                         for k, v in packed.items() if not k.endswith(b"_MODULE"))
     assert debuginfo.build_types_from(archive, agreeing, cache=tmp_path).configuration == (
         "the archive's autoconf.h, equal to the .config")
+
+
+def test_cli_debuginfo_takes_the_config_over_a_stale_archive(corpus: Corpus, cli: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same through the CLI: an image holding the stale archive and the kernel's own .config
+    (CONFIG_IKCONFIG's IKCFG_ST/IKCFG_ED markers around its gzip)."""
+    import gzip
+
+    monkeypatch.setenv(debuginfo.CACHE_ENV, str(tmp_path / "cache"))
+    archive = stale_archive(corpus.file("k61y", "kheaders_data.tar.xz").read_bytes())
+    config = corpus.file("k61y", "config").read_bytes()
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"\0" * 4096 + b"IKCFG_ST" + gzip.compress(config, mtime=0) + b"IKCFG_ED" + b"\0" * 4096
+                      + archive + b"\0" * 4096)
+    run = cli("--json", "--debuginfo", tmp_path / "types.o", image)
+    assert run.code == 0, run.stderr
+    report = run.json["debuginfo"]
+    assert report["configuration"] == "generated from the .config (the archive's autoconf.h differs)"
+    assert report["release"] == "6.1.192"
 
 
 def test_failing_lines_follow_gcc_include_chains() -> None:
