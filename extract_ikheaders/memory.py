@@ -491,15 +491,42 @@ def _describe_memory(mem: PhysicalMemory) -> str:
 
 
 def _release(mem: PhysicalMemory, paddr: int) -> tuple[str | None, str]:
-    """The release from VMCOREINFO, else the dump header, else the banner near the archive."""
+    """The running kernel's release, from what every dump of it holds whatever its layout: VMCOREINFO,
+    else the dump header, else the kernel's own utsname (init_uts_ns), else a banner near the archive.
+    (The banner alone depended on where a loaded kheaders.ko's pages happened to land.)"""
     release = mem.info.vmcoreinfo.get("OSRELEASE") or mem.info.release
     if release:
         return release, ""
+    uts = utsname_release(mem)
+    if uts is not None:
+        return uts[0], f"release from the kernel's utsname at physical {uts[1]:#x}"
     banner = banner_release(mem, max(0, paddr - _BANNER_WINDOW), paddr + _BANNER_WINDOW)
     if banner is None:
         return None, ""
     release, at = banner
     return release, f"release from the banner at physical {at:#x}"
+
+
+# struct new_utsname: six 65-byte fields, sysname "Linux" first, then nodename, release, version.
+_UTS_FIELD = 65
+_UTS_SYSNAME = b"Linux".ljust(_UTS_FIELD, b"\0")
+_UTS_RELEASE = re.compile(rb"(\d+\.\d+[\x21-\x7e]{0,60})\x00+")
+
+
+def utsname_release(mem: PhysicalMemory) -> tuple[str, int] | None:
+    """The release in the first struct new_utsname in physical memory (the kernel's init_uts_ns, or
+    a copy uname() made of it), and where it is: the sysname field "Linux" padded with NULs, a
+    release field of digits and dots padded with NULs, and a version field starting with '#'."""
+    for lo, hi in mem.ranges():
+        at = mem.find(_UTS_SYSNAME, lo, hi)
+        while at != -1:
+            fields = mem.read_some(at, 4 * _UTS_FIELD)
+            release = fields[2 * _UTS_FIELD : 3 * _UTS_FIELD]
+            match = _UTS_RELEASE.fullmatch(release)
+            if match and fields[3 * _UTS_FIELD : 3 * _UTS_FIELD + 1] == b"#":
+                return match.group(1).decode("ascii"), at
+            at = mem.find(_UTS_SYSNAME, at + 1, hi)
+    return None
 
 
 def banner_release(mem: PhysicalMemory, lo: int, hi: int) -> tuple[str, int] | None:

@@ -151,9 +151,11 @@ class _CheckedTarInfo(tarfile.TarInfo):
 class _Stream:
     """The archive's members read once, front to back, with the limits enforced as they come."""
 
-    def __init__(self, tar: tarfile.TarFile, limits: _Limits) -> None:
+    def __init__(self, tar: tarfile.TarFile, limits: _Limits,
+                 stop_reason: Callable[[], str | None] | None = None) -> None:
         self._tar = tar
         self._limits = limits
+        self._stop_reason = stop_reason  # salvage: why the decoded data ended early
         self._members = 0
         self._data = 0
         self._current: tarfile.TarInfo | None = None
@@ -185,7 +187,9 @@ class _Stream:
         try:
             yield
         except _STREAM_ERRORS as exc:
-            raise Damaged(f"the headers archive is corrupt or truncated {self._where()}: {_reason(exc)}") from None
+            stop = self._stop_reason() if self._stop_reason else None
+            cause = f"{_reason(exc)} ({stop})" if stop else _reason(exc)
+            raise Damaged(f"the headers archive is corrupt or truncated {self._where()}: {cause}") from None
 
     def _where(self) -> str:
         if self._current is None:
@@ -213,27 +217,37 @@ def _open_stream(archive: bytes, limits: _Limits, salvage: bool = False) -> Iter
     # like LZMAFile, unlike tarfile's "r|xz", _XzReader raises EOFError when the xz stream is cut short
     raw = _SalvageReader(archive) if salvage else _XzReader(archive)
     with io.BufferedReader(raw) as decoded, _open_tar(decoded) as tar:
-        stream = _Stream(tar, limits)
+        stream = _Stream(tar, limits, raw.stop_reason if isinstance(raw, _SalvageReader) else None)
         yield stream
         with stream.reading():
             decoded.read(_MAX_TRAILER)
 
 
 class _SalvageReader(io.RawIOBase):
-    """A damaged archive decoded only as far as whole LZMA2 chunks decode (xzstream.validated_pieces),
-    then EOFError with the reason: never a short read that tarfile would take for the archive's end."""
+    """A damaged archive decoded only as far as whole LZMA2 chunks decode (xzstream.validated_pieces).
+
+    Where they stop it reads as the end of the data, so that every byte before it reaches the tar
+    reader (an exception would take the buffered bytes with it); the tar reader then finds a member
+    or header cut short, and `stop_reason` says why the data stopped."""
 
     def __init__(self, archive: bytes) -> None:
         super().__init__()
         self._pieces = xzstream.validated_pieces(archive)
         self._piece = memoryview(b"")
+        self._stop: str | None = None
 
     def readable(self) -> bool:
         return True
 
+    def stop_reason(self) -> str | None:
+        return self._stop
+
     def readinto(self, buffer: WriteableBuffer) -> int:
         while not self._piece:
-            piece = next(self._pieces, None)
+            try:
+                piece = next(self._pieces, None)
+            except xzstream.SalvageStop as exc:
+                self._stop, piece = str(exc), None
             if piece is None:
                 return 0
             self._piece = memoryview(piece)
@@ -361,7 +375,7 @@ def _add_all(archive: bytes, tree: _Tree, dest: Path, limits: _Limits, salvage: 
                 tree.add(info, stream)
             except OSError as exc:
                 raise UsageError(f"cannot write {dest}: {_shown(info.name)}: {exc.strerror or exc}") from None
-            tree.last_member = info.name
+            tree.last_member = _listed_name(info.name)
         tree.tar_complete = True  # a damage after the tar's end costs no member
 
 

@@ -126,6 +126,28 @@ def test_release_from_banner_without_vmcoreinfo() -> None:
     assert find(core).release == "6.1.99-banner"
 
 
+def utsname(release: bytes, sysname: bytes = b"Linux", version: bytes = b"#1 SMP Thu Jan  1 00:00:00 UTC 2026") -> bytes:
+    """struct new_utsname as the kernel lays it out: six NUL-padded 65-byte fields."""
+    return b"".join(f.ljust(65, b"\0") for f in (sysname, b"(none)", release, version, b"x86_64", b"(none)"))
+
+
+def test_release_from_the_kernels_utsname_wherever_the_archive_lies() -> None:
+    """No VMCOREINFO and no banner near the archive (a loaded kheaders.ko's pages can land anywhere):
+    the kernel's init_uts_ns gives the release, and a look-alike whose release or version field does
+    not fit is passed over."""
+    decoy = utsname(b"not a release") + utsname(b"6.1.0-nover", version=b"no hash")
+    image = memory_image(0x90_0000, {0x1000: decoy, 0x30_0000: utsname(b"6.1.42-uts"), 0x80_0000: ARCHIVE})
+    found = find(elf_core([Seg(0, image)]))
+    assert found.archive == ARCHIVE and found.release == "6.1.42-uts"
+    assert "release from the kernel's utsname at physical 0x300000" in found.notes
+
+
+def test_vmcoreinfo_release_wins_over_utsname() -> None:
+    image = memory_image(0x20_0000, {0x1000: utsname(b"6.1.1-uts"), 0x10_0000: ARCHIVE})
+    core = elf_core([Seg(0, image)], notes=[("VMCOREINFO", 0, vmcoreinfo("6.1.2-vmci"))])
+    assert find(core).release == "6.1.2-vmci"
+
+
 def test_no_archive_is_not_found() -> None:
     with pytest.raises(NotFound, match=r"CONFIG_IKHEADERS=y"):
         find(elf_core([Seg(0, filler(8 * PAGE))]))
