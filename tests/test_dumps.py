@@ -126,7 +126,7 @@ def test_release_from_banner_without_vmcoreinfo() -> None:
     assert find(core).release == "6.1.99-banner"
 
 
-def utsname(release: bytes, sysname: bytes = b"Linux", version: bytes = b"#1 SMP Thu Jan  1 00:00:00 UTC 2026") -> bytes:
+def utsname(release: bytes, sysname: bytes = b"Linux", version: bytes = b"#1 SMP Thu Jan  1 2026") -> bytes:
     """struct new_utsname as the kernel lays it out: six NUL-padded 65-byte fields."""
     return b"".join(f.ljust(65, b"\0") for f in (sysname, b"(none)", release, version, b"x86_64", b"(none)"))
 
