@@ -219,6 +219,9 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             out.extend((False, name) for name in names)
     else:
         extracted = _unpack(found, opts)
+        if extracted.lost is not None:  # the xz stream was whole but the tar in it was not
+            raise Damaged(f"{found.path}: the headers archive is damaged; salvaged {extracted.members} members "
+                          f"into {extracted.directory}; lost: {extracted.lost}")
         report["members"] = extracted.members
         report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written}
         report["incidents"] = [vars(i) for i in extracted.incidents]
