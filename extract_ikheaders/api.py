@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import locate, xzstream
+from . import imagetext, locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
 from .errors import Damaged, InputError, NotFound, NotMine
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
@@ -184,7 +184,7 @@ def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = 
     from . import unpack as _extract
 
     found = find(path)
-    target = Path(dest) if dest is not None else Path(default_directory(found))
+    target = Path(dest) if dest is not None else Path(default_directory(found)[0])
     return found, _extract.extract(found.archive, target, force=force,
                                    max_bytes=max_bytes or _extract.DEFAULT_MAX_BYTES,
                                    max_members=max_members or _extract.DEFAULT_MAX_MEMBERS)
@@ -207,15 +207,25 @@ def archive_platform(archive: bytes, autoconf: bytes | None = None) -> Platform 
     return platform.from_archive(names, autoconf)
 
 
-def default_directory(found: Found) -> str:
-    release = found.release or release_from_archive(found.archive) or found.sha256[:12]
-    return f"kheaders-{release}"
+def default_directory(found: Found) -> tuple[str, str | None]:
+    """./kheaders-<release>, and a note when the image's release cannot be a file name (then the
+    name comes from the archive's sha256)."""
+    release = found.release or release_from_archive(found.archive)
+    name = imagetext.name_part(release)
+    if name is not None:
+        return f"kheaders-{name}", None
+    fallback = imagetext.fallback_name(found.sha256)
+    if release is None:
+        return fallback, f"no release in the image: unpacked into {fallback}"
+    return fallback, (f"the image's release \"{imagetext.shown(release)}\" cannot be a file name "
+                      f"(at most {imagetext.MAX_NAME_PART} printable characters, no '/', not '.' or '..'): "
+                      f"unpacked into {fallback}")
 
 
 def release_from_archive(archive: bytes) -> str | None:
     """UTS_RELEASE from include/generated/utsrelease.h inside the archive (decodes it)."""
     match = _UTS_RELEASE.search(archive_member(archive, "include/generated/utsrelease.h") or b"")
-    return match.group(1).decode(errors="replace") if match else None
+    return imagetext.decode(match.group(1)) if match else None
 
 
 def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | None:
@@ -482,7 +492,7 @@ def find_banner(buf: Buffer) -> tuple[str, str] | None:
     while pos != -1:
         match = _BANNER.match(bytes(buf[pos : pos + 512]))
         if match:
-            return match.group(1).decode(errors="replace"), match.group(0).decode(errors="replace").strip()
+            return imagetext.decode(match.group(1)), imagetext.decode(match.group(0)).strip()
         pos = buf.find(b"Linux version ", pos + 1)
     return None
 
@@ -492,7 +502,7 @@ def _module_release(elf: ElfImage) -> str | None:
     if section is None:
         return None
     match = _VERMAGIC.search(elf.section_bytes(section))
-    return match.group(1).decode(errors="replace") if match else None
+    return imagetext.decode(match.group(1)) if match else None
 
 
 class _BannerScanner:

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from . import api
-from .errors import Damaged, ExtractError, NotFound, UsageError
+from . import api, imagetext
+from .errors import Damaged, ExtractError, InputError, NotFound, UsageError
 from .model import Extracted, Found, Method
 
 PROG = "extract-ikheaders"
@@ -179,8 +179,19 @@ def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tupl
         results = [guarded(image) for image in images]
     for _, lines in results:
         for to_stderr, line in lines:
-            click.echo(line, err=to_stderr)
+            _echo(line, err=to_stderr)
     return max(code for code, _ in results)
+
+
+def _echo(line: str, err: bool = False) -> None:
+    """Every line this tool prints: whatever an image put in it (a release, a banner, a member name)
+    reaches the terminal escaped (imagetext.shown), so it can neither split the line nor drive it."""
+    click.echo(imagetext.shown(line), err=err)
+
+
+def _json(report: dict[str, Any]) -> str:
+    """A JSON report line, with every string in it escaped as text lines are."""
+    return json.dumps(imagetext.shown_json(report), sort_keys=True)
 
 
 def _with_image(message: str, image: str) -> str:
@@ -203,8 +214,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             raise
         out.append((True, f"{PROG}: {exc}; wrote only the .config"))
         if opts.as_json:
-            out.append((False, json.dumps({"input": image, "config": config_report, "archive": None},
-                                          sort_keys=True)))
+            out.append((False, _json({"input": image, "config": config_report, "archive": None})))
         return out
     report = _report(found)
     if config_report is not None:
@@ -218,7 +228,10 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         if not opts.as_json:
             out.extend((False, name) for name in names)
     else:
-        extracted = _unpack(found, opts)
+        extracted, name_note = _unpack(found, opts)
+        if name_note is not None:
+            report["notes"].append(name_note)
+            out.append((True, f"{PROG}: {image}: {name_note}"))
         if extracted.lost is not None:  # the xz stream was whole but the tar in it was not
             raise Damaged(f"{found.path}: the headers archive is damaged; salvaged {extracted.members} members "
                           f"into {extracted.directory}; lost: {extracted.lost}")
@@ -234,7 +247,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     if opts.as_json:
         platform = api.platform_of(found)
         report["platform"] = platform.as_dict() if platform is not None else None
-        out.append((False, json.dumps(report, sort_keys=True)))
+        out.append((False, _json(report)))
     return out
 
 
@@ -295,7 +308,7 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
     if symbols_out is not None:
         report["symbols"] = _symbols(image, symbols_out)
         lines.append((True, _symbols_line(image, report["symbols"])))
-    return [(False, json.dumps(report, sort_keys=True))] if as_json else lines
+    return [(False, _json(report))] if as_json else lines
 
 
 def _symbols(image: str, dest: str) -> dict[str, Any]:
@@ -347,7 +360,7 @@ def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
 
     report = info.describe(image)
     if as_json:
-        return [(False, json.dumps(report, sort_keys=True))]
+        return [(False, _json(report))]
     headers, config = report["headers"], report["config"]
     lines = [f"image:    {image}", f"release:  {report.get('release') or 'unknown'}",
              f"arch:     {_arch_line(report)}"]
@@ -392,7 +405,7 @@ def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
     """Unpack what a damaged archive still gives, then report the damage (exit 3)."""
     assert damage.data is not None
     found = Found(path=image, method=Method.CARVE, offset=damage.offset or 0, archive=damage.data)
-    extracted = _unpack(found, opts)
+    extracted, _ = _unpack(found, opts)
     lost = extracted.lost or "nothing (the damage lies after the last member)"
     raise Damaged(f"{damage}; salvaged {extracted.members} members into {extracted.directory}; lost: {lost}",
                   offset=damage.offset)
@@ -401,12 +414,7 @@ def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
 def _member_lines(found: Found) -> list[str]:
     from . import unpack
 
-    return [_printable(m.name) + ("/" if m.kind == "dir" else "") for m in unpack.list_members(found.archive)]
-
-
-def _printable(name: str) -> str:
-    """A hostile member name must not drive the terminal: escape control characters."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return [m.name + ("/" if m.kind == "dir" else "") for m in unpack.list_members(found.archive)]
 
 
 _UNPACKED: dict[tuple[str, str], Extracted] = {}  # (archive sha256, target) -> result: unpack once
@@ -414,14 +422,20 @@ _UNPACK_LOCK = threading.Lock()
 STAMP = ".extract-ikheaders.json"  # inside a tree this tool made: which archive it holds
 
 
-def _unpack(found: Found, opts: Options) -> Extracted:
+def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
+    """The unpacked tree, and a note when the image's release could not name it."""
     from . import unpack
 
-    target = Path(opts.output) if opts.output is not None else Path(api.default_directory(found))
+    name_note = None
+    if opts.output is not None:
+        target = Path(opts.output)
+    else:
+        name, name_note = api.default_directory(found)
+        target = Path(name)
     with _UNPACK_LOCK:
         key = (found.sha256, str(target))
         if key in _UNPACKED:
-            return _UNPACKED[key]
+            return _UNPACKED[key], name_note
         reused = _reusable(target, found) if opts.env and not opts.force else None
         result = reused or unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
                                           max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
@@ -429,7 +443,7 @@ def _unpack(found: Found, opts: Options) -> Extracted:
         if reused is None:
             (target / STAMP).write_text(json.dumps({"sha256": found.sha256, "release": found.release}) + "\n")
         _UNPACKED[key] = result
-    return result
+    return result, name_note
 
 
 def _reusable(target: Path, found: Found) -> Extracted | None:
@@ -468,7 +482,7 @@ def _live_source(root: str) -> str:
                   base / "boot" / f"vmlinuz-{release}"]
     for candidate in candidates:
         if candidate.is_file():
-            click.echo(f"{PROG}: live system {release}: using {candidate}", err=True)
+            _echo(f"{PROG}: live system {release}: using {candidate}", err=True)
             return str(candidate)
     raise NotFound(f"no kernel headers for the running kernel {release}: no /sys/kernel/kheaders.tar.xz "
                    f"(CONFIG_IKHEADERS=y, or `modprobe kheaders`), no kheaders.ko under {modules}, "
@@ -476,10 +490,17 @@ def _live_source(root: str) -> str:
 
 
 def _live_release(base: Path) -> str:
+    """The release, from --root's proc/sys/kernel/osrelease (another system's word, so it must be a
+    plain file-name part before it names a directory to search), else this kernel's."""
     osrelease = base / "proc/sys/kernel/osrelease"
-    if str(base) != "/" and osrelease.is_file():
-        return osrelease.read_text().strip()
-    return os.uname().release
+    if str(base) == "/" or not osrelease.is_file():
+        return os.uname().release
+    text = imagetext.decode(osrelease.read_bytes()[: imagetext.MAX_NAME_PART + 2]).strip()
+    release = imagetext.name_part(text)
+    if release is None:
+        raise InputError(f"{osrelease}: \"{imagetext.shown(text)}\" is not a kernel release (at most "
+                         f"{imagetext.MAX_NAME_PART} printable characters, no '/', not '.' or '..')")
+    return release
 
 
 def _summary(found: Found, extracted: Extracted) -> str:
@@ -512,7 +533,7 @@ def _report(found: Found) -> dict[str, Any]:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"{PROG}: {message}", err=True)
+    _echo(f"{PROG}: {message}", err=True)
     sys.exit(code)
 
 
@@ -571,9 +592,9 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
     opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source)
     if not quiet:
         types = opened.types
-        click.echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"
-                   f"{', cached' if types.cached else ''}) from {types.path}; {opened.symbols} symbols from "
-                   f"{opened.symbols_from}", err=True)
+        _echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"
+              f"{', cached' if types.cached else ''}) from {types.path}; {opened.symbols} symbols from "
+              f"{opened.symbols_from}", err=True)
     import drgn.cli
 
     if code is None and script is None:

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any
 
-from . import api, platform
+from . import api, imagetext, platform
 from .errors import Damaged, NotFound
 from .model import Found, Platform
 
@@ -39,7 +39,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _config_title(config_text: bytes | None) -> tuple[str, str] | None:
     """(architecture, release) from the .config's "# Linux/x86 6.1.192 Kernel Configuration" line."""
     match = re.search(rb"^# Linux/(\S+) (\S+) Kernel Configuration", config_text or b"", re.M)
-    return (match.group(1).decode(errors="replace"), match.group(2).decode(errors="replace")) if match else None
+    return (imagetext.decode(match.group(1)), imagetext.decode(match.group(2))) if match else None
 
 
 def _platform(name: str, found: Found | None, config_text: bytes | None) -> Platform | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import xzstream
+from . import imagetext, xzstream
 from .errors import Damaged, NotFound, NotMine
 from .model import Found, Layer, Method
 from .xzstream import Buffer
@@ -258,7 +258,7 @@ def parse_vmcoreinfo(data: bytes) -> dict[str, str]:
     for line in data.split(b"\n"):
         key, sep, value = line.partition(b"=")
         if sep and key:
-            info[key.decode("ascii", "replace")] = value.rstrip(b"\0").decode("ascii", "replace")
+            info[imagetext.decode(key)] = imagetext.decode(value.rstrip(b"\0"))
     return info
 
 
@@ -535,6 +535,6 @@ def banner_release(mem: PhysicalMemory, lo: int, hi: int) -> tuple[str, int] | N
     while at != -1:
         match = _BANNER.match(mem.read_some(at, 200))
         if match:
-            return match.group(1).decode(errors="replace"), at
+            return imagetext.decode(match.group(1)), at
         at = mem.find(b"Linux version ", at + 1, hi)
     return None

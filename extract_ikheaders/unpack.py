@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
-from . import xzstream
+from . import imagetext, xzstream
 from .errors import Damaged, ExtractError, UnsafeArchive, UsageError
 from .model import Extracted, Incident, Member
 
@@ -640,7 +640,7 @@ def _display(parts: tuple[str, ...]) -> str:
 
 
 def _shown(name: str) -> str:
-    return name if name.isprintable() else repr(name)
+    return imagetext.shown(name)
 
 
 def _reason(exc: BaseException) -> str:

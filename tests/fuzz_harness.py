@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 
 import builders_bzimage as bzb
-import hostile
+import hostile_archives as hostile
 from synthetic import KHEADERS_ASM, headers_archive
 
 from extract_ikheaders import api, codecs, locate, unpack, xzstream

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from .. import imagetext
 from ..errors import Damaged, NotMine
 from ..memory import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, parse_vmcoreinfo, release_mapping
 from ..model import Layer
@@ -129,7 +130,7 @@ def read_header(src: Source) -> Header:
         raise Damaged(f"kdump file is truncated: its bitmaps end at {data_start:#x}, the file at {len(src):#x}")
     sub = _read_sub_header(src, layout, version, block_size, sub_hdr_size)
     max_mapnr = sub.get("max_mapnr_64", max_mapnr) if version >= 6 else max_mapnr
-    fields = [uts[i * 65 : (i + 1) * 65].split(b"\0", 1)[0].decode("ascii", "replace") for i in range(6)]
+    fields = [imagetext.decode(uts[i * 65 : (i + 1) * 65].split(b"\0", 1)[0]) for i in range(6)]
     split = bool(sub.get("split", 0)) and version >= 2
     start_pfn = sub.get("start_pfn_64" if version >= 6 else "start_pfn", 0) if split else 0
     end_pfn = sub.get("end_pfn_64" if version >= 6 else "end_pfn", max_mapnr) if split else max_mapnr
