@@ -441,7 +441,8 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
                                           max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
                                           max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
         if reused is None:
-            (target / STAMP).write_text(json.dumps({"sha256": found.sha256, "release": found.release}) + "\n")
+            unpack.write_file((json.dumps({"sha256": found.sha256, "release": found.release}) + "\n").encode(),
+                              target / STAMP)
         _UNPACKED[key] = result
     return result, name_note
 

@@ -24,6 +24,7 @@ stream is Damaged; failing to write the output (disk full, ...) is UsageError.
 
 from __future__ import annotations
 
+import errno
 import io
 import lzma
 import math
@@ -733,14 +734,24 @@ def _discard(tmp: Path) -> None:
 
 def write_file(data: bytes, dest: str | os.PathLike[str]) -> None:
     """Write `data` to dest whole or not at all: a temporary name beside it, renamed into place
-    (a device such as /dev/null is written straight through). UsageError for a directory."""
+    (a device such as /dev/null is written straight through).
+
+    Any failure to write (a directory there, a missing directory, no space, no permission, a full
+    device) is the user's: UsageError naming the path and the system's reason, nothing left behind."""
     target = Path(dest)
-    if target.is_dir():
-        raise UsageError(f"{dest}: is a directory")
-    if target.exists() and not target.is_file():
-        with target.open("wb") as f:
-            f.write(data)
-        return
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if target.exists() and not target.is_file():
+            with target.open("wb") as f:
+                f.write(data)
+            return
+        _write_beside(data, target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+
+def _write_beside(data: bytes, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
     try:
         umask = os.umask(0)

@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +34,21 @@ class Limited:
         return self.stdout.decode("utf-8", "surrogateescape")
 
 
-def _limits() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def _limits(file_size: int | None) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+        resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if file_size is not None:  # writes past it fail with EFBIG (Python ignores SIGXFSZ)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    return apply
 
 
-def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Limited:
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, stdin: bytes | None = None,
+        file_size: int | None = None) -> Limited:
     proc = subprocess.run([sys.executable, "-m", "extract_ikheaders", *map(str, args)], cwd=cwd,
                           env={**os.environ, **(env or {})}, input=stdin, capture_output=True,
-                          preexec_fn=_limits, timeout=CPU_SECONDS * 3)
+                          preexec_fn=_limits(file_size), timeout=CPU_SECONDS * 3)
     assert proc.returncode >= 0, f"killed by signal {-proc.returncode} (a limit was hit): {proc.stderr[-500:]!r}"
     return Limited(proc.returncode, proc.stdout, proc.stderr)
 
