@@ -419,7 +419,6 @@ def _member_lines(found: Found) -> list[str]:
 
 _UNPACKED: dict[tuple[str, str], Extracted] = {}  # (archive sha256, target) -> result: unpack once
 _UNPACK_LOCK = threading.Lock()
-STAMP = ".extract-ikheaders.json"  # inside a tree this tool made: which archive it holds
 
 
 def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
@@ -432,6 +431,9 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
     else:
         name, name_note = api.default_directory(found)
         target = Path(name)
+    if opts.force and _inside(found.path, target):
+        raise UsageError(f"{found.path} lies inside {target}, which --force would replace; "
+                         "move the image or choose another directory")
     with _UNPACK_LOCK:
         key = (found.sha256, str(target))
         if key in _UNPACKED:
@@ -440,27 +442,30 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
         result = reused or unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
                                           max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
                                           max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
-        if reused is None:
-            unpack.write_file((json.dumps({"sha256": found.sha256, "release": found.release}) + "\n").encode(),
-                              target / STAMP)
         _UNPACKED[key] = result
     return result, name_note
 
 
-def _reusable(target: Path, found: Found) -> Extracted | None:
-    """A tree this tool made from the same archive, owned by us and writable by nobody else
-    (BCC's CVE-2024-2314 came from trusting a /tmp/kheaders-* made by someone else)."""
-    try:
-        info = target.lstat()
-        stamp = json.loads((target / STAMP).read_text())
-    except (OSError, ValueError):
-        return None
-    import stat
+def _inside(path: str, directory: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([real, top]) == top
 
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise UsageError(f"{target}: exists but is not a directory of ours that only we can write; "
+
+def _reusable(target: Path, found: Found) -> Extracted | None:
+    """A tree this tool made from the same archive in which every entry is ours and writable by us
+    alone; None when there is none or it holds another archive."""
+    from . import unpack
+
+    if not target.exists() and not target.is_symlink():
+        return None
+    try:
+        untrusted = unpack.untrusted_entry(target)
+    except OSError as exc:
+        raise UsageError(f"cannot check {target}: {exc.strerror or exc}") from None
+    if untrusted is not None:
+        raise UsageError(f"{target}: exists but is not a tree of ours that only we can write ({untrusted}); "
                          f"remove it or use --force")
-    if stamp.get("sha256") != found.sha256:
+    if unpack.stamped_sha256(target) != found.sha256:
         return None
     return Extracted(directory=str(target), members=0, bytes_written=0)
 

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_MAX_MEMBERS = 200_000
+# Written into every tree this module unpacks: which archive it holds. --force replaces only a
+# directory that has one (a tree this tool made), and --env reuses one only when it names the
+# same archive. The name is refused as an archive member at the top of the tree.
+STAMP = ".extract-ikheaders.json"
 
 _CHUNK = 1 << 20
 _MAX_HEADER_DATA = 64 << 10  # tarfile reads pax and GNU long-name headers into memory whole
@@ -351,7 +355,8 @@ def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits, salvage: boo
             # Everything before the break decoded in order, so it is what the archive holds;
             # the member being written when the data broke off, and all after it, are lost.
             tree.lost = _lost(tree, exc)
-        tree.finish()
+        _write_stamp(tmp, archive)
+        tree.finish()  # last: directory times
     finally:
         tree.close()
     return tree
@@ -405,6 +410,8 @@ class _Tree:
 
     def add(self, info: tarfile.TarInfo, stream: _Stream) -> None:
         parts = _safe_parts(info.name, info.name, "name")
+        if parts == (STAMP,):
+            raise UnsafeArchive(f"{_shown(info.name)}: the name this tool keeps for its own stamp")
         if info.isdir():
             self._add_dir(info, parts)
         elif not parts:
@@ -668,6 +675,55 @@ def _mtime_ns(info: tarfile.TarInfo) -> int | None:
 # The target directory -------------------------------------------------------------------------
 
 
+def _write_stamp(tree: Path, archive: bytes) -> None:
+    import hashlib
+    import json
+
+    stamp = {"sha256": hashlib.sha256(archive).hexdigest(), "tool": "extract-ikheaders"}
+    (tree / STAMP).write_text(json.dumps(stamp, sort_keys=True) + "\n")
+
+
+def has_stamp(directory: Path) -> bool:
+    """Whether `directory` is a tree this tool unpacked (its stamp is a regular file, not a link)."""
+    try:
+        return stat.S_ISREG(os.lstat(directory / STAMP).st_mode)
+    except OSError:
+        return False
+
+
+def stamped_sha256(directory: Path) -> str | None:
+    """The archive sha256 in a tree's stamp, if the tree has one (read without following links)."""
+    import json
+
+    try:
+        fd = os.open(directory / STAMP, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            stamp = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return None
+    sha = stamp.get("sha256") if isinstance(stamp, dict) else None
+    return sha if isinstance(sha, str) else None
+
+
+def untrusted_entry(directory: Path) -> str | None:
+    """The first entry of the tree that someone else could have put or changed: not ours, group- or
+    world-writable, a symbolic link, or anything but a directory or a regular file; None when every
+    entry is ours alone (BCC's CVE-2024-2314 trusted a /tmp/kheaders-* that someone else made)."""
+    uid = os.getuid()
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        st = os.lstat(current)
+        if st.st_uid != uid or st.st_mode & 0o022:
+            return f"{current} (owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(current) as entries:
+                pending.extend(Path(entry.path) for entry in entries)
+        elif not stat.S_ISREG(st.st_mode):
+            return f"{current} (not a directory or regular file)"
+    return None
+
+
 def _check_target(dest: Path, force: bool) -> bool:
     """Whether `dest` holds a tree to replace; refuses a target that cannot or must not be used."""
     if dest.name in ("", ".", ".."):
@@ -686,8 +742,11 @@ def _check_target(dest: Path, force: bool) -> bool:
         raise UsageError(f"{dest} exists and is not a directory")
     if _is_empty(dest):
         return False
+    if not has_stamp(dest):
+        raise UsageError(f"{dest} is not empty and not a tree this tool unpacked (no {STAMP}); "
+                         "refusing to replace it" + ("" if force else " (--force replaces only such trees)"))
     if not force:
-        raise UsageError(f"{dest} is not empty; use --force (force=True) to replace it")
+        raise UsageError(f"{dest} holds an earlier tree; use --force to replace it")
     return True
 
 

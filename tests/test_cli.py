@@ -29,12 +29,28 @@ def test_output_dir_and_force(vmlinux: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "old").write_text("keep me")
-    refused = run_cli("-o", out, vmlinux)
-    assert refused.code == 2 and "--force" in refused.stderr
-    assert (out / "old").read_text() == "keep me"
+    for extra in ([], ["--force"]):  # not a tree this tool made: never replaced
+        refused = run_cli("-o", out, *extra, vmlinux)
+        assert refused.code == 2 and "not a tree this tool unpacked" in refused.stderr
+        assert (out / "old").read_text() == "keep me"
+    (out / "old").unlink()
+    assert run_cli("-o", out, vmlinux).code == 0
+    (out / "old").write_text("added since")
+    again = run_cli("-o", out, vmlinux)
+    assert again.code == 2 and "--force" in again.stderr
     forced = run_cli("-o", out, "--force", vmlinux)
     assert forced.code == 0, forced.stderr
     assert not (out / "old").exists() and (out / "include/linux/types.h").is_file()
+
+
+def test_force_refuses_a_directory_holding_the_image(vmlinux: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("-o", out, vmlinux).code == 0
+    inside = out / "vmlinux"
+    inside.write_bytes(vmlinux.read_bytes())
+    run = run_cli("-o", out, "--force", inside)
+    assert run.code == 2 and "lies inside" in run.stderr and run.stderr.count("\n") == 1
+    assert inside.read_bytes() == vmlinux.read_bytes()
 
 
 def test_archive_to_file_and_stdout(vmlinux: Path, tmp_path: Path) -> None:

@@ -221,7 +221,7 @@ def test_devices_and_fifos_are_skipped(tmp_path: Path) -> None:
     assert result.incidents == (Incident("dev/null", "character device", "skipped"),
                                 Incident("dev/sda", "block device", "skipped"),
                                 Incident("pipe", "fifo", "skipped"))
-    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["dev", "keep.h"]
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == [unpack.STAMP, "dev", "keep.h"]
     assert result.members == 2
 
 
@@ -229,7 +229,7 @@ def test_special_mode_bits_are_dropped_and_reported(tmp_path: Path) -> None:
     data = archive(file("./suid", b"#!", mode=0o4755), file("./sgid", b"", mode=0o2644),
                    directory("./sticky", mode=0o1777), file("./shared", b"", mode=0o666), file("./own", mode=0o700))
     result = unpack.extract(data, tmp_path / "out")
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir() if p.name != unpack.STAMP}
     assert modes == {"suid": 0o755, "sgid": 0o644, "sticky": 0o755, "shared": 0o644, "own": 0o755}
     assert [(i.member, i.action) for i in result.incidents] == [
         ("suid", "mode changed"), ("sgid", "mode changed"), ("sticky", "mode changed")]
@@ -273,7 +273,7 @@ def test_links_that_stay_inside_are_kept(tmp_path: Path) -> None:
 
 def test_empty_archive_gives_empty_directory(tmp_path: Path) -> None:
     result = unpack.extract(xz(tar([])), tmp_path / "out")
-    assert (result.members, list((tmp_path / "out").iterdir())) == (0, [])
+    assert (result.members, [p.name for p in (tmp_path / "out").iterdir()]) == (0, [unpack.STAMP])
     assert unpack.list_members(xz(tar([]))) == ()
 
 
@@ -451,6 +451,7 @@ def test_non_empty_target_needs_force(tmp_path: Path) -> None:
 
 
 def test_force_replaces_after_success(tmp_path: Path) -> None:
+    unpack.extract(archive(file("./old.h", b"old")), tmp_path / "out")
     (tmp_path / "out/sub").mkdir(parents=True)
     (tmp_path / "out/sub/mine.txt").write_text("mine")
     result = unpack.extract(NORMAL, tmp_path / "out", force=True)
@@ -458,6 +459,25 @@ def test_force_replaces_after_success(tmp_path: Path) -> None:
     assert (tmp_path / "out/include/linux/types.h").is_file()
     assert result.incidents == ()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_tree_this_tool_did_not_unpack_is_never_replaced(tmp_path: Path, force: bool) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/mine.txt").write_text("mine")
+    refused(tmp_path, NORMAL, UsageError, "not a tree this tool unpacked", force=force)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+
+
+def test_a_stamp_that_is_a_link_is_no_stamp(tmp_path: Path, outside: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / unpack.STAMP).symlink_to(outside / "victim.txt")
+    refused(tmp_path, NORMAL, UsageError, "not a tree this tool unpacked", force=True)
+
+
+def test_an_archive_member_cannot_take_the_stamps_name(tmp_path: Path) -> None:
+    refused(tmp_path, archive(file("./ok.h", b"x"), file(f"./{unpack.STAMP}", b'{"sha256": "forged"}')),
+            UnsafeArchive, "stamp")
 
 
 def test_force_keeps_old_tree_when_new_archive_fails(tmp_path: Path) -> None:
