@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 import click
 
 from . import api, imagetext
+from .confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
+from .confined_cc import Limits
 from .errors import Damaged, ExtractError, InputError, NotFound, UsageError
 from .model import Extracted, Found, Method
 
@@ -88,6 +90,10 @@ class Options:
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="With --debuginfo or --isf: a matching kernel source tree, for the types the headers archive cannot "
                    "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
+@click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",
+              show_default=True,
+              help="With --debuginfo or --isf: the wall-clock limit of each compiler step on the image's headers "
+                   "(the compiler also runs under memory, CPU and output-size limits).")
 @click.option("--info", "info_only", is_flag=True,
               help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
                    "containers, BPF-related CONFIG_ values) without unpacking anything.")
@@ -115,7 +121,7 @@ class Options:
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
-            kernel_source: str | None,
+            kernel_source: str | None, compile_timeout: float,
             info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
             salvage: bool, max_size: int | None, max_members: int | None) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
@@ -135,7 +141,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     if kernel_source is not None and debuginfo_out is None and isf_out is None:
         raise UsageError("--kernel-source goes with --debuginfo or --isf")
     if symbols_out is not None or debuginfo_out is not None or isf_out is not None:
-        outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source)
+        outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
         _check_analysis(outputs, len(images), as_json, opts)
         return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json))
     if info_only:
@@ -289,6 +295,10 @@ class Analysis:
     debuginfo_out: str | None
     isf_out: str | None
     kernel_source: str | None
+    compile_timeout: float = DEFAULT_COMPILE_SECONDS
+
+    def limits(self) -> Limits:
+        return Limits(seconds=self.compile_timeout)
 
 
 def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, str]]:
@@ -297,10 +307,10 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
     report: dict[str, Any] = {"input": image}
     lines: list[tuple[bool, str]] = []
     if outputs.isf_out is not None:
-        report["isf"] = _isf(image, outputs.isf_out, kernel_source)
+        report["isf"] = _isf(image, outputs.isf_out, kernel_source, outputs.limits())
         lines.extend(_isf_lines(image, report["isf"]))
     if debuginfo_out is not None:
-        report["debuginfo"] = _debuginfo(image, debuginfo_out, kernel_source)
+        report["debuginfo"] = _debuginfo(image, debuginfo_out, kernel_source, outputs.limits())
         info = report["debuginfo"]
         lines.append((True, f"{PROG}: {image}: types of {info['release'] or 'the kernel'} ({info['arch']}, "
                             f"{info['globals']} globals typed{', cached' if info['cached'] else ''}) "
@@ -326,11 +336,11 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
     return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
 
 
-def _isf(image: str, dest: str, kernel_source: str | None) -> dict[str, Any]:
+def _isf(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
     """--isf: a Volatility 3 symbol table for a crash dump."""
     from . import isf
 
-    return isf.make_isf(image, dest, kernel_source=kernel_source).as_dict()
+    return isf.make_isf(image, dest, kernel_source=kernel_source, limits=limits).as_dict()
 
 
 def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
@@ -346,11 +356,11 @@ def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
     return lines
 
 
-def _debuginfo(image: str, dest: str, kernel_source: str | None) -> dict[str, Any]:
+def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
     """--debuginfo: the types object (built, or from the cache) copied to `dest`."""
     from . import debuginfo
 
-    types = debuginfo.build_types(image, kernel_source=kernel_source)
+    types = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
     _write_archive(types.path.read_bytes(), dest)
     return {**types.as_dict(), "output": dest, "cache": str(types.path)}
 
@@ -583,9 +593,11 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, name_input:
               help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
+@click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",
+              show_default=True, help="The wall-clock limit of each compiler step on the dump's headers.")
 @click.option("-q", "--quiet", is_flag=True, help="No banner or summary line.")
 def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str | None, system_map: str | None,
-                 kernel_source: str | None, quiet: bool) -> int:
+                 kernel_source: str | None, compile_timeout: float, quiet: bool) -> int:
     """drgn on DUMP with no vmlinux: the kernel's types from its embedded headers (--debuginfo) and its
     symbols from kallsyms (--symbols), so drgn's helpers work (for_each_task, cmdline, for_each_module...).
 
@@ -595,7 +607,8 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
 
     if script is not None and code is not None:
         raise UsageError("give either -c CODE or SCRIPT, not both")
-    opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source)
+    opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source,
+                                limits=Limits(seconds=compile_timeout))
     if not quiet:
         types = opened.types
         _echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"

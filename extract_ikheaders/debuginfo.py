@@ -31,11 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import confined_cc
+from .confined_cc import Limits
 from .errors import ExtractError, NotFound
 
 BUILDER_REV = 1  # bump when the way of compiling changes (the lists below are in the cache key already)
 CACHE_ENV = "EXTRACT_IKHEADERS_TYPES_CACHE"
-COMPILE_TIMEOUT = 300
 MAX_RETRIES = 8
 
 # The headers analysis tools (drgn helpers, Volatility 3's linux plugins, crash) need types from.
@@ -156,13 +157,14 @@ def cache_root() -> Path:
 
 
 def build_types(image: str | os.PathLike[str], *, kernel_source: str | os.PathLike[str] | None = None,
-                cache: Path | None = None) -> Types:
-    """The types object for the kernel in `image` (any input find() takes), built once per archive."""
+                cache: Path | None = None, limits: Limits | None = None) -> Types:
+    """The types object for the kernel in `image` (any input find() takes), built once per archive;
+    `limits` bound each compiler step (confined_cc: 60 s of wall clock by default)."""
     from . import api
 
     found = api.find(image)
     config = _config_or_none(image)
-    return build_types_from(found.archive, config, kernel_source=kernel_source, cache=cache)
+    return build_types_from(found.archive, config, kernel_source=kernel_source, cache=cache, limits=limits)
 
 
 def _config_or_none(image: str | os.PathLike[str]) -> bytes | None:
@@ -175,7 +177,8 @@ def _config_or_none(image: str | os.PathLike[str]) -> bytes | None:
 
 
 def build_types_from(archive: bytes, config: bytes | None = None, *,
-                     kernel_source: str | os.PathLike[str] | None = None, cache: Path | None = None) -> Types:
+                     kernel_source: str | os.PathLike[str] | None = None, cache: Path | None = None,
+                     limits: Limits | None = None) -> Types:
     """The types object for a headers archive (the .tar.xz bytes); `config` is the kernel's .config
     when known (checked against, or standing in for, the archive's autoconf.h)."""
     from . import api
@@ -198,7 +201,7 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
 
         unpack.extract(archive, tree)
         (tree / "include" / "generated" / "autoconf.h").write_bytes(autoconf)
-        result = _compile(tree, Path(tmp), target, source)
+        result = _compile(tree, Path(tmp), target, source, limits or Limits())
         staged = Path(tmp) / "out"
         staged.mkdir()
         shutil.move(str(result.obj), staged / "types.o")
@@ -429,19 +432,23 @@ def _unit(headers: Sequence[str], private: Sequence[Path], declarations: Sequenc
     return "\n".join(lines) + "\n"
 
 
-def _compile(tree: Path, work: Path, target: Target, source: Path | None) -> _Result:
+def _compile(tree: Path, work: Path, target: Target, source: Path | None, limits: Limits) -> _Result:
     headers = [h for h in dict.fromkeys(HEADERS) if (tree / "include" / h).is_file()]
     private = [source / rel for rel in PRIVATE_HEADERS if source and (source / rel).is_file()]
     extra = {**DECLARATIONS, **(PRIVATE_DECLARATIONS if private else {})}
     declarations = list(extra.values())
     globals_ = list(dict.fromkeys((*GLOBALS, *extra, *(PRIVATE_GLOBALS if private else ()))))
     skipped: list[str] = []
-    unit_path, obj = work / "types.c", work / "types.o"
+    cc_dir = work / "cc"  # the compiler's own empty working directory
+    cc_dir.mkdir()
+    unit_path, obj = cc_dir / "types.c", work / "types.o"
     flags = compile_flags(tree, target)
+    confined_cc.check_tree(tree, [Path(f[2:]) for f in flags if f.startswith("-I")])
+    allowed = [tree, *([source] if source else [])]
     for _ in range(MAX_RETRIES):
         unit = _unit(headers, private, declarations, globals_)
         unit_path.write_text(unit)
-        proc = _run([*target.compiler, *flags, "-c", str(unit_path), "-o", str(obj)])
+        proc = _run(target.compiler, flags, unit_path, obj, allowed, limits)
         if proc.returncode == 0:
             return _Result(obj, unit, (*headers, *map(str, private)), tuple(skipped), tuple(globals_))
         items = unit.splitlines()
@@ -492,10 +499,11 @@ def _first_error(stderr: str) -> str:
     return stderr.strip().splitlines()[-1] if stderr.strip() else "no diagnostics"
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(compiler: Sequence[str], flags: Sequence[str], unit: Path, obj: Path, allowed: Sequence[Path],
+         limits: Limits) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        return confined_cc.compile_unit(compiler, flags, unit, obj, allowed, limits)
     except OSError as exc:
-        raise TypesError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    except subprocess.TimeoutExpired:
-        raise TypesError(f"{argv[0]} took more than {COMPILE_TIMEOUT} s on the types unit") from None
+        raise TypesError(f"cannot run {compiler[0]}: {exc.strerror}") from None
+    except confined_cc.LimitExceeded as exc:
+        raise TypesError(f"compiling the types unit: {exc} (a hostile header? --compile-timeout raises the time limit)") from None

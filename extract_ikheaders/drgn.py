@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import standin
+from .confined_cc import Limits
 from .debuginfo import TYPE_PREFIX, Types
 from .errors import ExtractError, InputError, NotFound, NotMine
 from .memory import PhysicalMemory, open_dump
@@ -63,14 +64,15 @@ def import_drgn() -> ModuleType:
 
 
 def open_program(dump: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None = None,
-                 kernel_source: str | os.PathLike[str] | None = None, types: Types | None = None) -> Opened:
+                 kernel_source: str | os.PathLike[str] | None = None, types: Types | None = None,
+                 limits: Limits | None = None) -> Opened:
     """A drgn Program over `dump` (a crash image drgn reads: ELF vmcore, kdump-compressed) with the
     kernel's types and symbols wired in. `symbols` is a System.map to use instead of kallsyms."""
     drgn = import_drgn()
     from . import debuginfo
 
     name = os.fspath(dump)
-    types = types or debuginfo.build_types(name, kernel_source=kernel_source)
+    types = types or debuginfo.build_types(name, kernel_source=kernel_source, limits=limits)
     vmcoreinfo, table, source = _read_dump(name, symbols)
     prog = drgn.Program(vmcoreinfo=standin.text(vmcoreinfo))  # a dump without VMCOREINFO gets the stand-in
     try:

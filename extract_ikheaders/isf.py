@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import imagesyms
+from .confined_cc import Limits
 from .errors import Damaged, InputError, NotFound, NotMine
 from .memory import PhysicalMemory, open_dump
 from .xzstream import Buffer
@@ -422,7 +423,7 @@ def cached_types(types_object: Path) -> tuple[DwarfTypes, bool]:
 
 
 def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
-             types_object: Path | None = None) -> IsfReport:
+             types_object: Path | None = None, limits: Limits | None = None) -> IsfReport:
     """--isf for a crash dump: its kallsyms and banner with the --debuginfo types (built or cached for
     the dump's headers archive; `types_object` gives an existing one instead), written to dest."""
     from . import __version__, api, standin
@@ -433,7 +434,7 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
         except NotMine:
             raise NotFound(f"{image}: not a crash dump (ELF core, kdump-compressed, flattened or LiME)") from None
         table = standin.kallsyms(mem, buf, image)  # fails fast, before any compile
-        types, cached, types_object = _types(image, kernel_source, types_object)
+        types, cached, types_object = _types(image, kernel_source, types_object, limits)
         found = _DumpSymbols.gather(mem, types, table.symbols, image)
         banner = dump_banner(mem, found.symbols, image) or _scanned_banner(buf, image)
     doc = build_isf(types, found.symbols, table.kaslr_offset, banner, __version__)
@@ -447,14 +448,15 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
                      types_object=str(types_object), types_cached=cached)
 
 
-def _types(image: str, kernel_source: str | None, types_object: Path | None) -> tuple[DwarfTypes, bool, Path]:
+def _types(image: str, kernel_source: str | None, types_object: Path | None,
+           limits: Limits | None = None) -> tuple[DwarfTypes, bool, Path]:
     """The ISF types of the image's --debuginfo object (or of `types_object`), and whether both the
     compile and the conversion came from the cache."""
     compiled_cached = True
     if types_object is None:
         from . import debuginfo
 
-        built = debuginfo.build_types(image, kernel_source=kernel_source)
+        built = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
         types_object, compiled_cached = built.path, built.cached
     types, converted_cached = cached_types(types_object)
     return types, compiled_cached and converted_cached, types_object
