@@ -506,4 +506,5 @@ def _run(compiler: Sequence[str], flags: Sequence[str], unit: Path, obj: Path, a
     except OSError as exc:
         raise TypesError(f"cannot run {compiler[0]}: {exc.strerror}") from None
     except confined_cc.LimitExceeded as exc:
-        raise TypesError(f"compiling the types unit: {exc} (a hostile header? --compile-timeout raises the time limit)") from None
+        raise TypesError(f"compiling the types unit: {exc} (a hostile header? "
+                         "--compile-timeout raises the time limit)") from None
