@@ -236,11 +236,13 @@ def config_by_markers(buf: Buffer | bytes, start_at: int = 0, stop: int | None =
     """The gzip data between IKCFG_ST and the next IKCFG_ED (stray marker strings are skipped)."""
     start_at, stop = xzstream.bounds(buf, start_at, stop)
     pos = buf.find(CONFIG_START_MARKER, start_at, stop)
+    end = -1
     while pos != -1:
         start = pos + len(CONFIG_START_MARKER)
-        end = buf.find(CONFIG_END_MARKER, start, stop)
-        if end == -1:
-            return None
+        if end < start:  # one search per end marker, not per start marker: linear in the markers
+            end = buf.find(CONFIG_END_MARKER, start, stop)
+            if end == -1:
+                return None
         if bytes(buf[start : start + 3]) == _GZIP_MAGIC:
             return Span(Method.MARKERS, start, end)
         pos = buf.find(CONFIG_START_MARKER, pos + 1, stop)

@@ -188,7 +188,9 @@ class MappedMemory(PhysicalMemory):
 
     def find(self, pattern: bytes, start: int, end: int) -> int:
         keep = len(pattern) - 1
-        for i, e in enumerate(self._extents):
+        first = max(0, bisect.bisect_right(self._starts, start) - 1)  # not a walk from the first extent:
+        for i in range(first, len(self._extents)):  # a search per window would make n ranges cost n²
+            e = self._extents[i]
             e_end = e.paddr + e.size
             if e.paddr >= end:
                 break

@@ -53,6 +53,7 @@ DEFAULT_MAX_MEMBERS = 200_000
 # directory that has one (a tree this tool made), and --env reuses one only when it names the
 # same archive. The name is refused as an archive member at the top of the tree.
 STAMP = ".extract-ikheaders.json"
+MAX_INCIDENTS = 100  # listed one by one; more are counted
 
 _CHUNK = 1 << 20
 _MAX_HEADER_DATA = 64 << 10  # tarfile reads pax and GNU long-name headers into memory whole
@@ -111,7 +112,7 @@ def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int =
         _discard(tmp)
         raise
     return Extracted(directory=str(dest), members=tree.members, bytes_written=tree.bytes_written,
-                     incidents=(*tree.incidents, *incidents), lost=tree.lost)
+                     incidents=(*tree.all_incidents(), *incidents), lost=tree.lost)
 
 
 # Reading the archive --------------------------------------------------------------------------
@@ -398,6 +399,7 @@ class _Tree:
         self._kinds: dict[tuple[str, ...], str] = {(): "directory"}
         self._dir_times: dict[tuple[str, ...], int | None] = {}
         self.incidents: list[Incident] = []
+        self.more_incidents = 0
         self.members = 0
         self.bytes_written = 0
         self.partial: tuple[str, ...] | None = None
@@ -515,12 +517,27 @@ class _Tree:
         return existing is not None
 
     def _skip(self, parts: tuple[str, ...], problem: str) -> None:
-        self.incidents.append(Incident(member=_display(parts), problem=problem, action="skipped"))
+        self._incident(Incident(member=_display(parts), problem=problem, action="skipped"))
 
     def _note_special_bits(self, info: tarfile.TarInfo, parts: tuple[str, ...], mode: int) -> None:
         if info.mode & _SPECIAL_BITS:
             problem = f"setuid/setgid/sticky bits dropped ({info.mode & 0o7777:04o} -> {mode:04o})"
-            self.incidents.append(Incident(member=_display(parts), problem=problem, action="mode changed"))
+            self._incident(Incident(member=_display(parts), problem=problem, action="mode changed"))
+
+    def _incident(self, incident: Incident) -> None:
+        """Kept one by one up to MAX_INCIDENTS, then only counted: an archive of a million
+        duplicates must not become a million objects and a million printed lines."""
+        if len(self.incidents) < MAX_INCIDENTS:
+            self.incidents.append(incident)
+        else:
+            self.more_incidents += 1
+
+    def all_incidents(self) -> tuple[Incident, ...]:
+        if not self.more_incidents:
+            return tuple(self.incidents)
+        more = Incident(member=f"{self.more_incidents:,} more members",
+                        problem="further incidents of the kinds above", action="not listed")
+        return (*self.incidents, more)
 
     def _create_file(self, parts: tuple[str, ...], name: str) -> int:
         parent = self._open_dir(parts[:-1], name)
