@@ -24,6 +24,16 @@ def intact_members(archive: bytes) -> dict[str, bytes]:
     return members
 
 
+def plain_tar(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
 def files_under(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
             if p.is_file() and not p.is_symlink() and p.name != ".extract-ikheaders.json"}
@@ -65,13 +75,7 @@ def test_salvage_of_a_truncated_archive_in_vmlinux(corpus: Corpus, tmp_path: Pat
 
 def test_salvage_of_a_plain_archive_cut_in_half(tmp_path: Path) -> None:
     files = {f"./include/linux/h{i:03}.h": (b"#define X%d %d\n" % (i, i)) * (50 + i) for i in range(200)}
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    archive = lzma.compress(raw.getvalue())
+    archive = lzma.compress(plain_tar(files))
     half = tmp_path / "half.tar.xz"
     half.write_bytes(archive[: len(archive) // 2])
     run = run_cli("--salvage", "-o", tmp_path / "out", half)
@@ -86,17 +90,12 @@ def test_salvage_never_hides_a_tar_cut_inside_a_whole_xz_stream(tmp_path: Path, 
     """The xz stream is complete and sound; only the tar in it is short. Plain extraction refuses it,
     --salvage keeps the whole members, names the loss, and still exits 3."""
     files = {f"./include/linux/h{i:02}.h": b"#define X%d %d\n" % (i, i) * 300 for i in range(50)}
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    with tarfile.open(fileobj=io.BytesIO(raw.getvalue())) as tar:
+    tar_bytes = plain_tar(files)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         member = tar.getmember("./include/linux/h25.h")
     cut = member.offset_data + 700 if where == "inside member data" else member.offset
     image = tmp_path / "cut.tar.xz"
-    image.write_bytes(lzma.compress(raw.getvalue()[:cut]))
+    image.write_bytes(lzma.compress(tar_bytes[:cut]))
     plain = run_cli("-o", tmp_path / "plain", image)
     assert plain.code == 3 and not (tmp_path / "plain").exists()
     assert plain.stderr.count("\n") == 1 and str(image) in plain.stderr
