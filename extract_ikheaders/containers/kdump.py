@@ -411,11 +411,13 @@ class KdumpMemory(PhysicalMemory):
 
 
 def _make_decoder(codec: int, page_size: int) -> Callable[[bytes], bytes]:
-    """A page decoder; the codec libraries are imported only when a dump needs them."""
+    """A page decoder whose output is bounded by the page size, whatever the page claims; the codec
+    libraries are imported only when a dump needs them. The input is at most a page (_decode), so
+    LZO, whose library takes no bound, makes at most ~256 pages of one (its longest match per byte)."""
     if codec & (codec - 1):
         raise Damaged(f"kdump page claims several compressions at once (flags {codec:#x})")
     if codec == ZLIB:
-        return lambda data: zlib.decompress(data, bufsize=page_size)
+        return lambda data: zlib.decompressobj().decompress(data, page_size + 1)
     if codec == LZO:
         import lzallright
 
@@ -424,13 +426,35 @@ def _make_decoder(codec: int, page_size: int) -> Callable[[bytes], bytes]:
     if codec == SNAPPY:
         import cramjam
 
-        return lambda data: bytes(cramjam.snappy.decompress_raw(data))
+        def snappy(data: bytes) -> bytes:
+            _declared_at_most(_snappy_length(data), page_size, "snappy")  # cramjam allocates what it says
+            return bytes(cramjam.snappy.decompress_raw(data))
+        return snappy
     if codec == ZSTD:
         import zstandard
 
         zstd = zstandard.ZstdDecompressor()
-        return lambda data: bytes(zstd.decompress(data, max_output_size=page_size))
+
+        def zstd_page(data: bytes) -> bytes:
+            _declared_at_most(zstandard.frame_content_size(data), page_size, "zstd")
+            return bytes(zstd.decompress(data, max_output_size=page_size))
+        return zstd_page
     raise Damaged(f"kdump page uses an unknown compression (flags {codec:#x})")
+
+
+def _declared_at_most(declared: int, page_size: int, codec: str) -> None:
+    if declared > page_size:
+        raise Damaged(f"its {codec} data declares {declared:,} bytes, more than a page ({page_size:,})")
+
+
+def _snappy_length(data: bytes) -> int:
+    """The uncompressed length a raw snappy block starts with (a little-endian base-128 varint)."""
+    value = 0
+    for i, byte in enumerate(data[:5]):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value
+    raise Damaged("its snappy length field is malformed")
 
 
 def _bit_runs(bits: int) -> Iterator[tuple[int, int]]:
