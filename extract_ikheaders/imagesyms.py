@@ -12,9 +12,9 @@ initializer makes unmistakable, using member offsets from the types object:
 - init_mm: the mm_struct whose pgd is swapper_pg_dir and whose mmlist points at itself;
 - modules: a list_head near init_task whose entries (module space, read through the page tables,
   x86_64) are struct modules linked back to it; an empty list cannot be recognised;
-- linux_banner: "Linux version <release> ..." ending in init_uts_ns's version, a newline and a NUL
-  (init/version.c compiles a second, weak banner with a placeholder version; the log's copies have
-  no newline).
+- linux_banner: the last "Linux version <release> ..." in the image ending in init_uts_ns's version,
+  a newline and a NUL (init/version.c compiles a second, weak banner, the same text when the build
+  pins its version and time; the log's copies have no newline).
 
 Addresses are the running kernel's (KASLR applied), like kallsyms'.
 """
@@ -238,7 +238,9 @@ def _banner_at(image: _Image, info: dict[str, str], uts: int | None, offsets: Of
     """linux_banner: 'Linux version <release> ...' ending in init_uts_ns's version, a newline and a NUL.
 
     init/version.c compiles a second, weak banner with a placeholder version; the kernel log's copies
-    have no newline.
+    have no newline. A kernel built with KBUILD_BUILD_VERSION and KBUILD_BUILD_TIMESTAMP set (Debian's,
+    reproducible builds) has no placeholder: both banners read the same, and the real one is the last,
+    as link-vmlinux.sh links init/version-timestamp.o after everything else.
     """
     release = info.get("OSRELEASE", "")
     ending = b"\n\0"
@@ -246,9 +248,10 @@ def _banner_at(image: _Image, info: dict[str, str], uts: int | None, offsets: Of
         name = uts - image.delta + (offsets("uts_namespace", "name") or 0)
         version = image.mem.read_some(name + 3 * _UTS_LEN, _UTS_LEN).split(b"\0")[0]
         ending = b" " + version + ending if version else ending
+    last = None
     for hit in image.hits(f"Linux version {release} ".encode()):
         data = image.mem.read_some(hit, _BANNER_MAX)
         end = data.find(b"\0")
         if end > 0 and data[: end + 1].endswith(ending):
-            return image.virt(hit)
-    return None
+            last = hit
+    return image.virt(last) if last is not None else None

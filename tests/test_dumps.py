@@ -384,6 +384,17 @@ def test_every_corpus_dump_gives_the_guests_archive(corpus: Corpus) -> None:
         assert found.layers[-1].format == ("virtual memory" if name.startswith("6.1-m/") else "physical memory")
 
 
+def test_qemu_dumps_take_the_release_from_the_kernels_utsname(corpus: Corpus) -> None:
+    """QEMU's dumps carry no VMCOREINFO: the release comes from init_uts_ns on every capture
+    (=y, =m 5-level and 4-level, 6.12), never from a banner that happens to lie near the archive."""
+    captures = [(kernel, corpus.root / corpus.manifest["kernels"][kernel]["boot"] / "dump.elf")
+                for kernel in ("6.1-y-gzip", "6.1-m", "6.1-m-4level", "6.12-y")]
+    for kernel, path in captures:
+        found = find_file(path)
+        assert found.release == corpus.truth(kernel)["release"], kernel
+        assert any(n.startswith("release from the kernel's utsname at physical ") for n in found.notes), kernel
+
+
 def test_vmcoreinfo_locates_the_kernel_in_real_kdump(corpus: Corpus) -> None:
     kdir = corpus.root / corpus.manifest["kdump"]["dir"]
     found = find_file(kdir / "vmcore.kdump-lzo-d31")

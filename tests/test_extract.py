@@ -180,6 +180,8 @@ def test_real_kernel_archive_matches_gnu_tar(corpus: Corpus, tmp_path: Path) -> 
     subprocess.run(["tar", "-xJf", "-", "-C", str(tmp_path / "ref")], input=data, check=True)
     result = unpack.extract(data, tmp_path / "out")
     ref, out = snapshot(tmp_path / "ref"), snapshot(tmp_path / "out")
+    stamp = out.pop(unpack.STAMP)  # the one file that is this tool's, not the archive's
+    assert stamp[0] & 0o170000 == 0o100000  # a regular file
     assert out == ref
     assert result.members == len(out) == len(unpack.list_members(data)) > 5000
     assert result.incidents == ()
