@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,6 +59,16 @@ def _find_corpus() -> Corpus | str:
 
 
 _CORPUS = _find_corpus()
+
+
+_PS_ROW = re.compile(r"^(\d+)\s+(\S+)\s+(.*)$")
+
+
+def ps_rows(lines: list[str]) -> list[tuple[int, str, str]]:
+    """(pid, comm, args) from a guest's recorded `ps -o pid,comm,args`. The serial console carries
+    the kernel's own messages too, and one may land between two rows ("input: Power Button as ...",
+    as a fresh corpus build showed): only rows that start with a pid are rows."""
+    return [(int(m.group(1)), m.group(2), m.group(3)) for line in lines if (m := _PS_ROW.match(line.strip()))]
 
 
 @pytest.fixture(scope="session")

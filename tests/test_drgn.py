@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Corpus
+from conftest import Corpus, ps_rows
 
 from extract_ikheaders import debuginfo
 
@@ -65,11 +65,7 @@ def _types_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 def _ps(truth: dict[str, Any]) -> dict[int, tuple[str, str]]:
     """pid -> (comm, args) from `ps -o pid,comm,args` lines."""
-    rows = {}
-    for line in truth["ps"][1:]:
-        pid, comm, args = line.split(None, 2)
-        rows[int(pid)] = (comm, args)
-    return rows
+    return {pid: (comm, args) for pid, comm, args in ps_rows(truth["ps"])}
 
 
 def _same_comm(ps_comm: str, comm: str) -> bool:

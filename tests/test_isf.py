@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Corpus, run_cli
+from conftest import Corpus, ps_rows, run_cli
 
 from extract_ikheaders import imagesyms, isf
 from extract_ikheaders.errors import InputError
@@ -283,11 +283,10 @@ def _truth(stage: Path) -> dict[int, tuple[str, str]]:
     ps shows a kworker's comm with its workqueue ("kworker/0:1+eve"); the task's comm has no suffix.
     """
     rows: dict[int, tuple[str, str]] = {}
-    for line in json.loads((stage / "truth.json").read_text())["ps"][1:]:
-        pid, comm, args = line.split(None, 2)
+    for pid, comm, args in ps_rows(json.loads((stage / "truth.json").read_text())["ps"]):
         comm = re.sub(r"^(kworker/[^+-]+)[+-].*$", r"\1", comm)
         if comm != "ps":
-            rows[int(pid)] = (comm, args)
+            rows[pid] = (comm, args)
     assert len(rows) >= 10
     return rows
 
