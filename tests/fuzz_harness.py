@@ -1,4 +1,4 @@
-"""Fuzz targets shared by tests/test_fuzz.py (hypothesis, short and seeded) and bench/fuzz.py (volume).
+"""Fuzz targets shared by tests/test_fuzz.py (hypothesis, short and seeded) and bench/fuzz/volume.py (volume).
 
 A target is one parser: valid seed inputs, the calls made on a (mutated) input, and the exceptions
 its contract lets escape. Mutations are data (Mutation), so hypothesis can draw and shrink them and
@@ -6,7 +6,7 @@ a plain random.Random loop can make them by the hundred thousand; both go throug
 
 The property checked on every input: only the allowed exceptions escape (the package's own
 ExtractError tree; NotMine or CorruptElf where that layer's contract allows it), within a time limit.
-bench/fuzz.py also runs each target under an address-space limit, so that an allocation sized by an
+bench/fuzz/volume.py also runs each target under an address-space limit, so that an allocation sized by an
 untrusted field shows up as a MemoryError.
 """
 
@@ -34,7 +34,7 @@ import builders_bzimage as bzb
 import hostile_archives as hostile
 from synthetic import KHEADERS_ASM, headers_archive
 
-from extract_ikheaders import api, codecs, locate, unpack, xzstream
+from extract_ikheaders import api, codecs, locate, memory, unpack, xzstream
 from extract_ikheaders.containers import bzimage
 from extract_ikheaders.containers.elf import SHT_SYMTAB, CorruptElf, ElfImage
 from extract_ikheaders.errors import ExtractError, NotMine
@@ -672,6 +672,79 @@ def _kallsyms_run(data: bytes, knob: int, mode: str) -> None:
     assert table.symbols and table.offset is not None and 0 <= table.offset < len(data), table.offset
 
 
+def _dump_seeds() -> list[Seed]:
+    import dump_builders as db
+
+    info = db.vmcoreinfo(kernel_paddr=0x1000000)
+    image = db.memory_image(6 * db.PAGE, {db.PAGE + 100: ARCHIVE[:2000]})
+    pages = db.pages_of(image)
+    seeds = [Seed("elfcore", db.elf_core([db.Seg(0, image[: 3 * db.PAGE]), db.Seg(0x100000, image[3 * db.PAGE :])],
+                                         notes=[("VMCOREINFO", 0, info)]), tuple(range(0, 64 + 56 * 3, 4)))]
+    for codec in ("zlib", "zstd", "snappy", "lzo", "none"):
+        kdump = db.kdump_file(pages, codec=codec, info=info)
+        seeds.append(Seed(f"kdump-{codec}", kdump, (*range(0, 8), *range(0x190, 0x1E0, 4),
+                                                     *range(db.PAGE, db.PAGE + 112, 8))))
+    seeds.append(Seed("flattened", db.flatten(db.kdump_file(pages, info=info), record=3000, rewrites=False),
+                      tuple(range(0, 32))))
+    lime = db.lime([(0, image[: 2 * db.PAGE]), (0x200000, image[2 * db.PAGE :])])
+    seeds.append(Seed("lime", lime, (*range(0, 32, 4), *range(32 + 2 * db.PAGE, 64 + 2 * db.PAGE, 4))))
+    return seeds
+
+
+def _dump_run(data: bytes, knob: int, mode: str) -> None:
+    mem = memory.open_dump(data)
+    for count, (start, end) in enumerate(mem.ranges()):
+        assert start < end
+        if count == 16:
+            break
+        assert len(mem.read_some(start, min(end - start, 2 * OUTPUT_LIMIT))) <= 2 * OUTPUT_LIMIT
+    if knob & 1:
+        memory.find_in_dump(data, "fuzzed")
+
+
+def _vmcoreinfo_seeds() -> list[Seed]:
+    import dump_builders as db
+
+    text = db.vmcoreinfo(kernel_paddr=0x1000000) + b"SYMBOL(kallsyms_names)=ffffffff82000000\nCRASHTIME=1\n"
+    return [Seed("x86_64", text, tuple(i for i, c in enumerate(text) if c in b"=()\n"))]
+
+
+def _vmcoreinfo_run(data: bytes, knob: int, mode: str) -> None:
+    fields = memory.parse_vmcoreinfo(data)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
+    start = memory.kernel_start(fields)
+    assert start is None or start >= 0
+
+
+def _image_seeds() -> list[Seed]:
+    import builders_bootimg as bb
+
+    body = small_kernel()
+    gz = gzip.compress(body, mtime=0)
+    return [Seed("boot-v0", bb.boot_image(bb.arm64_image(body), 0), tuple(range(0, 64, 4)), mode="android"),
+            Seed("boot-v4", bb.boot_image(gz, 4), tuple(range(0, 64, 4)), mode="android"),
+            Seed("zboot-gzip", bb.zboot(gz, "gzip"), tuple(range(0, 0x40, 4)), mode="zboot"),
+            Seed("arm64", bb.arm64_image(body), tuple(range(0, 0x40, 4)), mode="image")]
+
+
+def _image_run(data: bytes, knob: int, mode: str) -> None:
+    from extract_ikheaders.containers import android, armzimage, s390, zboot
+
+    """The seed's own format, or (knob bit 0) any of the others on the same bytes."""
+    budget = codecs.DEFAULT_CHUNK * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX
+    kinds = ("android", "zboot", "zimage", "s390", "image")
+    kind = kinds[(knob >> 1) % len(kinds)] if knob & 1 else mode
+    if kind == "android":
+        android.peel(data, "fuzz")
+    elif kind == "image":
+        zboot.arm64_image_layer(data, "fuzz")
+        zboot.riscv_image_layer(data)
+    else:
+        reader = {"zboot": zboot.payload_chunks, "zimage": armzimage.payload_chunks, "s390": s390.payload_chunks}
+        _, chunks = reader[kind](data, "fuzz")
+        _drain(chunks, budget)
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("elf", _elf_seeds, _elf_run, (CorruptElf,), "ElfImage: sections, symbols, ranges, notes"),
     Target("module", _module_seeds, _module_run, (ExtractError,), "api.find on kheaders-like ET_REL objects"),
@@ -684,6 +757,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("unpack", _unpack_seeds, _unpack_run, (ExtractError,), "unpack.list_members"),
     Target("api", _api_seeds, _api_run, (ExtractError,), "api.find and api.find_config end to end"),
     Target("kallsyms", _kallsyms_seeds, _kallsyms_run, (ExtractError,), "kallsyms located by shape (--symbols)"),
+    Target("dumps", _dump_seeds, _dump_run, (ExtractError, NotMine),
+           "memory.open_dump (ELF core, kdump, flattened, LiME): ranges, reads, find_in_dump"),
+    Target("vmcoreinfo", _vmcoreinfo_seeds, _vmcoreinfo_run, (ExtractError,),
+           "memory.parse_vmcoreinfo and kernel_start"),
+    Target("images", _image_seeds, _image_run, (ExtractError, NotMine),
+           "Android boot.img, zboot, ARM zImage, s390, arm64/riscv Image headers"),
 )}
 
 

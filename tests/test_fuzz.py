@@ -1,7 +1,7 @@
 """Short, seeded fuzzing of every parser (tests/fuzz_harness.py): only the package's own errors escape.
 
 Each target gets ~200 deterministic hypothesis examples (derandomize=True) built from valid seeds by
-bit flips, truncations, insertions and header fields overwritten with extreme values. bench/fuzz.py
+bit flips, truncations, insertions and header fields overwritten with extreme values. bench/fuzz/volume.py
 drives the same targets for volume, under an address-space limit.
 """
 

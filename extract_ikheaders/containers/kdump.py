@@ -15,6 +15,8 @@ is never read whole. Everything read from the file is bounds-checked before use.
 
 from __future__ import annotations
 
+import bisect
+import re
 import struct
 import zlib
 from array import array
@@ -36,6 +38,7 @@ _DESC = struct.Struct("<qIIQ")  # page_desc: offset, size, flags, page_flags
 _BLOCK_BITS = 4096 * 8  # pfns per rank-table entry (one 4 KiB bitmap block)
 _MAX_VMCOREINFO = 1 << 20
 _DESC_BATCH = 512  # descriptors read at once while walking pages in order
+_ONES = re.compile("1+")
 
 
 class Source(Protocol):
@@ -191,13 +194,17 @@ class KdumpMemory(PhysicalMemory):
         half = header.bitmap_blocks // 2 * header.block_size
         self._bitmap1 = (1 + header.sub_hdr_size) * header.block_size
         self._bitmap2 = self._bitmap1 + half
-        self._pfn_limit = min(header.max_mapnr, half * 8, header.end_pfn)
+        # Only the bitmap bytes the file holds are read: a header may declare bitmaps of terabytes
+        # that a small file does not have, and every scan of them is linear in what is read.
+        present = max(0, min(half, len(src) - self._bitmap2))
+        self._pfn_limit = min(header.max_mapnr, present * 8, header.end_pfn)
         self._descs_at = (1 + header.sub_hdr_size + header.bitmap_blocks) * header.block_size
         self._desc_count = (len(src) - self._descs_at) // _DESC.size  # fewer if the file is truncated
         self._ranks = self._rank_table(min(half, (self._pfn_limit + 7) // 8))
         self._rank_base = 0  # a split dump's descriptors start at its start_pfn
         self._rank_base = self._rank(header.start_pfn) if header.split else 0
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._runs_cache: tuple[int, list[tuple[int, int]]] = (-1, [])
         self._cache_pages = max(4, (4 << 20) // header.block_size)
         self._decoders: dict[int, Callable[[bytes], bytes]] = {}
         level = f", dump level {header.dump_level}" if header.dump_level >= 0 else ""
@@ -241,22 +248,33 @@ class KdumpMemory(PhysicalMemory):
         return self._pfn_limit > pfn >= self.header.start_pfn and self._bit(self._bitmap2, pfn)
 
     def _pfn_runs(self, start_pfn: int = 0) -> Iterator[tuple[int, int]]:
-        """Runs [first, end) of dumped pfns, in order, read block by block from the 2nd bitmap."""
+        """Runs [first, end) of dumped pfns from start_pfn on, in order, read block by block from the
+        2nd bitmap. The carver calls this once per candidate it tries, so the runs of the block it
+        starts in are kept and entered by bisection: each call costs what it walks, not the block."""
+        start = max(start_pfn, self.header.start_pfn)
         pending: tuple[int, int] | None = None
-        first_block = max(start_pfn, self.header.start_pfn) // _BLOCK_BITS
-        for block in range(first_block, (self._pfn_limit + _BLOCK_BITS - 1) // _BLOCK_BITS):
-            base = block * _BLOCK_BITS
-            count = min(_BLOCK_BITS, self._pfn_limit - base)
-            bits = int.from_bytes(self._src.read(self._bitmap2 + base // 8, (count + 7) // 8), "little")
-            for first, end in _bit_runs(bits & ((1 << count) - 1)):
-                if pending is not None and pending[1] == base + first:
-                    pending = (pending[0], base + end)
+        for block in range(start // _BLOCK_BITS, (self._pfn_limit + _BLOCK_BITS - 1) // _BLOCK_BITS):
+            runs = self._block_runs(block)
+            for first, end in runs[max(0, bisect.bisect_right(runs, (start, start)) - 1):]:
+                if end <= start:
+                    continue
+                first = max(first, start)
+                if pending is not None and pending[1] == first:
+                    pending = (pending[0], end)
                     continue
                 if pending is not None:
                     yield pending
-                pending = (base + first, base + end)
+                pending = (first, end)
         if pending is not None:
             yield pending
+
+    def _block_runs(self, block: int) -> list[tuple[int, int]]:
+        if self._runs_cache[0] != block:
+            base = block * _BLOCK_BITS
+            count = min(_BLOCK_BITS, self._pfn_limit - base)
+            bits = self._src.read(self._bitmap2 + base // 8, (count + 7) // 8)
+            self._runs_cache = (block, [(base + first, base + end) for first, end in _bit_runs(bits, count)])
+        return self._runs_cache[1]
 
     # PhysicalMemory ----------------------------------------------------------------------------
 
@@ -457,14 +475,10 @@ def _snappy_length(data: bytes) -> int:
     raise Damaged("its snappy length field is malformed")
 
 
-def _bit_runs(bits: int) -> Iterator[tuple[int, int]]:
-    """Runs [first, end) of set bits in an integer, lowest first."""
-    pos = 0
-    while bits:
-        zeros = (bits & -bits).bit_length() - 1
-        bits >>= zeros
-        pos += zeros
-        ones = (~bits & (bits + 1)).bit_length() - 1
-        yield pos, pos + ones
-        bits >>= ones
-        pos += ones
+def _bit_runs(bitmap: bytes, count: int) -> Iterator[tuple[int, int]]:
+    """Runs [first, end) of set bits among the first `count` bits of a little-endian bitmap, lowest
+    first; linear in its length (the bits as text, searched by re, bit i at index i)."""
+    value = int.from_bytes(bitmap, "little") & ((1 << count) - 1)
+    text = format(value, f"0{count}b")[::-1] if count else ""
+    for run in _ONES.finditer(text):
+        yield run.start(), run.end()

@@ -8,8 +8,8 @@ a dead child) are saved as reproducers under ~/.cache/extract-ikheaders/fuzz/<pa
 ($EXTRACT_IKHEADERS_CACHE/fuzz/ if set): NAME.bin (the input) and NAME.json (how to run it).
 
 Usage:
-    python bench/fuzz.py [--count N] [--parser NAME ...] [--seed S] [--jobs J] [--memory MIB] [--timeout S]
-    python bench/fuzz.py --replay ~/.cache/extract-ikheaders/fuzz/elf/0123abcd.json   (re-raises)
+    python bench/fuzz/volume.py [--count N] [--parser NAME ...] [--seed S] [--jobs J] [--memory MIB] [--timeout S]
+    python bench/fuzz/volume.py --replay ~/.cache/extract-ikheaders/fuzz/elf/0123abcd.json   (re-raises)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 for _path in (ROOT / "tests", ROOT / "fixtures", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
