@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import imagetext, locate, xzstream
 from .containers.elf import ELF_MAGIC, CorruptElf, ElfImage, ElfType
-from .errors import Damaged, InputError, NotFound, NotMine
+from .errors import Damaged, ExtractError, InputError, NotFound, NotMine
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 from .xzstream import Buffer
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 # Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
 WHOLE_FILE_CODECS = ("xz", "zstd", "gzip", "bzip2", "lzma", "lz4", "lzo")
-MAX_DECOMPRESSED = 1 << 30
 _BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \([^\n\x00]*")
 _VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
@@ -119,18 +118,15 @@ def find_symbols(path: str | os.PathLike[str]) -> Kallsyms:
         return kallsyms.locate_in_image(source.buf, name, source.layers, source.elf)
 
 
-def _whole_stream(chunks: Iterator[bytes]) -> bytes:
-    """A decoded payload in one piece, up to MAX_DECOMPRESSED (the tables lie well before that)."""
-    parts, total = [], 0
+def _whole_stream(chunks: Iterator[bytes]) -> bytearray:
+    """A decoded payload in one buffer (chunks are capped at codecs.MAX_IMAGE by _peel_one)."""
+    data = bytearray()
     try:
         for chunk in chunks:
-            parts.append(chunk)
-            total += len(chunk)
-            if total >= MAX_DECOMPRESSED:
-                break
+            data += chunk
     finally:
         _close(chunks)
-    return b"".join(parts)
+    return data
 
 
 def _config_in_dump(mem: PhysicalMemory, path: str) -> KernelConfig:
@@ -200,8 +196,9 @@ def archive_platform(archive: bytes, autoconf: bytes | None = None) -> Platform 
     """What a headers archive says: arch/<arch>/ names the architecture, autoconf.h (the archive's own
     unless given) the word size and byte order. Decodes the archive's first 256 KiB (and up to autoconf.h)."""
     from . import platform
+    from .tarwalk import names_at_start
 
-    names = list(xzstream.tar_names(xzstream.decode_prefix(archive, 256 * 1024)))
+    names = list(names_at_start(xzstream.decode_prefix(archive, 256 * 1024)))
     if autoconf is None:
         autoconf = archive_member(archive, "include/generated/autoconf.h")
     return platform.from_archive(names, autoconf)
@@ -229,19 +226,14 @@ def release_from_archive(archive: bytes) -> str | None:
 
 
 def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | None:
-    """One regular file's bytes from the archive (decodes up to it), or None."""
-    import tarfile
-    from io import BytesIO
+    """One regular file's bytes from the archive (decodes up to it), or None (absent, larger than
+    `limit`, or the archive is unreadable before it)."""
+    from . import unpack
 
     try:
-        with tarfile.open(fileobj=BytesIO(archive), mode="r|xz") as tar:
-            for member in tar:
-                if member.name.removeprefix("./") == name and member.isfile() and member.size <= limit:
-                    data = tar.extractfile(member)
-                    return data.read() if data else None
-    except (tarfile.TarError, OSError, EOFError):
+        return unpack.read_member(archive, name, limit)
+    except ExtractError:
         return None
-    return None
 
 
 # Input ---------------------------------------------------------------------------------------
@@ -312,13 +304,13 @@ def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
         raise NotFound(f"{path}: empty file")
     if bytes(buf[:4]) == ELF_MAGIC:
         return _peel_elf(buf, path, layers)
+    from . import codecs
+
     codec = _whole_file_codec(buf)
     if codec == "xz" and xzstream.looks_like_headers(buf, 0):
         return _Source(layers, buf=buf, whole_archive=True)
     if codec is not None:
-        from . import codecs
-
-        data = codecs.decode_all(codec, buf, 0, limit=MAX_DECOMPRESSED)
+        data = codecs.decode_all(codec, buf, 0)
         return _peel(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
     from .containers import android, armzimage, bzimage, s390, zboot
 
@@ -327,11 +319,11 @@ def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
         return _peel(bytes(buf[layer.offset : layer.offset + layer.length]), path, (*layers, layer))
     if zboot.is_zboot(buf):
         payload_layers, chunks = zboot.payload_chunks(buf, path)
-        return _Source((*layers, *payload_layers), chunks=chunks)
+        return _Source((*layers, *payload_layers), chunks=codecs.capped(chunks))
     if bzimage.is_bzimage(buf):
         try:
             payload_layers, chunks = bzimage.payload_chunks(buf, path)
-            return _Source((*layers, *payload_layers), chunks=chunks)
+            return _Source((*layers, *payload_layers), chunks=codecs.capped(chunks))
         except (NotMine, NotFound):
             pass  # a boot sector but no kernel payload (a disk or memory image): search the bytes
     if zboot.is_arm64_image(buf):
@@ -339,7 +331,7 @@ def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
     for container in (armzimage, s390):
         try:
             payload_layers, chunks = container.payload_chunks(buf, path)
-            return _Source((*layers, *payload_layers), chunks=chunks)
+            return _Source((*layers, *payload_layers), chunks=codecs.capped(chunks))
         except (NotMine, NotFound):
             pass  # not that image, or its header without a payload (memory): search the bytes
     if zboot.is_riscv_image(buf):

@@ -41,6 +41,12 @@ MAGICS: dict[str, bytes] = {
 }
 
 DEFAULT_CHUNK = 1 << 20
+# The most a compressed kernel image is decoded to, in memory or in a search. Kernels decompress to
+# tens of MiB (the corpus's x86_64 6.1 kernels: see README; Android GKI arm64 Images: about 40 MiB),
+# so this is several times any seen; and it keeps a whole-file decode of an input of up to 64 MiB
+# (which can inflate a thousandfold) under a peak RSS of 512 MiB. A larger image is refused with the
+# remedy: decompress it first, since a plain file is mapped, never held.
+MAX_IMAGE = 256 << 20
 OUTPUT_PER_CHUNK = 4  # a yielded piece holds at most OUTPUT_PER_CHUNK * chunk bytes (zstd: + one block)
 FEED_MAX = 64 << 10  # input per library call: small enough to say where a corruption is
 LZMA_MEMLIMIT = 512 << 20  # kernel xz uses a 32-128 MiB dictionary, `lzma -9` 64 MiB
@@ -187,24 +193,41 @@ def decode_stream(name: str, data: Buffer, offset: int, *, chunk: int = DEFAULT_
     return decoder(src, chunk * OUTPUT_PER_CHUNK)
 
 
-def decode_all(name: str, data: Buffer, offset: int, *, limit: int, end: int | None = None) -> bytes:
-    """The whole decompressed stream; Damaged if it is longer than `limit` bytes, InputError if it
-    does not fit in memory (building the result takes twice its size at the end)."""
+def decode_all(name: str, data: Buffer, offset: int, *, limit: int = MAX_IMAGE,
+               end: int | None = None) -> bytearray:
+    """The whole decompressed stream, in one buffer grown in place (never copied: a copy would
+    double the peak); InputError if it is longer than `limit` bytes or does not fit in memory."""
     out = bytearray()
     stream = decode_stream(name, data, offset, end=end)
     try:
         for piece in stream:
             if len(out) + len(piece) > limit:
-                raise Damaged(f"{name} stream at {offset:#x}: decompressed data exceeds limit ({limit} bytes)",
-                              offset=offset)
+                raise InputError(f"the {name} stream at {offset:#x} decompresses to more than {limit:,} bytes, "
+                                 "more than a kernel image holds; if it really is one, decompress it first "
+                                 "and give the result (a file is mapped, not read into memory)")
             out += piece
-        return bytes(out)
+        return out
     except MemoryError:
         size, out = len(out), bytearray()
         raise InputError(f"{name} stream at {offset:#x}: not enough memory to hold its decompressed data "
                          f"(over {size:,} bytes)") from None
     finally:
         stream.close()
+
+
+def capped(pieces: Stream, limit: int = MAX_IMAGE) -> Stream:
+    """The first `limit` decoded bytes of a stream: what a search of a decompressed kernel reads
+    at most, so that a small input that inflates without end costs bounded time."""
+    total = 0
+    try:
+        for piece in pieces:
+            if total + len(piece) >= limit:
+                yield piece[: limit - total]
+                return
+            total += len(piece)
+            yield piece
+    finally:
+        pieces.close()
 
 
 # Input plumbing -------------------------------------------------------------------------------
@@ -418,9 +441,31 @@ def _lzop_verify(src: _Input, sums: tuple[tuple[Callable[[bytes], int], int], ..
             raise src.corrupt(f"{algorithm.__name__} mismatch on the {what} of the block", at)
 
 
-def _decode_lzo(src: _Input, max_piece: int) -> Stream:
-    from lzallright import LZOCompressor, LZOError
+def decode_lzo1x(block: bytes, size: int) -> bytes:
+    """LZO1X data that must decode to exactly `size` bytes, never holding more in memory.
 
+    lzokay decodes into a buffer of the size it is given and fails on an overrun (lzallright takes
+    its size as a hint and grows its buffer: one LZO byte can stand for ~255, so a 64 MiB block
+    could ask for 16 GiB). lzokay returns the whole buffer even when the data ends early, so a
+    second decode one byte short must overrun, or the data was shorter than its header says."""
+    import lzokay
+
+    try:
+        out = lzokay.decompress(block, size)
+    except lzokay.OutputOverrunError:
+        raise Damaged(f"LZO data decodes to more than {size:,} bytes") from None
+    except lzokay.LzokayError as exc:
+        raise Damaged(f"LZO data error ({type(exc).__name__})") from None
+    try:
+        lzokay.decompress(block, size - 1) if size else None
+    except lzokay.OutputOverrunError:
+        return bytes(out)
+    except lzokay.LzokayError:
+        pass
+    raise Damaged(f"LZO data decodes to fewer than {size:,} bytes")
+
+
+def _decode_lzo(src: _Input, max_piece: int) -> Stream:
     header = _lzop_header(src.data, src.start, src.stop)
     src.pos = header.end
     while True:
@@ -443,11 +488,9 @@ def _decode_lzo(src: _Input, max_piece: int) -> Stream:
             out = block
         else:
             try:
-                out = LZOCompressor.decompress(block, output_size_hint=dst_len)
-            except LZOError as exc:
-                raise src.corrupt(f"LZO data error ({exc.args[0]})", block_at) from exc
-            if len(out) != dst_len:
-                raise src.corrupt(f"block decoded to {len(out)} bytes, header says {dst_len}", block_at)
+                out = decode_lzo1x(block, dst_len)
+            except Damaged as exc:
+                raise src.corrupt(str(exc), block_at) from None
         _lzop_verify(src, sums.uncompressed, out, "data", block_at)
         yield from _pieces(out, max_piece)
 

@@ -36,7 +36,7 @@ ARM_ZIMAGE_ENDIAN_AT = 0x30  # .word 0x04030201, in the kernel's byte order
 X86_XLOADFLAGS = 0x236
 X86_XLF_KERNEL_64 = 1
 PE_OFFSET_AT = 0x3C
-_ARCH_DIR = re.compile(rb"^\./arch/([^/\x00]+)/")
+_ARCH_DIR = re.compile(r"^\./arch/([^/\x00]+)/")
 
 
 def from_elf_header(buf: Buffer, source: str = "ELF header") -> Platform | None:
@@ -129,9 +129,9 @@ def _pe(buf: Buffer) -> Platform | None:
     return Platform(arch, "little", bits, "PE header")
 
 
-def from_archive(members: list[bytes], autoconf: bytes | None) -> Platform | None:
+def from_archive(members: list[str], autoconf: bytes | None) -> Platform | None:
     """From the archive: arch/<arch>/include names it, autoconf.h says the word size and byte order."""
-    arch = next((m.group(1).decode(errors="replace") for name in members if (m := _ARCH_DIR.match(name))), None)
+    arch = next((m.group(1) for name in members if (m := _ARCH_DIR.match(name))), None)
     if arch is None:
         return None
     defined = None if autoconf is None else set(re.findall(rb"^#define CONFIG_([A-Z0-9_]+) 1$", autoconf, re.M))

@@ -38,9 +38,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
-from . import imagetext, xzstream
+from . import imagetext, tarwalk, xzstream
 from .errors import Damaged, ExtractError, UnsafeArchive, UsageError
 from .model import Extracted, Incident, Member
 
@@ -56,24 +56,17 @@ STAMP = ".extract-ikheaders.json"
 MAX_INCIDENTS = 100  # listed one by one; more are counted
 
 _CHUNK = 1 << 20
-_MAX_HEADER_DATA = 64 << 10  # tarfile reads pax and GNU long-name headers into memory whole
 _MAX_TRAILER = 1 << 20  # decoded bytes after the tar's end read to check the xz stream ends well
 _NAME_MAX = 255
 _PATH_MAX = 4095
 _SPECIAL_BITS = 0o7000
-_METADATA_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-                   tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class _BrokenHeader(Exception):
-    """A damaged header in mid-archive, which tarfile would silently take for the archive's end."""
-
-
-_STREAM_ERRORS = (lzma.LZMAError, tarfile.TarError, EOFError, ValueError, RecursionError, _BrokenHeader)
+_STREAM_ERRORS = (lzma.LZMAError, EOFError, ValueError, tarwalk.BadTar)
 
 
 # Public API -----------------------------------------------------------------------------------
@@ -89,6 +82,23 @@ def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS,
             if name:
                 members.append(Member(name, info.size if info.isreg() else 0, _kind(info)))
     return tuple(members)
+
+
+def read_member(archive: bytes, name: str, limit: int) -> bytes | None:
+    """The data of the regular file `name` (without its leading "./"), decoding the archive only up
+    to it; None when it is absent or larger than `limit` bytes."""
+    with _open_stream(archive, _Limits(DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, Damaged)) as stream:
+        for info in stream:
+            if _listed_name(info.name) == name and info.isreg():
+                return _read_all(stream) if info.size <= limit else None
+    return None
+
+
+def _read_all(stream: _Stream) -> bytes:
+    parts = []
+    while piece := stream.read():
+        parts.append(piece)
+    return b"".join(parts)
 
 
 def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -129,64 +139,38 @@ class _Limits:
             raise UsageError("the size and member limits cannot be negative")
 
 
-class _CheckedTarInfo(tarfile.TarInfo):
-    """Headers that tarfile would mistake for the archive's end, or buffer without bound, are errors."""
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-        try:
-            info = super().frombuf(buf, encoding, errors)
-        except tarfile.HeaderError as exc:
-            if len(buf) == tarfile.BLOCKSIZE and not any(buf):
-                raise  # the end-of-archive block
-            if not buf:  # tarfile would take this for the end: members may be missing
-                raise _BrokenHeader("the tar data ends without its end-of-archive block") from None
-            raise _BrokenHeader(f"bad tar header ({exc})") from None
-        if info.type == tarfile.GNUTYPE_SPARSE:
-            raise UnsafeArchive(f"{_shown(info.name)}: sparse files are not supported")
-        if info.type in _METADATA_TYPES and info.size > _MAX_HEADER_DATA:
-            raise UnsafeArchive(f"{_shown(info.name)}: extended header of {info.size:,} bytes "
-                                f"(at most {_MAX_HEADER_DATA:,} allowed)")
-        return info
-
-    def _proc_gnusparse_10(self, member: tarfile.TarInfo, pax_headers: object, tar: tarfile.TarFile) -> None:
-        # tarfile's hook for pax sparse 1.0, whose map it would read into memory however long it is
-        raise UnsafeArchive(f"{_shown(member.name)}: sparse files are not supported")
-
-
 class _Stream:
-    """The archive's members read once, front to back, with the limits enforced as they come."""
+    """The archive's members read once, front to back (tarwalk), with the limits enforced as they come."""
 
-    def __init__(self, tar: tarfile.TarFile, limits: _Limits,
+    def __init__(self, walker: tarwalk.TarWalker, limits: _Limits,
                  stop_reason: Callable[[], str | None] | None = None) -> None:
-        self._tar = tar
+        self._walker = walker
         self._limits = limits
         self._stop_reason = stop_reason  # salvage: why the decoded data ended early
         self._members = 0
         self._data = 0
         self._current: tarfile.TarInfo | None = None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the tar's end-of-archive block has been read."""
+        return self._walker.complete
+
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        members = iter(self._walker)
         while True:
             with self.reading():
-                info = self._tar.next()
+                info = next(members, None)
             if info is None:
                 return
-            self._tar.members.clear()  # type: ignore[attr-defined]  # else stream mode keeps every header
             self._current = info
             self._admit(info)
             yield info
 
-    def data(self, info: tarfile.TarInfo) -> IO[bytes]:
+    def read(self) -> bytes:
+        """The current member's next piece of data; b"" when it is all read."""
         with self.reading():
-            src = self._tar.extractfile(info)
-        if src is None:
-            raise Damaged(f"{_shown(info.name)}: no data for a regular file")
-        return src
-
-    def read(self, src: IO[bytes]) -> bytes:
-        with self.reading():
-            return src.read(_CHUNK)
+            return self._walker.read_data(_CHUNK)
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -208,8 +192,6 @@ class _Stream:
             raise self._limits.error(f"{_shown(info.name)}: the archive has more than "
                                      f"{self._limits.max_members:,} members; raise the limit with "
                                      "max_members= (--max-members)")
-        if info.sparse is not None:
-            raise UnsafeArchive(f"{_shown(info.name)}: sparse files are not supported")
         size = _data_size(info)
         if size < 0:
             raise Damaged(f"{_shown(info.name)}: negative size {size}")
@@ -222,11 +204,13 @@ class _Stream:
 def _open_stream(archive: bytes, limits: _Limits, salvage: bool = False) -> Iterator[_Stream]:
     # like LZMAFile, unlike tarfile's "r|xz", _XzReader raises EOFError when the xz stream is cut short
     raw = _SalvageReader(archive) if salvage else _XzReader(archive)
-    with io.BufferedReader(raw) as decoded, _open_tar(decoded) as tar:
-        stream = _Stream(tar, limits, raw.stop_reason if isinstance(raw, _SalvageReader) else None)
+    with io.BufferedReader(raw) as decoded:
+        stream = _Stream(tarwalk.TarWalker(decoded.read), limits,
+                         raw.stop_reason if isinstance(raw, _SalvageReader) else None)
         yield stream
-        with stream.reading():
-            decoded.read(_MAX_TRAILER)
+        if stream.complete:  # a lookup that stopped early leaves the rest undecoded
+            with stream.reading():
+                decoded.read(_MAX_TRAILER)
 
 
 class _SalvageReader(io.RawIOBase):
@@ -317,17 +301,8 @@ class _XzReader(io.RawIOBase):
         return chunk
 
 
-def _open_tar(decoded: IO[bytes]) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=decoded, mode="r|", tarinfo=_CheckedTarInfo,
-                            encoding="utf-8", errors="surrogateescape")
-    except _STREAM_ERRORS as exc:
-        raise Damaged(f"not a readable xz-compressed tar archive: {_reason(exc)}") from None
-
-
 def _data_size(info: tarfile.TarInfo) -> int:
-    """The bytes of data following the header (tarfile skips or reads exactly these)."""
-    return info.size if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES else 0
+    return tarwalk.data_size(info)
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -455,8 +430,7 @@ class _Tree:
         fd = self._create_file(parts, info.name)
         self.partial = parts  # until its last byte has decoded
         try:
-            src = stream.data(info)
-            while chunk := stream.read(src):
+            while chunk := stream.read():
                 self._write(fd, chunk, info.name)
             self._finish_file(fd, info, parts)
         finally:

@@ -26,7 +26,7 @@ FOOTER_SIZE = 12
 CHECK_NAMES = {0x00: "none", 0x01: "crc32", 0x04: "crc64", 0x0A: "sha256"}
 
 # A kheaders archive is `tar -C <dir> .` of include/ and arch/<arch>/include/, sorted by name.
-_HEADERS_MEMBER = re.compile(rb"^\./(include|arch/[^/\x00]+/include)(/|\x00)")
+_HEADERS_MEMBER = re.compile(r"^\./(include|arch/[^/\x00]+/include)(/|$)")
 _PROBE_OUTPUT = 16 * 1024  # the first few tar headers
 _PROBE_INPUT = 64 * 1024
 _PROBE_STEP = 256
@@ -173,42 +173,9 @@ def looks_like_headers(buf: Buffer, start: int) -> bool:
                 break
     except lzma.LZMAError:
         pass
-    return any(_HEADERS_MEMBER.match(name) for name in tar_names(bytes(head)))
+    from .tarwalk import names_at_start
 
-
-def tar_names(data: bytes) -> Iterator[bytes]:
-    """Names of the complete ustar headers at the start of data (stops at the first non-header)."""
-    pos = 0
-    while pos + 512 <= len(data):
-        block = data[pos : pos + 512]
-        if block[257:262] != b"ustar" or not _tar_checksum_ok(block):
-            return
-        prefix = block[345:500].split(b"\0", 1)[0]
-        name = block[:100].split(b"\0", 1)[0]
-        yield (prefix + b"/" + name) if prefix else name
-        size = _tar_size(block[124:136])
-        if size is None:
-            return
-        pos += 512 + ((size + 511) & ~511)
-
-
-def _tar_size(field: bytes) -> int | None:
-    """A header's size field: octal digits, or GNU base-256 (first byte 0x80); None if neither."""
-    if field[0] == 0x80:
-        return int.from_bytes(field[1:], "big")
-    try:
-        size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        return None
-    return size if size >= 0 else None
-
-
-def _tar_checksum_ok(block: bytes) -> bool:
-    try:
-        stored = int(block[148:156].replace(b"\0", b" ").strip() or b"-1", 8)
-    except ValueError:
-        return False
-    return stored == sum(block[:148]) + 8 * 32 + sum(block[156:])
+    return any(_HEADERS_MEMBER.match(name) for name in names_at_start(bytes(head)))
 
 
 def verify(archive: bytes | memoryview, base_offset: int = 0) -> int:

@@ -9,9 +9,13 @@ import random
 import shutil
 import struct
 import subprocess
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
+
+from extract_ikheaders import codecs
 
 # kbuild's commands; xz and zstd use a smaller window than the kernel's so tests stay quick.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -105,3 +109,45 @@ def bzimage(payload: bytes, *, setup_sects: int = 4, version: int = PROTOCOL_2_1
 def with_bytes(image: bytes, offset: int, new: bytes) -> bytes:
     """`image` with `new` written at `offset`."""
     return image[:offset] + new + image[offset + len(new) :]
+
+
+# lzop files built by hand -------------------------------------------------------------------------
+
+
+def lzop_file(blocks: list[bytes], *, flags: int = codecs.LZOP_F_ADLER32_D, extra: bytes | None = None,
+              header_crc32: bool = False, stored: bool = False, packed: Sequence[tuple[int, bytes]] = ()) -> bytes:
+    """An lzop file (format of lzop 1.04, version 0x1040) holding `blocks`, built by hand; `packed`
+    adds blocks given as (declared size, LZO data) as they are (checksums only of the LZO data)."""
+    import lzokay
+
+    if extra is not None:
+        flags |= codecs.LZOP_F_H_EXTRA_FIELD
+    if header_crc32:
+        flags |= codecs.LZOP_F_H_CRC32
+    body = struct.pack(">HHHBBI", 0x1040, 0x20A0, 0x0940, 3, 9, flags) + struct.pack(">III", 0o100644, 0, 0)
+    body += b"\x04name"
+    checksum = zlib.crc32 if header_crc32 else zlib.adler32
+    out = codecs.MAGICS["lzo"] + body + struct.pack(">I", checksum(body))
+    if extra is not None:
+        field = struct.pack(">I", len(extra)) + extra
+        out += field + struct.pack(">I", checksum(field))
+    for block in blocks:
+        data = block if stored else lzokay.compress(block)
+        if len(data) >= len(block):
+            data = block
+        out += struct.pack(">II", len(block), len(data)) + _lzop_sums(flags, block, data) + data
+    for size, data in packed:
+        out += struct.pack(">II", size, len(data)) + data
+    return out + struct.pack(">I", 0)
+
+
+def _lzop_sums(flags: int, block: bytes, packed: bytes) -> bytes:
+    sums = b""
+    for flag, algorithm, data in ((codecs.LZOP_F_ADLER32_D, zlib.adler32, block),
+                                  (codecs.LZOP_F_CRC32_D, zlib.crc32, block),
+                                  (codecs.LZOP_F_ADLER32_C, zlib.adler32, packed),
+                                  (codecs.LZOP_F_CRC32_C, zlib.crc32, packed)):
+        compressed_sum = flag in (codecs.LZOP_F_ADLER32_C, codecs.LZOP_F_CRC32_C)
+        if flags & flag and not (compressed_sum and packed is block):
+            sums += struct.pack(">I", algorithm(data))
+    return sums

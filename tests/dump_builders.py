@@ -120,9 +120,9 @@ def compress_page(codec: str, page: bytes) -> tuple[bytes, int]:
     if codec == "zlib":
         data = zlib.compress(page)
     elif codec == "lzo":
-        import lzallright
+        import lzokay
 
-        data = bytes(lzallright.LZOCompressor().compress(page))
+        data = bytes(lzokay.compress(page))
     elif codec == "snappy":
         import cramjam
 
@@ -317,9 +317,9 @@ def _decode(data: bytes, flags: int) -> bytes:
     if flags & 0x1:
         return zlib.decompress(data)
     if flags & 0x2:
-        import lzallright
+        import lzokay
 
-        return bytes(lzallright.LZOCompressor().decompress(data, output_size_hint=PAGE))
+        return bytes(lzokay.decompress(data, PAGE))
     assert not flags, f"unexpected page flags {flags:#x}"
     return data
 

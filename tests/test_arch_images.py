@@ -151,7 +151,7 @@ def test_kdump_header_machine(machine: str, expected: Platform) -> None:
     ("arm64", None, (None, None)),
 ])
 def test_from_archive(arch: str, autoconf: bytes | None, expected: tuple[str | None, int | None]) -> None:
-    names = [b"./include/linux/", f"./arch/{arch}/include/asm/page.h".encode()]
+    names = ["./include/linux", f"./arch/{arch}/include/asm/page.h"]
     found = platform.from_archive(names, autoconf)
     assert found is not None and (found.arch, found.endian, found.bits) == (arch, *expected)
 

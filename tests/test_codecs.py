@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import struct
-import zlib
 from collections.abc import Iterator
 
 import pytest
-from builders_bzimage import CODECS, compress, kernel_like, require
+from builders_bzimage import CODECS, compress, kernel_like, lzop_file, require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,42 +236,6 @@ def test_lz4_corrupt_first_block() -> None:
 
 
 # lzop file format: header variants and checksums -----------------------------------------------
-
-
-def lzop_file(blocks: list[bytes], *, flags: int = codecs.LZOP_F_ADLER32_D, extra: bytes | None = None,
-              header_crc32: bool = False, stored: bool = False) -> bytes:
-    """An lzop file (format of lzop 1.04, version 0x1040) holding `blocks`, built by hand."""
-    from lzallright import LZOCompressor
-
-    if extra is not None:
-        flags |= codecs.LZOP_F_H_EXTRA_FIELD
-    if header_crc32:
-        flags |= codecs.LZOP_F_H_CRC32
-    body = struct.pack(">HHHBBI", 0x1040, 0x20A0, 0x0940, 3, 9, flags) + struct.pack(">III", 0o100644, 0, 0)
-    body += b"\x04name"
-    checksum = zlib.crc32 if header_crc32 else zlib.adler32
-    out = codecs.MAGICS["lzo"] + body + struct.pack(">I", checksum(body))
-    if extra is not None:
-        field = struct.pack(">I", len(extra)) + extra
-        out += field + struct.pack(">I", checksum(field))
-    for block in blocks:
-        packed = block if stored else LZOCompressor().compress(block)
-        if len(packed) >= len(block):
-            packed = block
-        out += struct.pack(">II", len(block), len(packed)) + _lzop_sums(flags, block, packed) + packed
-    return out + struct.pack(">I", 0)
-
-
-def _lzop_sums(flags: int, block: bytes, packed: bytes) -> bytes:
-    sums = b""
-    for flag, algorithm, data in ((codecs.LZOP_F_ADLER32_D, zlib.adler32, block),
-                                  (codecs.LZOP_F_CRC32_D, zlib.crc32, block),
-                                  (codecs.LZOP_F_ADLER32_C, zlib.adler32, packed),
-                                  (codecs.LZOP_F_CRC32_C, zlib.crc32, packed)):
-        compressed_sum = flag in (codecs.LZOP_F_ADLER32_C, codecs.LZOP_F_CRC32_C)
-        if flags & flag and not (compressed_sum and packed is block):
-            sums += struct.pack(">I", algorithm(data))
-    return sums
 
 
 ALL_SUMS = codecs.LZOP_F_ADLER32_D | codecs.LZOP_F_CRC32_D | codecs.LZOP_F_ADLER32_C | codecs.LZOP_F_CRC32_C

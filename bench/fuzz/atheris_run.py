@@ -86,14 +86,26 @@ def corpus_slices(target: str) -> list[tuple[str, bytes]]:
     return found[:8]
 
 
+def import_package() -> None:
+    """Every module of the package, so that instrument_imports sees them all: the targets import
+    most of them lazily (only the path that needs a module loads it), which would leave them blind."""
+    import importlib
+    import pkgutil
+
+    import extract_ikheaders
+
+    for module in pkgutil.walk_packages(extract_ikheaders.__path__, "extract_ikheaders."):
+        if module.name != "extract_ikheaders.__main__":
+            importlib.import_module(module.name)
+
+
 def fuzz(target: str, runs: int, rss_mb: int, timeout: int, seconds: int) -> None:
     import atheris
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "fixtures")]
     with atheris.instrument_imports(include=["extract_ikheaders"]):
+        import_package()
         import fuzz_harness as fh
-
-        import extract_ikheaders  # noqa: F401
     spec = fh.TARGETS[target]
     modes = modes_of(fh, target)
     for seed in fh.seeds_of(target):  # imports and caches before the limits and the clock

@@ -430,17 +430,15 @@ class KdumpMemory(PhysicalMemory):
 
 def _make_decoder(codec: int, page_size: int) -> Callable[[bytes], bytes]:
     """A page decoder whose output is bounded by the page size, whatever the page claims; the codec
-    libraries are imported only when a dump needs them. The input is at most a page (_decode), so
-    LZO, whose library takes no bound, makes at most ~256 pages of one (its longest match per byte)."""
+    libraries are imported only when a dump needs them."""
     if codec & (codec - 1):
         raise Damaged(f"kdump page claims several compressions at once (flags {codec:#x})")
     if codec == ZLIB:
         return lambda data: zlib.decompressobj().decompress(data, page_size + 1)
     if codec == LZO:
-        import lzallright
+        from ..codecs import decode_lzo1x
 
-        lzo = lzallright.LZOCompressor()
-        return lambda data: bytes(lzo.decompress(data, output_size_hint=page_size))
+        return lambda data: decode_lzo1x(data, page_size)
     if codec == SNAPPY:
         import cramjam
 

@@ -48,3 +48,78 @@ def duplicate_members(n: int) -> bytes:
         info.size = len(utsrelease)
         tar.addfile(info, io.BytesIO(utsrelease))
     return lzma.compress(raw.getvalue(), check=lzma.CHECK_CRC64)
+
+
+def _metadata_header(kind: bytes, data: bytes, name: str = "././@PaxHeader") -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, len(data)
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    length = len(body) + 1
+    length = len(str(length + len(str(length)))) + len(body)
+    return str(length).encode() + body
+
+
+def _tar_end(members: bytes) -> bytes:
+    """The members after the two directories every headers archive starts with (the tool knows the
+    archive by them), then the end-of-archive blocks, in xz."""
+    head = b""
+    for name in ("./", "./include/"):
+        info = tarfile.TarInfo(name)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        head += info.tobuf(tarfile.USTAR_FORMAT)
+    return lzma.compress(head + members + bytes(1024), check=lzma.CHECK_CRC64)
+
+
+def _release_member() -> bytes:
+    release = b'#define UTS_RELEASE "6.1.0-pax"\n'
+    info = tarfile.TarInfo("./include/generated/utsrelease.h")
+    info.size = len(release)
+    return info.tobuf(tarfile.USTAR_FORMAT) + release + bytes(-len(release) % 512)
+
+
+def pax_chain(n: int) -> bytes:
+    """n pax extended headers in a row before one member: tarfile called itself once per header
+    (RecursionError past ~1,000) and kept them all."""
+    header = _metadata_header(tarfile.XHDTYPE, _pax_record("comment", "x" * 40))
+    return _tar_end(header * n + _release_member())
+
+
+def declared_pax(size: int) -> bytes:
+    """A pax header declaring `size` bytes of records (followed by far fewer): tarfile read the
+    declared size into memory at once."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, size
+    return _tar_end(info.tobuf(tarfile.GNU_FORMAT) + _pax_record("comment", "y" * 4000).ljust(4096, b"\0"))
+
+
+def global_pax(n: int) -> bytes:
+    """n global pax headers of 1 KiB each, every one with a new keyword: all of them apply to every
+    later member, so without a budget they grow without bound."""
+    def entry(i: int) -> bytes:
+        member = tarfile.TarInfo(f"./include/g{i}.h")
+        return _metadata_header(tarfile.XGLTYPE, _pax_record(f"k{i}", "z" * 1000)) + member.tobuf(tarfile.USTAR_FORMAT)
+
+    return _tar_end(b"".join(entry(i) for i in range(n)) + _release_member())
+
+
+# LZO1X that a short block expands ~186-fold: a one-byte literal, then a run of identical 11-byte
+# match instructions (2,048 bytes each, taken from lzokay's own output for zeros), then the end mark.
+LZO_HEAD, LZO_UNIT, LZO_END = bytes.fromhex("1200"), bytes.fromhex("2000000000000000e60000"), b"\x11\x00\x00"
+LZO_UNIT_OUTPUT = 2048
+
+
+def lzo_expanding(units: int) -> bytes:
+    """LZO1X data decoding to 1 + 2,048·units zero bytes from 11·units + 5 bytes."""
+    return LZO_HEAD + LZO_UNIT * units + LZO_END
+
+
+def lzo_bzimage(units: int, declared: int) -> bytes:
+    """A bzImage whose lzop payload has one block declaring `declared` bytes that decodes to far more."""
+    from builders_bzimage import bzimage, lzop_file
+
+    payload = lzop_file([], flags=0, packed=[(declared, lzo_expanding(units))])
+    return bzimage(payload + declared.to_bytes(4, "little")).image

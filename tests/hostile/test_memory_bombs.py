@@ -16,6 +16,7 @@ import zstandard
 from builders import headers_archive
 from dump_builders import CODEC_FLAGS, PAGE, kdump_file, memory_image, pages_of
 
+from hostile.inputs import LZO_UNIT_OUTPUT, lzo_bzimage, lzo_expanding
 from hostile.limited import run
 
 ARCHIVE = headers_archive()
@@ -26,6 +27,8 @@ BOMBS = {
     "zstd": lambda: zstandard.ZstdCompressor().compress(bytes(64 << 20)),
     # a page's worth of zlib that inflates to about 4 MiB
     "zlib": lambda: zlib.compress(bytes(4 << 20), 9),
+    # 3.3 KB of LZO1X that decodes to 600 KiB (lzallright, before lzokay, decoded all of it)
+    "lzo": lambda: lzo_expanding(300),
 }
 
 
@@ -48,3 +51,42 @@ def test_snappy_declared_length_is_read_before_decoding() -> None:
     with pytest.raises(Exception, match="declares 4,294,967,295 bytes, more than a page"):
         decode(b"\xff\xff\xff\xff\x0f")
     assert decode(bytes(cramjam.snappy.compress_raw(b"a" * PAGE))) == b"a" * PAGE
+
+
+def test_an_lzo_block_that_decodes_past_its_declared_size(tmp_path: Path) -> None:
+    """11 MB of LZO1X in a block declaring 12 MiB decodes to 2 GB: lzallright, which takes the size
+    as a hint, grew to 5 GB of RSS; the block is now decoded into a buffer of the declared size."""
+    image = tmp_path / "bzImage"
+    image.write_bytes(lzo_bzimage(1_000_000, 12 << 20))
+    result = run("-a", tmp_path / "a.tar.xz", image, cwd=tmp_path)
+    assert result.code == 3, result.err
+    assert "LZO data decodes to more than 12,582,912 bytes" in result.err
+    assert not (tmp_path / "a.tar.xz").exists()
+
+
+def test_lzo_decodes_exactly_the_declared_size() -> None:
+    from extract_ikheaders.codecs import decode_lzo1x
+    from extract_ikheaders.errors import Damaged
+
+    size = 1 + 10 * LZO_UNIT_OUTPUT
+    assert decode_lzo1x(lzo_expanding(10), size) == bytes(size)
+    with pytest.raises(Damaged, match="more than 20,480 bytes"):
+        decode_lzo1x(lzo_expanding(10), size - 1)
+    with pytest.raises(Damaged, match="fewer than 20,482 bytes"):
+        decode_lzo1x(lzo_expanding(10), size + 1)
+
+
+def test_a_whole_file_stream_that_inflates_past_any_kernel(tmp_path: Path) -> None:
+    """300 KB of gzip that inflates to 300 MiB: refused at codecs.MAX_IMAGE (256 MiB), with the
+    remedy, before it is all held; the run stays under the runner's 1 GiB address space."""
+    import gzip
+
+    from extract_ikheaders.codecs import MAX_IMAGE
+
+    image = tmp_path / "Image.gz"
+    with gzip.open(image, "wb", compresslevel=1) as out:
+        for _ in range(300):
+            out.write(bytes(1 << 20))
+    result = run("-a", tmp_path / "a.tar.xz", image, cwd=tmp_path)
+    assert result.code == 2, result.err
+    assert f"decompresses to more than {MAX_IMAGE:,} bytes" in result.err and "decompress it first" in result.err

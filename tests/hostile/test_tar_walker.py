@@ -1,0 +1,97 @@
+"""Class 3 (tar): one walker for listing, unpacking and member lookup, linear in members, metadata
+capped (extract_ikheaders/tarwalk.py). Each input is run through the real CLI under hard limits:
+listing (-l), unpacking (-o) and --json must end in a one-line refusal, exit 3; --info, which only
+looks up the release in the archive (there is no banner), reports it unknown."""
+
+from __future__ import annotations
+
+import io
+import lzma
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hostile_archives import directory, file, hardlink, member, symlink, tar
+
+from extract_ikheaders import tarwalk, unpack
+from hostile.inputs import declared_pax, global_pax, pax_chain
+from hostile.limited import run
+
+ACTIONS = {"list": ["-l"], "unpack": ["-o", "out"], "info": ["--info"], "json": ["--json", "-o", "out"]}
+BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "pax-chain-100k": (lambda: pax_chain(100_000), "more than 16 extended headers before one member"),
+    "pax-header-256MiB": (lambda: declared_pax(256 << 20), "extended header of 268,435,456 bytes"),
+    "global-pax-2000": (lambda: global_pax(2000), "global extended headers of more than 65,536 bytes"),
+}
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("bomb", BOMBS)
+def test_metadata_bombs_are_refused(tmp_path: Path, bomb: str, action: str) -> None:
+    build, message = BOMBS[bomb]
+    image = tmp_path / "bomb.tar.xz"
+    image.write_bytes(build())
+    result = run(*ACTIONS[action], image, cwd=tmp_path)
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "out").exists()
+    if action == "info":  # it reads only the release from the archive: unknown, the rest is reported
+        assert result.code == 0 and "release:  unknown" in result.out, (result.code, result.err)
+        return
+    assert result.code == 3, (result.code, result.err)
+    assert message in result.err
+
+
+def test_a_short_pax_chain_is_a_normal_archive() -> None:
+    names = [m.name for m in unpack.list_members(pax_chain(16))]
+    assert names == ["include", "include/generated/utsrelease.h"]
+    with pytest.raises(Exception, match="more than 16 extended headers"):
+        unpack.list_members(pax_chain(17))
+
+
+def _tarfile_view(data: bytes) -> list[tuple[object, ...]]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        return [(m.name, m.type, m.size, m.linkname, m.mtime, m.mode) for m in archive]
+
+
+def _walker_view(data: bytes) -> list[tuple[object, ...]]:
+    walker = tarwalk.TarWalker(io.BytesIO(data).read)
+    return [(m.name, m.type, m.size, m.linkname, m.mtime, m.mode) for m in walker]
+
+
+LONG = "include/" + "d" * 120 + "/" + "f" * 130 + ".h"
+ARCHIVES = {
+    "gnu": lambda: tar([directory("./"), file("./" + LONG, b"long\n"), symlink("./s", LONG),
+                        hardlink("./h", "./" + LONG), directory("./include/" + "e" * 140)], tarfile.GNU_FORMAT),
+    "pax": lambda: tar([directory("./"), member("./p", data=b"x" * 600, pax={"path": "./include/" + "p" * 200,
+                                                                               "mtime": "1.5"}),
+                        symlink("./q", "t" * 150)], tarfile.PAX_FORMAT),
+    "ustar-prefix": lambda: tar([file("./" + "a" * 90 + "/" + "b" * 90, b"prefix\n")], tarfile.USTAR_FORMAT),
+}
+
+
+@pytest.mark.parametrize("name", ARCHIVES)
+def test_the_walker_reads_what_tarfile_reads(name: str) -> None:
+    data = ARCHIVES[name]()
+    assert _walker_view(data) == _tarfile_view(data)
+
+
+def test_global_pax_records_apply_to_later_members() -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"uname": "kbuild"}) as out:
+        for entry in (file("./a", b"a"), file("./b", b"b")):
+            out.addfile(entry[0], io.BytesIO(entry[1]))
+    data = raw.getvalue()
+    walker = tarwalk.TarWalker(io.BytesIO(data).read)
+    assert [(m.name, m.uname) for m in walker] == [("./a", "kbuild"), ("./b", "kbuild")]
+    assert walker.complete
+
+
+def test_member_lookup_stops_at_the_member() -> None:
+    body = b"".join(tarfile.TarInfo(f"./f{i}").tobuf(tarfile.GNU_FORMAT) for i in range(10))
+    want = tarfile.TarInfo("./include/generated/utsrelease.h")
+    want.size = 5
+    tail = want.tobuf(tarfile.GNU_FORMAT) + b"6.1.0".ljust(512, b"\0") + b"garbage that is no header".ljust(512, b"!")
+    archive = lzma.compress(body + tail)
+    assert unpack.read_member(archive, "include/generated/utsrelease.h", 100) == b"6.1.0"
+    assert unpack.read_member(archive, "include/generated/utsrelease.h", 4) is None
