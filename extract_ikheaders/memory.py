@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import lzma
 import mmap
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -130,38 +132,84 @@ class Extent:
     offset: int  # in the file
 
 
+class ExtentTable:
+    """Where each range of physical memory lies in the file, as three columns of 64-bit integers
+    (24 bytes a range): a 64 MiB LiME file can declare two million ranges, which as Extent objects
+    took 0.9 GB. Readers append in file order; `disjoint` sorts and trims overlaps."""
+
+    def __init__(self) -> None:
+        self.paddr, self.size, self.offset = array("Q"), array("Q"), array("Q")
+
+    @classmethod
+    def of(cls, extents: Iterable[Extent]) -> ExtentTable:
+        table = cls()
+        for e in extents:
+            table.append(e.paddr, e.size, e.offset)
+        return table
+
+    def append(self, paddr: int, size: int, offset: int) -> None:
+        self.paddr.append(paddr)
+        self.size.append(size)
+        self.offset.append(offset)
+
+    def __len__(self) -> int:
+        return len(self.paddr)
+
+    def __getitem__(self, i: int) -> Extent:
+        return Extent(self.paddr[i], self.size[i], self.offset[i])
+
+    def disjoint(self) -> ExtentTable:
+        """Sorted by address, empty extents dropped, overlaps trimmed. Overlaps (kdump's /proc/vmcore
+        maps the kernel text twice) are the same bytes; the extent sorted first keeps them."""
+        paddr = self.paddr
+        in_order = all(a <= b for a, b in itertools.pairwise(paddr))
+        order: Iterable[int] = range(len(paddr)) if in_order else sorted(range(len(paddr)), key=paddr.__getitem__)
+        result = ExtentTable()
+        covered = -1
+        for i in order:
+            start, end, offset = paddr[i], paddr[i] + self.size[i], self.offset[i]
+            if end <= max(start, covered):
+                continue
+            if start < covered:
+                start, offset = covered, offset + covered - start
+            result.append(start, end - start, offset)
+            covered = end
+        return result
+
+
 class MappedMemory(PhysicalMemory):
     """Physical memory stored verbatim in the file: find runs at bytes.find speed on the mmap."""
 
-    def __init__(self, buf: Buffer, extents: Sequence[Extent], info: DumpInfo,
+    def __init__(self, buf: Buffer, extents: ExtentTable | Sequence[Extent], info: DumpInfo,
                  explain: Callable[[int], Gap] | None = None) -> None:
         self.buf = buf
         self.info = info
-        self._extents = _disjoint(extents)
-        self._starts = [e.paddr for e in self._extents]
+        table = extents if isinstance(extents, ExtentTable) else ExtentTable.of(extents)
+        self._table = table.disjoint()
+        self._starts, self._sizes, self._offsets = self._table.paddr, self._table.size, self._table.offset
         self._explain = explain
         self._touched = 0
 
     @property
     def extents(self) -> tuple[Extent, ...]:
-        return tuple(self._extents)
+        return tuple(self._table[i] for i in range(len(self._table)))
 
     def ranges(self) -> Iterator[tuple[int, int]]:
         run: tuple[int, int] | None = None
-        for e in self._extents:
-            if run is not None and run[1] == e.paddr:
-                run = (run[0], e.paddr + e.size)
+        for start, size in zip(self._starts, self._sizes, strict=True):
+            if run is not None and run[1] == start:
+                run = (run[0], start + size)
                 continue
             if run is not None:
                 yield run
-            run = (e.paddr, e.paddr + e.size)
+            run = (start, start + size)
         if run is not None:
             yield run
 
     def _extent_at(self, paddr: int) -> int:
         """Index of the extent holding paddr, or -1."""
         i = bisect.bisect_right(self._starts, paddr) - 1
-        if i >= 0 and paddr < self._extents[i].paddr + self._extents[i].size:
+        if i >= 0 and paddr < self._starts[i] + self._sizes[i]:
             return i
         return -1
 
@@ -169,41 +217,40 @@ class MappedMemory(PhysicalMemory):
         parts: list[bytes] = []
         i = self._extent_at(paddr)
         while size > 0 and i != -1:
-            e = self._extents[i]
-            skip = paddr - e.paddr
-            take = min(size, e.size - skip)
-            parts.append(bytes(self.buf[e.offset + skip : e.offset + skip + take]))
+            skip = paddr - self._starts[i]
+            take = min(size, self._sizes[i] - skip)
+            at = self._offsets[i] + skip
+            parts.append(bytes(self.buf[at : at + take]))
             self._touch(take)
             paddr, size = paddr + take, size - take
             nxt = i + 1
-            i = nxt if nxt < len(self._extents) and self._extents[nxt].paddr == paddr else -1
+            i = nxt if nxt < len(self._starts) and self._starts[nxt] == paddr else -1
         return b"".join(parts)
 
     def gap(self, paddr: int) -> Gap:
         if self._explain is not None:
             return self._explain(paddr)
         i = bisect.bisect_right(self._starts, paddr)
-        end = self._extents[i].paddr if i < len(self._extents) else None
+        end = self._starts[i] if i < len(self._starts) else None
         return Gap(paddr, end, "no range of the dump covers it")
 
     def find(self, pattern: bytes, start: int, end: int) -> int:
         keep = len(pattern) - 1
         first = max(0, bisect.bisect_right(self._starts, start) - 1)  # not a walk from the first extent:
-        for i in range(first, len(self._extents)):  # a search per window would make n ranges cost n²
-            e = self._extents[i]
-            e_end = e.paddr + e.size
-            if e.paddr >= end:
+        for i in range(first, len(self._starts)):  # a search per window would make n ranges cost n²
+            e_start, e_end, offset = self._starts[i], self._starts[i] + self._sizes[i], self._offsets[i]
+            if e_start >= end:
                 break
-            lo, hi = max(start, e.paddr), min(end, e_end)
+            lo, hi = max(start, e_start), min(end, e_end)
             if lo >= hi:
                 continue
             stop = min(e_end, hi + keep)
-            hit = self._find_in_file(pattern, e.offset + lo - e.paddr, e.offset + stop - e.paddr)
+            hit = self._find_in_file(pattern, offset + lo - e_start, offset + stop - e_start)
             if hit != -1:
-                return e.paddr + hit - e.offset
+                return e_start + hit - offset
             # A pattern straddling two physically adjacent extents.
-            nxt = self._extents[i + 1] if i + 1 < len(self._extents) else None
-            if keep and nxt is not None and nxt.paddr == e_end and hi > e_end - keep:
+            adjacent = i + 1 < len(self._starts) and self._starts[i + 1] == e_end
+            if keep and adjacent and hi > e_end - keep:
                 seam_at = max(lo, e_end - keep)
                 at = self.read_some(seam_at, e_end - seam_at + keep).find(pattern)
                 if at != -1 and seam_at + at < hi:
@@ -234,21 +281,6 @@ def release_mapping(buf: object) -> None:
     if isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
         with contextlib.suppress(OSError, ValueError):  # only an optimisation
             buf.madvise(mmap.MADV_DONTNEED)
-
-
-def _disjoint(extents: Sequence[Extent]) -> list[Extent]:
-    """Sorted, non-overlapping extents. Overlaps (kdump's /proc/vmcore maps the kernel text twice)
-    are the same bytes; the earlier extent keeps them."""
-    result: list[Extent] = []
-    for e in sorted((e for e in extents if e.size > 0), key=lambda e: (e.paddr, -e.size)):
-        end = e.paddr + e.size
-        if result and e.paddr < result[-1].paddr + result[-1].size:
-            covered = result[-1].paddr + result[-1].size
-            if end <= covered:
-                continue
-            e = Extent(covered, end - covered, e.offset + covered - e.paddr)
-        result.append(e)
-    return result
 
 
 # VMCOREINFO ----------------------------------------------------------------------------------
@@ -318,9 +350,9 @@ def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...]
         raise _not_found(path, mem, misses, resolver)
     paddr, archive = hit
     notes = [hint] if hint else []
-    if misses:
-        notes.append(f"{len(misses)} incomplete copy(ies) of the archive's start seen elsewhere in memory "
-                     f"(first at physical {misses[0][0]:#x})")
+    if misses.count:
+        notes.append(f"{misses.count} incomplete copy(ies) of the archive's start seen elsewhere in memory "
+                     f"(first at physical {misses.first_at:#x})")
     release, source = _release(mem, paddr)
     if source:
         notes.append(source)
@@ -363,29 +395,56 @@ def _search_order(mem: PhysicalMemory) -> tuple[list[tuple[int, int]], str]:
     return [(start, end), (0, start), (end, 1 << 64)], note
 
 
-Miss = tuple[int, Damaged]  # where an incomplete candidate starts, and why it is incomplete
 Hit = tuple[int, "bytes | VirtualHit"]  # where the archive's stream header is, and the archive
 
 
+class _Misses:
+    """Incomplete candidates: counted, and only the ones a report names kept (memory full of xz
+    magics would otherwise keep an exception per candidate)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_at = -1
+        self._first: Damaged | None = None
+        self._incomplete: Damaged | None = None
+        self._unreachable: Damaged | None = None
+
+    def add(self, pos: int, damage: Damaged) -> None:
+        from .pagewalk import Unreachable
+
+        if not self.count:
+            self.first_at, self._first = pos, damage
+        self.count += 1
+        if isinstance(damage, Unreachable) and self._unreachable is None:
+            self._unreachable = damage
+        elif isinstance(damage, _Incomplete) and self._incomplete is None:
+            self._incomplete = damage
+
+    def telling(self) -> Damaged | None:
+        """Memory missing from the dump explains more than a stream that breaks off."""
+        return self._unreachable or self._incomplete or self._first
+
+
 def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolver | None = None,
-           progress: Progress | None = None) -> tuple[Hit | None, list[Miss]]:
+           progress: Progress | None = None) -> tuple[Hit | None, _Misses]:
     """The first complete headers archive in the regions, and the incomplete candidates seen.
-    A candidate whose first page is mapped in module/vmalloc space is read through the page tables."""
+    A candidate whose first page is mapped in module/vmalloc space is read through the page tables.
+    Windows are made as they are searched: a dump may declare millions of ranges."""
     from .pagewalk import VirtualHit
 
-    misses: list[Miss] = []
-    windows = list(_windows(mem, regions))
-    total, done = sum(hi - lo for lo, hi in windows), 0
-    for lo, hi in windows:
+    misses = _Misses()
+    total = sum(hi - lo for lo, hi in _windows(mem, regions)) if progress is not None else 0
+    done, top = 0, max(h for _, h in regions)
+    for lo, hi in _windows(mem, regions):
         # A magic may straddle two windows: search a little past the end, accept starts before it.
-        stop = min(hi + len(xzstream.MAGIC) - 1, max(h for _, h in regions))
+        stop = min(hi + len(xzstream.MAGIC) - 1, top)
         pos = mem.find(xzstream.MAGIC, lo, stop)
         while pos != -1 and pos < hi:
             outcome = _follow(mem, pos, resolver)
             if isinstance(outcome, bytes | VirtualHit):
                 return (pos, outcome), misses
             if outcome is not None:
-                misses.append((pos, outcome))
+                misses.add(pos, outcome)
             pos = mem.find(xzstream.MAGIC, pos + 1, stop)
         done += hi - lo
         if progress is not None:
@@ -395,11 +454,13 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolv
 
 def _windows(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
     """The regions cut to present memory, in pieces of at most _WINDOW (progress granularity).
-    Regions may span terabytes of address space; only what the dump holds is visited."""
-    present = list(mem.ranges())
+    Regions may span terabytes of address space; only what the dump holds is visited, and a run
+    too short to hold an xz stream header is not searched."""
     for lo, hi in regions:
-        for run_lo, run_hi in present:
+        for run_lo, run_hi in mem.ranges():
             a, b = max(lo, run_lo), min(hi, run_hi)
+            if run_hi - run_lo < len(xzstream.MAGIC):
+                continue
             for start in range(a, b, _WINDOW):
                 yield start, min(b, start + _WINDOW)
 
@@ -465,15 +526,11 @@ def _broken_message(pos: int, at: int, size: int) -> str:
             f"first page follows the stream header; reassembling it would need the kernel's page tables)")
 
 
-def _not_found(path: str, mem: PhysicalMemory, misses: list[Miss],
+def _not_found(path: str, mem: PhysicalMemory, misses: _Misses,
                resolver: Resolver | None = None) -> NotFound | Damaged:
-    from .pagewalk import Unreachable
-
-    if misses:
-        # Memory missing from the dump explains more than a stream that breaks off.
-        _, first = next((m for m in misses if isinstance(m[1], Unreachable)),
-                        next((m for m in misses if isinstance(m[1], _Incomplete)), misses[0]))
-        more = f" ({len(misses) - 1} more incomplete candidate(s))" if len(misses) > 1 else ""
+    first = misses.telling()
+    if first is not None:
+        more = f" ({misses.count - 1} more incomplete candidate(s))" if misses.count > 1 else ""
         why = f"; no page walk: {resolver.unavailable}" if resolver is not None and resolver.unavailable else ""
         return Damaged(f"{path}: {first}{more}{why}", offset=first.offset)
     return NotFound(f"{path}: cannot find kernel headers in the dump's memory ({_describe_memory(mem)}); "

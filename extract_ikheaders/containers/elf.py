@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import mmap
 import struct
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 Buffer = bytes | bytearray | mmap.mmap
@@ -85,6 +87,28 @@ class Segment:
     paddr: int
     filesz: int
     memsz: int
+
+
+class SegmentTable:
+    """Program headers in columns of 64-bit integers (48 bytes each), a Segment made on access."""
+
+    def __init__(self) -> None:
+        self.type, self.offset, self.vaddr = array("Q"), array("Q"), array("Q")
+        self.paddr, self.filesz, self.memsz = array("Q"), array("Q"), array("Q")
+
+    def append(self, p_type: int, offset: int, vaddr: int, paddr: int, filesz: int, memsz: int) -> None:
+        for column, value in ((self.type, p_type), (self.offset, offset), (self.vaddr, vaddr),
+                              (self.paddr, paddr), (self.filesz, filesz), (self.memsz, memsz)):
+            column.append(value)
+
+    def __len__(self) -> int:
+        return len(self.type)
+
+    def __getitem__(self, i: int) -> Segment:
+        return Segment(self.type[i], self.offset[i], self.vaddr[i], self.paddr[i], self.filesz[i], self.memsz[i])
+
+    def indices_of(self, p_type: int) -> Iterator[int]:
+        return (i for i, t in enumerate(self.type) if t == p_type)
 
 
 class ElfImage:
@@ -204,28 +228,38 @@ class ElfImage:
         return self._unpack(f"{self.endian}II{word}{word}{word}{word}II", self.shoff)[7]
 
     def segments(self) -> tuple[Segment, ...]:
+        table = self.segment_table()
+        return tuple(table[i] for i in range(len(table)))
+
+    def segment_table(self) -> SegmentTable:
+        """The program headers as columns: a core may have a million of them (QEMU writes one per
+        RAM block, a hostile one can fill 64 MiB with them), which as objects took 0.9 GB."""
         count = self.program_header_count()
+        table = SegmentTable()
         if self.phoff == 0 or count == 0:
-            return ()
-        if self.phentsize < (56 if self.bits == 64 else 32):
+            return table
+        entry = f"{self.endian}IIQQQQQQ" if self.bits == 64 else f"{self.endian}IIIIIIII"
+        if self.phentsize < struct.calcsize(entry):
             raise CorruptElf(f"program header entry size {self.phentsize} is too small")
         self._check_span("program header table", self.phoff, count * self.phentsize)
-        result = []
-        for i in range(count):
-            at = self.phoff + i * self.phentsize
+        raw = bytes(self.buf[self.phoff : self.phoff + count * self.phentsize])
+        if self.phentsize != struct.calcsize(entry):  # padded entries: keep each one's first bytes
+            raw = b"".join(raw[at : at + struct.calcsize(entry)] for at in range(0, len(raw), self.phentsize))
+        for fields in struct.iter_unpack(entry, raw):
             if self.bits == 64:
-                p_type, _, off, vaddr, paddr, filesz, memsz, _ = self._unpack(f"{self.endian}IIQQQQQQ", at)
+                p_type, _, off, vaddr, paddr, filesz, memsz, _ = fields
             else:
-                p_type, off, vaddr, paddr, filesz, memsz, _, _ = self._unpack(f"{self.endian}IIIIIIII", at)
-            result.append(Segment(p_type, off, vaddr, paddr, filesz, memsz))
-        return tuple(result)
+                p_type, off, vaddr, paddr, filesz, memsz, _, _ = fields
+            table.append(p_type, off, vaddr, paddr, filesz, memsz)
+        return table
 
     def notes(self, max_segment: int = 1 << 24) -> tuple[Note, ...]:
         """Every note in the PT_NOTE segments (4-byte aligned, as in Linux cores); segments larger
         than `max_segment` are skipped rather than read into memory."""
         notes: list[Note] = []
-        for seg in self.segments():
-            if seg.type == PT_NOTE and seg.filesz <= max_segment:
+        table = self.segment_table()
+        for seg in (table[i] for i in table.indices_of(PT_NOTE)):
+            if seg.filesz <= max_segment:
                 self._check_span("note segment", seg.offset, seg.filesz)
                 notes.extend(self._parse_notes(bytes(self.buf[seg.offset : seg.offset + seg.filesz])))
         return tuple(notes)

@@ -8,11 +8,12 @@ VMCOREINFO (kdump; QEMU too when the guest registered it through -device vmcorei
 from __future__ import annotations
 
 import bisect
+from array import array
 
 from ..errors import Damaged, NotMine
-from ..memory import DumpInfo, Extent, Gap, MappedMemory, parse_vmcoreinfo
+from ..memory import DumpInfo, ExtentTable, Gap, MappedMemory, parse_vmcoreinfo
 from ..xzstream import Buffer
-from .elf import ELF_MAGIC, PT_LOAD, CorruptElf, ElfImage, ElfType, Segment
+from .elf import ELF_MAGIC, PT_LOAD, CorruptElf, ElfImage, ElfType, SegmentTable
 
 
 def open(buf: Buffer) -> MappedMemory:
@@ -26,7 +27,7 @@ def open(buf: Buffer) -> MappedMemory:
     if elf.type != ElfType.CORE:
         raise NotMine("ELF, but not a core")
     try:
-        loads = [s for s in elf.segments() if s.type == PT_LOAD]
+        table = elf.segment_table()
     except CorruptElf as exc:
         raise Damaged(f"the ELF core's program headers are unusable: {exc}") from None
     try:
@@ -34,41 +35,58 @@ def open(buf: Buffer) -> MappedMemory:
     except CorruptElf:
         notes = ()  # VMCOREINFO is only a hint (search order, release): do without it
     vmcoreinfo = next((parse_vmcoreinfo(n.desc) for n in notes if n.name == "VMCOREINFO"), {})
-    extents = [Extent(s.paddr, _present(s, len(buf)), s.offset) for s in loads]
-    info = DumpInfo("elf-core", _detail(elf, loads, {n.name for n in notes}, vmcoreinfo), vmcoreinfo)
-    return MappedMemory(buf, extents, info, _Explainer(loads, len(buf)))
+    loads = _Loads(table, len(buf))
+    info = DumpInfo("elf-core", _detail(elf, len(loads), {n.name for n in notes}, vmcoreinfo), vmcoreinfo)
+    return MappedMemory(buf, loads.extents(), info, loads.explain)
 
 
-def _present(seg: Segment, file_size: int) -> int:
-    """Bytes of the segment that are really in the file (a truncated dump ends early)."""
-    if seg.offset >= file_size:
-        return 0
-    return max(0, min(seg.filesz, seg.memsz or seg.filesz, file_size - seg.offset))
-
-
-def _detail(elf: ElfImage, loads: list[Segment], note_names: set[str], vmcoreinfo: dict[str, str]) -> str:
+def _detail(elf: ElfImage, loads: int, note_names: set[str], vmcoreinfo: dict[str, str]) -> str:
     origin = "QEMU dump-guest-memory, " if "QEMU" in note_names else ""
     extra = "VMCOREINFO" if vmcoreinfo else "no VMCOREINFO"
-    return f"{origin}{elf.describe()}, {len(loads)} PT_LOAD, {extra}"
+    return f"{origin}{elf.describe()}, {loads} PT_LOAD, {extra}"
 
 
-class _Explainer:
-    """Why a physical address is absent: the messages name the segment and the cause."""
+class _Loads:
+    """The PT_LOAD segments, in columns sorted by physical address (a core may have a million)."""
 
-    def __init__(self, loads: list[Segment], file_size: int) -> None:
-        self._loads = sorted(loads, key=lambda s: s.paddr)
+    def __init__(self, table: SegmentTable, file_size: int) -> None:
+        indices = sorted(table.indices_of(PT_LOAD), key=table.paddr.__getitem__)
+        self.paddr, self.offset = array("Q"), array("Q")
+        self.filesz, self.memsz = array("Q"), array("Q")
+        for i in indices:
+            self.paddr.append(table.paddr[i])
+            self.offset.append(table.offset[i])
+            self.filesz.append(table.filesz[i])
+            self.memsz.append(table.memsz[i])
         self._file_size = file_size
 
-    def __call__(self, paddr: int) -> Gap:
-        for seg in self._loads:
-            if not seg.paddr <= paddr < seg.paddr + max(seg.memsz, seg.filesz):
-                continue
-            if seg.offset + seg.filesz > self._file_size and paddr < seg.paddr + seg.filesz:
-                return Gap(paddr, seg.paddr + seg.filesz,
+    def __len__(self) -> int:
+        return len(self.paddr)
+
+    def extents(self) -> ExtentTable:
+        extents = ExtentTable()
+        for i in range(len(self.paddr)):
+            extents.append(self.paddr[i], self._present(i), self.offset[i])
+        return extents
+
+    def _present(self, i: int) -> int:
+        """Bytes of the segment that are really in the file (a truncated dump ends early)."""
+        if self.offset[i] >= self._file_size:
+            return 0
+        filesz = self.filesz[i]
+        return max(0, min(filesz, self.memsz[i] or filesz, self._file_size - self.offset[i]))
+
+    def explain(self, paddr: int) -> Gap:
+        """Why a physical address is absent: the message names the segment and the cause."""
+        i = bisect.bisect_right(self.paddr, paddr) - 1
+        start = self.paddr[i] if i >= 0 else 0
+        if i >= 0 and paddr < start + max(self.memsz[i], self.filesz[i]):
+            filesz = self.filesz[i]
+            if self.offset[i] + filesz > self._file_size and paddr < start + filesz:
+                return Gap(paddr, start + filesz,
                            f"the file ends at {self._file_size:#x}, inside the PT_LOAD for "
-                           f"{seg.paddr:#x}-{seg.paddr + seg.filesz - 1:#x}: the dump is truncated")
-            return Gap(paddr, seg.paddr + seg.memsz,
-                       f"beyond p_filesz of the PT_LOAD at {seg.paddr:#x}: pages the dump excluded")
-        starts = [s.paddr for s in self._loads]
-        i = bisect.bisect_right(starts, paddr)
-        return Gap(paddr, self._loads[i].paddr if i < len(self._loads) else None, "no PT_LOAD covers it")
+                           f"{start:#x}-{start + filesz - 1:#x}: the dump is truncated")
+            return Gap(paddr, start + self.memsz[i],
+                       f"beyond p_filesz of the PT_LOAD at {start:#x}: pages the dump excluded")
+        following = self.paddr[i + 1] if i + 1 < len(self.paddr) else None
+        return Gap(paddr, following, "no PT_LOAD covers it")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import bisect
 import struct
+from array import array
 
 from ..errors import Damaged, NotMine
-from ..memory import DumpInfo, Extent, Gap, MappedMemory
+from ..memory import DumpInfo, ExtentTable, Gap, MappedMemory
 from ..xzstream import Buffer
 
 MAGIC = 0x4C694D45
@@ -26,9 +27,9 @@ def open(buf: Buffer) -> MappedMemory:
     return MappedMemory(buf, extents, DumpInfo("lime", detail), _Explain(extents, cut))
 
 
-def _ranges(buf: Buffer) -> tuple[list[Extent], Gap | None]:
+def _ranges(buf: Buffer) -> tuple[ExtentTable, Gap | None]:
     """Every range, and what a truncated file lost (a range cut short keeps what is there)."""
-    extents: list[Extent] = []
+    extents = ExtentTable()
     pos = 0
     while pos + _HEADER.size <= len(buf):
         magic, version, start, end = _HEADER.unpack_from(buf, pos)
@@ -41,10 +42,10 @@ def _ranges(buf: Buffer) -> tuple[list[Extent], Gap | None]:
         size = end - start + 1
         if data + size > len(buf):
             present = len(buf) - data
-            extents.append(Extent(start, present, data))
+            extents.append(start, present, data)
             return extents, Gap(start + present, end + 1, f"the file is truncated inside the range "
                                                            f"{start:#x}-{end:#x}")
-        extents.append(Extent(start, size, data))
+        extents.append(start, size, data)
         pos = data + size
     return extents, None
 
@@ -52,8 +53,8 @@ def _ranges(buf: Buffer) -> tuple[list[Extent], Gap | None]:
 class _Explain:
     """Why a physical address is absent from the image."""
 
-    def __init__(self, extents: list[Extent], cut: Gap | None) -> None:
-        self._starts = sorted(e.paddr for e in extents)
+    def __init__(self, extents: ExtentTable, cut: Gap | None) -> None:
+        self._starts = array("Q", sorted(extents.paddr))
         self._cut = cut
 
     def __call__(self, paddr: int) -> Gap:

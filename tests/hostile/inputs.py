@@ -123,3 +123,16 @@ def lzo_bzimage(units: int, declared: int) -> bytes:
 
     payload = lzop_file([], flags=0, packed=[(declared, lzo_expanding(units))])
     return bzimage(payload + declared.to_bytes(4, "little")).image
+
+
+def lime_tiny_ranges(n: int) -> bytes:
+    """n LiME ranges of one byte each (33 bytes a range: about two million in 64 MiB), the archive last."""
+    from dump_builders import lime_header
+
+    parts = [lime_header(i * PAGE, 1) + b"\x01" for i in range(n - 1)]
+    return b"".join([*parts, lime_header((n - 1) * PAGE, len(ARCHIVE)) + ARCHIVE])
+
+
+def elf_tiny_loads(n: int) -> bytes:
+    """An ELF core with n PT_LOADs of one byte each (57 bytes a range), the archive in the last."""
+    return elf_core([*(Seg(i * PAGE, b"\x01") for i in range(n - 1)), Seg((n - 1) * PAGE, ARCHIVE)], xnum=True)

@@ -6,11 +6,15 @@ which no test accepts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import resource
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ class Limited:
     code: int
     stdout: bytes
     stderr: bytes
+    peak_rss: int  # bytes, the child's own (wait4), not the largest of all children so far
 
     @property
     def err(self) -> str:
@@ -46,11 +51,40 @@ def _limits(file_size: int | None) -> Callable[[], None]:
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, stdin: bytes | None = None,
         file_size: int | None = None) -> Limited:
-    proc = subprocess.run([sys.executable, "-m", "extract_ikheaders", *map(str, args)], cwd=cwd,
-                          env={**os.environ, **(env or {})}, input=stdin, capture_output=True,
-                          preexec_fn=_limits(file_size), timeout=CPU_SECONDS * 3)
-    assert proc.returncode >= 0, f"killed by signal {-proc.returncode} (a limit was hit): {proc.stderr[-500:]!r}"
-    return Limited(proc.returncode, proc.stdout, proc.stderr)
+    # pipes, not files, for the output: the file size limit would cut files short
+    proc = subprocess.Popen([sys.executable, "-m", "extract_ikheaders", *map(str, args)], cwd=cwd,
+                            env={**os.environ, **(env or {})}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=_limits(file_size))
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    output: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda name=name, pipe=pipe: output.__setitem__(name, pipe.read()))
+               for name, pipe in (("out", proc.stdout), ("err", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(stdin or b"")
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    code, usage = _wait(proc.pid, CPU_SECONDS * 3)
+    proc.returncode = code  # reaped here: wait4 gives this child's own peak RSS
+    for reader in readers:
+        reader.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert code >= 0, f"killed by signal {-code} (a limit was hit): {output['err'][-500:]!r}"
+    return Limited(code, output["out"], output["err"], usage.ru_maxrss * 1024)
+
+
+def _wait(pid: int, timeout: float) -> tuple[int, resource.struct_rusage]:
+    """The child's exit code and its own resource usage; killed after `timeout` seconds of wall time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), usage
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -90,3 +90,22 @@ def test_a_whole_file_stream_that_inflates_past_any_kernel(tmp_path: Path) -> No
     result = run("-a", tmp_path / "a.tar.xz", image, cwd=tmp_path)
     assert result.code == 2, result.err
     assert f"decompresses to more than {MAX_IMAGE:,} bytes" in result.err and "decompress it first" in result.err
+
+
+PEAK_RSS = 512 << 20  # on any input up to 64 MiB
+
+
+@pytest.mark.parametrize(("build", "count"), [("lime_tiny_ranges", 2_000_000), ("elf_tiny_loads", 1_100_000)],
+                         ids=["lime-2M-ranges", "elf-core-1.1M-loads"])
+def test_a_64_mib_dump_of_millions_of_ranges(tmp_path: Path, build: str, count: int) -> None:
+    """Ranges are held in columns of integers (memory.ExtentTable, elf.SegmentTable), windows made
+    as searched: as objects these inputs peaked at 0.9 GB."""
+    from hostile import inputs
+
+    image = tmp_path / "dump"
+    image.write_bytes(getattr(inputs, build)(count))
+    assert image.stat().st_size <= 64 << 20
+    result = run("-a", tmp_path / "a.tar.xz", image, cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert hashlib.sha256((tmp_path / "a.tar.xz").read_bytes()).digest() == hashlib.sha256(ARCHIVE).digest()
+    assert result.peak_rss < PEAK_RSS, f"peak RSS {result.peak_rss >> 20} MiB"
