@@ -1,6 +1,7 @@
 """Hostile inputs at n and 10·n: wall time and peak RSS of the real CLI, and the 10·n/n ratio.
 
-Linear work gives a time ratio near 10 (the issue's bound: at most 15); quadratic work gives ~100.
+Linear work gives a time ratio near 10 (the issue's bound: at most 15); quadratic work gives ~100;
+a path bounded by a constant (bzimage-inflating: codecs.MAX_IMAGE) gives a ratio well under 10.
 Each run is a fresh process (python -m extract_ikheaders) under a 1 GiB address-space limit, its
 peak RSS read from the kernel's accounting of the child. Inputs are built in code under a scratch
 directory; nothing big is kept.
@@ -22,14 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "fixtures"))
 
-from hostile.inputs import config_markers, duplicate_members, elf_loads, lime_ranges  # noqa: E402
+from hostile.inputs import (  # noqa: E402
+    bzimage_inflating,
+    config_markers,
+    duplicate_members,
+    elf_loads,
+    kdump_magic_runs,
+    lime_ranges,
+    tar_members,
+)
 
-# name -> (builder, default n, CLI arguments before the input)
+# name -> (builder, default n, CLI arguments before the input); n makes the n run take 2 s or more
 CASES: dict[str, tuple[Callable[[int], bytes], int, list[str]]] = {
-    "lime-ranges": (lime_ranges, 100_000, ["-a", "/dev/null"]),
-    "elf-pt-loads": (elf_loads, 100_000, ["-a", "/dev/null"]),
-    "config-markers": (config_markers, 250_000, ["--config", "/dev/null", "-a", "/dev/null"]),
+    "lime-ranges": (lime_ranges, 200_000, ["-a", "/dev/null"]),
+    "elf-pt-loads": (elf_loads, 200_000, ["-a", "/dev/null"]),
+    "kdump-bitmap-runs": (kdump_magic_runs, 50_000, ["-a", "/dev/null"]),
+    "config-markers": (config_markers, 1_000_000, ["--config", "/dev/null", "-a", "/dev/null"]),
     "duplicate-members": (duplicate_members, 100_000, ["-o", "{out}", "--max-members", "100000000"]),
+    "tar-members-list": (tar_members, 100_000, ["-l", "--max-members", "100000000"]),
+    "bzimage-inflating-MiB": (bzimage_inflating, 100, ["-a", "/dev/null"]),
 }
 
 CHILD = r"""

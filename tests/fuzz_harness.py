@@ -770,3 +770,21 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 def seeds_of(name: str) -> tuple[Seed, ...]:
     return tuple(TARGETS[name].seeds())
 
+
+# Inputs as one byte string (atheris mutates the options with the data; tests/fuzz_saved/ replays them) --
+
+
+def modes_of(name: str) -> list[str]:
+    return sorted({seed.mode for seed in seeds_of(name)})
+
+
+def encode_input(name: str, mode: str, knob: int, data: bytes) -> bytes:
+    """One byte choosing the seed's mode, four bytes of knob, then the data."""
+    return bytes([modes_of(name).index(mode)]) + knob.to_bytes(4, "little") + data
+
+
+def decode_input(name: str, raw: bytes) -> tuple[str, int, bytes]:
+    modes = modes_of(name)
+    mode = modes[raw[0] % len(modes)] if raw else modes[0]
+    return mode, int.from_bytes(raw[1:5].ljust(4, b"\0"), "little"), raw[5:]
+

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import traceback
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from fuzz_harness import ARCHIVE, KINDS, TARGETS, WIDTHS, Mutation, apply, as_file, extremes, run_one, seeds_of
+from fuzz_harness import (
+    ARCHIVE,
+    KINDS,
+    TARGETS,
+    WIDTHS,
+    Mutation,
+    apply,
+    as_file,
+    decode_input,
+    extremes,
+    run_one,
+    seeds_of,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +104,23 @@ def test_a_crash_is_reported_as_one() -> None:
     assert outcome.crash and isinstance(outcome.error, ValueError)
     damaged = run_one(broken, b"\x1f\x8b\x08\0" + bytes(20), 0, "gzip")
     assert not damaged.crash and isinstance(damaged.error, Damaged)
+
+
+SAVED = Path(__file__).parent / "fuzz_saved"
+
+
+def _saved_inputs() -> list[tuple[str, Path]]:
+    return [(folder.name, path) for folder in sorted(SAVED.iterdir()) if folder.is_dir()
+            for path in sorted(folder.iterdir())] if SAVED.is_dir() else []
+
+
+def test_every_target_has_saved_inputs() -> None:
+    """bench/fuzz/atheris_run.py --save keeps a sample of what coverage-guided fuzzing grew."""
+    assert {name for name, _ in _saved_inputs()} == set(TARGETS)
+
+
+@pytest.mark.parametrize(("name", "path"), _saved_inputs(), ids=[f"{n}/{p.name}" for n, p in _saved_inputs()])
+def test_saved_fuzz_inputs_raise_only_project_errors(name: str, path: Path) -> None:
+    mode, knob, data = decode_input(name, path.read_bytes())
+    outcome = run_one(TARGETS[name], data, knob, mode, timeout=PER_EXAMPLE_SECONDS)
+    assert not outcome.crash, f"{name}/{path.name}: {outcome.error!r}"

@@ -12,6 +12,7 @@ then the data, so that libFuzzer mutates the options along with the bytes.
 Usage:
     pip install atheris
     python bench/fuzz/atheris_run.py TARGET [--runs 1000000] [--save 40]
+    python bench/fuzz/atheris_run.py TARGET --runs 0 --save 40   (save from the last run's corpus)
     python bench/fuzz/atheris_run.py --list
 Results go to ~/.cache/extract-ikheaders/atheris/TARGET/ (corpus/, crash-*, summary.json).
 """
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SAVED = ROOT / "tests" / "fuzz_saved"
@@ -40,29 +42,14 @@ def work_dir(target: str) -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "extract-ikheaders") / "atheris" / target
 
 
-def encode(modes: list[str], mode: str, knob: int, data: bytes) -> bytes:
-    return bytes([modes.index(mode)]) + knob.to_bytes(4, "little") + data
-
-
-def decode(modes: list[str], raw: bytes) -> tuple[str, int, bytes]:
-    mode = modes[raw[0] % len(modes)] if raw else modes[0]
-    return mode, int.from_bytes(raw[1:5].ljust(4, b"\0"), "little"), raw[5:]
-
-
-def modes_of(fh: object, target: str) -> list[str]:
-    return sorted({seed.mode for seed in fh.seeds_of(target)})  # type: ignore[attr-defined]
-
-
-def write_seeds(fh: object, target: str, corpus: Path) -> None:
-    modes = modes_of(fh, target)
+def write_seeds(fh: Any, target: str, corpus: Path) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
-    seeds = list(fh.seeds_of(target))  # type: ignore[attr-defined]
-    for seed in seeds:
+    for seed in fh.seeds_of(target):
         for knob in range(4):
-            raw = encode(modes, seed.mode, knob, seed.data)
+            raw = fh.encode_input(target, seed.mode, knob, seed.data)
             (corpus / f"seed-{hashlib.sha1(raw).hexdigest()}").write_bytes(raw)
     for name, data in corpus_slices(target):
-        raw = encode(modes, modes[0], 0, data)
+        raw = fh.encode_input(target, fh.modes_of(target)[0], 0, data)
         (corpus / f"real-{name}").write_bytes(raw)
 
 
@@ -107,12 +94,11 @@ def fuzz(target: str, runs: int, rss_mb: int, timeout: int, seconds: int) -> Non
         import_package()
         import fuzz_harness as fh
     spec = fh.TARGETS[target]
-    modes = modes_of(fh, target)
     for seed in fh.seeds_of(target):  # imports and caches before the limits and the clock
         fh.run_one(spec, seed.data, 0, seed.mode, timeout=60)
 
     def one_input(raw: bytes) -> None:
-        mode, knob, data = decode(modes, raw)
+        mode, knob, data = fh.decode_input(target, raw)
         with contextlib.suppress(*spec.allowed):
             spec.run(data, knob, mode)
 
@@ -180,6 +166,9 @@ def main() -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "fixtures")]
     import fuzz_harness as fh
 
+    if args.save and args.runs == 0:  # --runs 0 --save N: keep inputs of an earlier run only
+        save_inputs(args.target, work_dir(args.target) / "corpus", args.save)
+        return 0
     if args.list or not args.target:
         for name, spec in sorted(fh.TARGETS.items()):
             print(f"{name:12} {spec.doc}")

@@ -136,3 +136,37 @@ def lime_tiny_ranges(n: int) -> bytes:
 def elf_tiny_loads(n: int) -> bytes:
     """An ELF core with n PT_LOADs of one byte each (57 bytes a range), the archive in the last."""
     return elf_core([*(Seg(i * PAGE, b"\x01") for i in range(n - 1)), Seg((n - 1) * PAGE, ARCHIVE)], xnum=True)
+
+
+def kdump_magic_runs(n: int) -> bytes:
+    """A kdump of n pages at every other pfn (n runs in its bitmap), each holding an xz magic that
+    leads nowhere: the carver tries a candidate per page (atheris found this quadratic)."""
+    from dump_builders import kdump_file
+
+    page = (b"\xfd7zXZ\x00" + b"\x01" * 10).ljust(PAGE, b"\0")
+    return kdump_file({2 * i: page for i in range(n)})
+
+
+def tar_members(n: int) -> bytes:
+    """A headers-like archive of n distinct small members (listing and lookup walk them all)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in ("./", "./include/"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for i in range(n):
+            tar.addfile(tarfile.TarInfo(f"./include/f{i}.h"), io.BytesIO(b""))
+    return lzma.compress(raw.getvalue(), check=lzma.CHECK_CRC64)
+
+
+def bzimage_inflating(mib: int) -> bytes:
+    """A bzImage whose gzip payload inflates to `mib` MiB of zeros and holds no archive: the search
+    stops at codecs.MAX_IMAGE, so time stops growing there."""
+    import zlib
+
+    from builders_bzimage import bzimage
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    payload = b"".join(packer.compress(bytes(1 << 20)) for _ in range(mib)) + packer.flush()
+    return bzimage(payload).image

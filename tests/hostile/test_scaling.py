@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hostile.inputs import ARCHIVE, config_markers, duplicate_members, elf_loads, lime_ranges
+from hostile.inputs import ARCHIVE, config_markers, duplicate_members, elf_loads, kdump_magic_runs, lime_ranges
 from hostile.limited import run
 
 SHA = hashlib.sha256(ARCHIVE).hexdigest()
@@ -38,3 +38,13 @@ def test_many_duplicate_members(tmp_path: Path) -> None:
     result = run("-o", tmp_path / "out", "--max-members", "1000000", image, cwd=tmp_path)
     assert result.code == 0, result.err
     assert (tmp_path / "out/include/linux/dup.h").read_bytes() == b""
+
+
+def test_a_kdump_of_many_bitmap_runs_each_with_a_candidate(tmp_path: Path) -> None:
+    """20,000 runs in the bitmap, an xz magic in every page: each candidate re-walked the bitmap
+    block from its start, with a big-integer shift per run (found by atheris: 10 s on 22 KB)."""
+    image = tmp_path / "dump"
+    image.write_bytes(kdump_magic_runs(20_000))
+    result = run("-a", tmp_path / "a.tar.xz", image, cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert "cannot find kernel headers in the dump's memory" in result.err
