@@ -203,8 +203,8 @@ def decode_all(name: str, data: Buffer, offset: int, *, limit: int = MAX_IMAGE,
         for piece in stream:
             if len(out) + len(piece) > limit:
                 raise InputError(f"the {name} stream at {offset:#x} decompresses to more than {limit:,} bytes, "
-                                 "more than a kernel image holds; if it really is one, decompress it first "
-                                 "and give the result (a file is mapped, not read into memory)")
+                                 "the most held in memory for one stream; if it really is a kernel, decompress "
+                                 "it first and give the result (a file is mapped, not read into memory)")
             out += piece
         return out
     except MemoryError:

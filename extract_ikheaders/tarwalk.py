@@ -120,15 +120,8 @@ class TarWalker:
             raise BadTar(f"bad tar header at tar offset {at:#x} ({exc})") from None
 
     def _read_block(self) -> bytes:
-        block = self._read(BLOCK)
-        if not block:
-            raise BadTar("the tar data ends without its end-of-archive block")
-        if len(block) < BLOCK:
-            block += self._read_more(BLOCK - len(block))
-        if len(block) < BLOCK:
-            raise BadTar(f"the tar data ends inside a header (tar offset {self._offset:#x})")
-        self._offset += BLOCK
-        return block
+        return self._exactly(BLOCK, "the tar data ends inside a header",
+                             if_none="the tar data ends without its end-of-archive block")
 
     def _metadata(self, info: tarfile.TarInfo) -> str | dict[str, str]:
         if info.size > MAX_METADATA:
@@ -158,12 +151,13 @@ class TarWalker:
             got = self._exactly(min(size, _SKIP_CHUNK), "the tar data ends inside a member's data")
             size -= len(got)
 
-    def _exactly(self, size: int, problem: str) -> bytes:
+    def _exactly(self, size: int, problem: str, if_none: str = "") -> bytes:
+        """`size` bytes of the tar; BadTar saying `problem` (or `if_none` when none are left) if fewer."""
         data = self._read(size)
         if len(data) < size:
             data += self._read_more(size - len(data))
         if len(data) < size:
-            raise BadTar(f"{problem} (tar offset {self._offset + len(data):#x})")
+            raise BadTar(if_none if if_none and not data else f"{problem} (tar offset {self._offset + len(data):#x})")
         self._offset += size
         return data
 
