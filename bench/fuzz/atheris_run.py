@@ -54,22 +54,22 @@ def write_seeds(fh: Any, target: str, corpus: Path) -> None:
 
 
 def corpus_slices(target: str) -> list[tuple[str, bytes]]:
-    """Seeds from the real kernels: the first 64 KiB of the built corpus's files of this kind."""
+    """Seeds from the real kernels: the first 64 KiB of up to 8 of the built corpus's files of this
+    kind (names from its manifest); none when the corpus is not built."""
     try:
-        manifest_path = subprocess.run([sys.executable, str(ROOT / "fixtures" / "corpus.py"), "path"],
-                                       capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        folder = Path(subprocess.run([sys.executable, str(ROOT / "fixtures" / "corpus.py"), "path"],
+                                     capture_output=True, text=True, check=True).stdout.strip())
+        files = json.loads((folder / "manifest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError, subprocess.CalledProcessError):
         return []
-    folder = Path(manifest_path)
-    patterns = {"bzimage": r"bzImage", "elf": r"vmlinux$", "dumps": r"(vmcore|\.kdump|\.lime|\.elf)$",
-                "images": r"(Image|zImage|boot.*\.img)$", "module": r"kheaders\.ko$"}
-    if target not in patterns or not folder.is_dir():
-        return []
+    patterns = {"bzimage": r"/bzImage", "elf": r"/vmlinux$", "carve": r"kheaders_data\.tar\.xz$",
+                "dumps": r"/dump\.(elf|kdump|lime|flat)", "images": r"/(Image|zImage|boot.*\.img)",
+                "module": r"/kheaders\.ko$", "unpack": r"kheaders_data\.tar\.xz$"}
     found = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and re.search(patterns[target], path.name):
-            with path.open("rb") as f:
-                found.append((hashlib.sha1(str(path).encode()).hexdigest()[:12], f.read(64 << 10)))
+    for name in sorted(files):
+        if target in patterns and re.search(patterns[target], name):
+            with (folder / name).open("rb") as f:
+                found.append((hashlib.sha1(name.encode()).hexdigest()[:12], f.read(64 << 10)))
     return found[:8]
 
 
