@@ -35,10 +35,10 @@ from hostile.inputs import (  # noqa: E402
 
 # name -> (builder, default n, CLI arguments before the input); n makes the n run take 2 s or more
 CASES: dict[str, tuple[Callable[[int], bytes], int, list[str]]] = {
-    "lime-ranges": (lime_ranges, 200_000, ["-a", "/dev/null"]),
+    "lime-ranges": (lime_ranges, 300_000, ["-a", "/dev/null"]),
     "elf-pt-loads": (elf_loads, 200_000, ["-a", "/dev/null"]),
     "kdump-bitmap-runs": (kdump_magic_runs, 50_000, ["-a", "/dev/null"]),
-    "config-markers": (config_markers, 1_000_000, ["--config", "/dev/null", "-a", "/dev/null"]),
+    "config-markers": (config_markers, 3_000_000, ["--config", "/dev/null", "-a", "/dev/null"]),
     "duplicate-members": (duplicate_members, 100_000, ["-o", "{out}", "--max-members", "100000000"]),
     "tar-members-list": (tar_members, 100_000, ["-l", "--max-members", "100000000"]),
     "bzimage-inflating-MiB": (bzimage_inflating, 100, ["-a", "/dev/null"]),

@@ -229,7 +229,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         _write_archive(found.archive, opts.archive_out)
         report["output"] = {"archive": opts.archive_out}
     elif opts.list_only:
-        names = _member_lines(found)
+        names = _member_lines(found, opts)
         report["members"] = len(names)
         if not opts.as_json:
             out.extend((False, name) for name in names)
@@ -421,10 +421,12 @@ def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
                   offset=damage.offset)
 
 
-def _member_lines(found: Found) -> list[str]:
+def _member_lines(found: Found, opts: Options) -> list[str]:
     from . import unpack
 
-    return [m.name + ("/" if m.kind == "dir" else "") for m in unpack.list_members(found.archive)]
+    members = unpack.list_members(found.archive, max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
+                                  max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
+    return [m.name + ("/" if m.kind == "dir" else "") for m in members]
 
 
 _UNPACKED: dict[tuple[str, str], Extracted] = {}  # (archive sha256, target) -> result: unpack once

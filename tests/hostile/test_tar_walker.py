@@ -95,3 +95,16 @@ def test_member_lookup_stops_at_the_member() -> None:
     archive = lzma.compress(body + tail)
     assert unpack.read_member(archive, "include/generated/utsrelease.h", 100) == b"6.1.0"
     assert unpack.read_member(archive, "include/generated/utsrelease.h", 4) is None
+
+
+def test_listing_honours_the_member_limit(tmp_path: Path) -> None:
+    """-l took the default limit whatever --max-members said (bench/hostile.py's 10·n row showed it)."""
+    from hostile.inputs import tar_members
+
+    image = tmp_path / "many.tar.xz"
+    image.write_bytes(tar_members(300))
+    refused = run("-l", "--max-members", "100", image, cwd=tmp_path)
+    assert refused.code == 3 and "more than 100 members" in refused.err
+    listed = run("-l", "--max-members", "1000", image, cwd=tmp_path)
+    assert listed.code == 0, listed.err
+    assert listed.out.splitlines()[-1] == "include/f299.h" and len(listed.out.splitlines()) == 301
