@@ -38,7 +38,7 @@ CASES: dict[str, tuple[Callable[[int], bytes], int, list[str]]] = {
     "lime-ranges": (lime_ranges, 300_000, ["-a", "/dev/null"]),
     "elf-pt-loads": (elf_loads, 200_000, ["-a", "/dev/null"]),
     "kdump-bitmap-runs": (kdump_magic_runs, 50_000, ["-a", "/dev/null"]),
-    "config-markers": (config_markers, 3_000_000, ["--config", "/dev/null", "-a", "/dev/null"]),
+    "config-markers": (config_markers, 5_000_000, ["--config", "/dev/null", "-a", "/dev/null"]),
     "duplicate-members": (duplicate_members, 100_000, ["-o", "{out}", "--max-members", "100000000"]),
     "tar-members-list": (tar_members, 100_000, ["-l", "--max-members", "100000000"]),
     "bzimage-inflating-MiB": (bzimage_inflating, 100, ["-a", "/dev/null"]),

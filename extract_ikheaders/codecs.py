@@ -41,11 +41,11 @@ MAGICS: dict[str, bytes] = {
 }
 
 DEFAULT_CHUNK = 1 << 20
-# The most a compressed kernel image is decoded to, in memory or in a search. Kernels decompress to
-# tens of MiB (the corpus's x86_64 6.1 kernels: see README; Android GKI arm64 Images: about 40 MiB),
-# so this is several times any seen; and it keeps a whole-file decode of an input of up to 64 MiB
-# (which can inflate a thousandfold) under a peak RSS of 512 MiB. A larger image is refused with the
-# remedy: decompress it first, since a plain file is mapped, never held.
+# The most a compressed kernel image is decoded to, in memory or in a search. The corpus's x86_64
+# bzImages decompress to 11-13 MiB and distribution kernels to tens of MiB, so this is far above
+# any kernel seen; and it keeps a whole-file decode of an input of up to 64 MiB (which can inflate
+# a thousandfold) under a peak RSS of 512 MiB. A larger image is refused with the remedy:
+# decompress it first, since a plain file is mapped, never held.
 MAX_IMAGE = 256 << 20
 OUTPUT_PER_CHUNK = 4  # a yielded piece holds at most OUTPUT_PER_CHUNK * chunk bytes (zstd: + one block)
 FEED_MAX = 64 << 10  # input per library call: small enough to say where a corruption is

@@ -181,7 +181,7 @@ class MappedMemory(PhysicalMemory):
     """Physical memory stored verbatim in the file: find runs at bytes.find speed on the mmap."""
 
     def __init__(self, buf: Buffer, extents: ExtentTable | Sequence[Extent], info: DumpInfo,
-                 explain: Callable[[int], Gap] | None = None) -> None:
+                 explain: Callable[[int], Gap | None] | None = None) -> None:
         self.buf = buf
         self.info = info
         table = extents if isinstance(extents, ExtentTable) else ExtentTable.of(extents)
@@ -228,8 +228,9 @@ class MappedMemory(PhysicalMemory):
         return b"".join(parts)
 
     def gap(self, paddr: int) -> Gap:
-        if self._explain is not None:
-            return self._explain(paddr)
+        explained = self._explain(paddr) if self._explain is not None else None
+        if explained is not None:
+            return explained
         i = bisect.bisect_right(self._starts, paddr)
         end = self._starts[i] if i < len(self._starts) else None
         return Gap(paddr, end, "no range of the dump covers it")

@@ -6,9 +6,7 @@ end u64 (inclusive), reserved 8 bytes; then end - start + 1 bytes of memory. Rep
 
 from __future__ import annotations
 
-import bisect
 import struct
-from array import array
 
 from ..errors import Damaged, NotMine
 from ..memory import DumpInfo, ExtentTable, Gap, MappedMemory
@@ -24,7 +22,7 @@ def open(buf: Buffer) -> MappedMemory:
         raise NotMine("no LiME header")
     extents, cut = _ranges(buf)
     detail = f"LiME, {len(extents)} range(s)" + (f", {cut.why}" if cut else "")
-    return MappedMemory(buf, extents, DumpInfo("lime", detail), _Explain(extents, cut))
+    return MappedMemory(buf, extents, DumpInfo("lime", detail), _Explain(cut))
 
 
 def _ranges(buf: Buffer) -> tuple[ExtentTable, Gap | None]:
@@ -51,15 +49,14 @@ def _ranges(buf: Buffer) -> tuple[ExtentTable, Gap | None]:
 
 
 class _Explain:
-    """Why a physical address is absent from the image."""
+    """Why a physical address is absent: the truncated range, if that is where it lies; else None,
+    and the memory's own answer (no range covers it) stands."""
 
-    def __init__(self, extents: ExtentTable, cut: Gap | None) -> None:
-        self._starts = array("Q", sorted(extents.paddr))
+    def __init__(self, cut: Gap | None) -> None:
         self._cut = cut
 
-    def __call__(self, paddr: int) -> Gap:
+    def __call__(self, paddr: int) -> Gap | None:
         cut = self._cut
         if cut is not None and cut.end is not None and cut.start <= paddr < cut.end:
             return Gap(paddr, cut.end, cut.why)
-        i = bisect.bisect_right(self._starts, paddr)
-        return Gap(paddr, self._starts[i] if i < len(self._starts) else None, "no LiME range covers it")
+        return None
