@@ -31,7 +31,7 @@ from fuzz_harness import xz_dict
 from extract_ikheaders import locate, tarwalk, unpack, xzstream
 from extract_ikheaders.containers import bzimage as bz
 from extract_ikheaders.containers.elf import CorruptElf, ElfImage
-from extract_ikheaders.errors import Damaged
+from extract_ikheaders.errors import Damaged, NotFound
 from extract_ikheaders.model import Method
 
 ARCHIVE = headers_archive()
@@ -578,3 +578,19 @@ def test_rodata_past_the_end_without_the_symbols(tmp_path: Path) -> None:
     rodata = next(s for s in elf.sections() if s.name == ".rodata")
     struct.pack_into("<Q", data, elf.shoff + rodata.index * elf.shentsize + SHDR_OFFSET, 1 << 63)
     run_on(tmp_path, bytes(data), 1, "the symbol table has no kernel_headers_data")
+
+
+@pytest.mark.parametrize("size", [0x28, 0x2F, 0x3F])
+def test_arm_zimage_cut_inside_its_header(tmp_path: Path, size: int) -> None:
+    """armzimage.py:payload_chunks unpacked its 12-byte table from a file that ends inside it
+    (struct.error, "internal error"; found by bench/fuzz/atheris_run.py, api). It is now no payload,
+    and the bytes are searched as raw memory."""
+    from extract_ikheaders import api
+    from extract_ikheaders.containers import armzimage
+
+    data = bytes(0x24) + (0x016F2818).to_bytes(4, "little") + bytes(size - 0x28)
+    with pytest.raises(NotFound, match="cut short inside its header"):
+        armzimage.payload_chunks(data, "zImage")
+    (tmp_path / "zImage").write_bytes(data)
+    with pytest.raises(NotFound, match="cannot find kernel headers"):
+        api.find(tmp_path / "zImage")

@@ -39,7 +39,9 @@ def payload_chunks(data: Buffer, path: str) -> tuple[tuple[Layer, ...], codecs.S
     """
     if not is_zimage(data):
         raise NotMine(f"{path}: not an ARM zImage (no 0x016f2818 at {TABLE_AT:#x})")
-    _, start, end = TABLE.unpack_from(bytes(data[TABLE_AT : TABLE_AT + TABLE.size]))
+    if len(data) < HEADER_END:
+        raise NotFound(f"{path}: ARM zImage cut short inside its header ({len(data)} bytes)")
+    _, start, end = TABLE.unpack_from(data, TABLE_AT)
     size = end - start
     limit = size if HEADER_END < size <= len(data) else len(data)
     for payload in scan_payloads(data, HEADER_END, "ARM zImage"):
