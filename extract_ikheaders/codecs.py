@@ -445,8 +445,8 @@ def decode_lzo1x(block: bytes, size: int) -> bytes:
     """LZO1X data that must decode to exactly `size` bytes, never holding more in memory.
 
     lzokay decodes into a buffer of the size it is given and fails on an overrun (lzallright takes
-    its size as a hint and grows its buffer: one LZO byte can stand for ~255, so a 64 MiB block
-    could ask for 16 GiB). lzokay returns the whole buffer even when the data ends early, so a
+    its size as a hint and grows its buffer: 11 bytes of LZO can stand for 2,048, so a 64 MiB
+    block could ask for 12 GiB). lzokay returns the whole buffer even when the data ends early, so a
     second decode one byte short must overrun, or the data was shorter than its header says."""
     import lzokay
 
