@@ -95,8 +95,6 @@ class TarWalker:
             if len(chain) == MAX_CHAIN:
                 raise UnsafeArchive(f"{shown(info.name)}: more than {MAX_CHAIN} extended headers before one member")
             chain.append((info.type, self._metadata(info)))
-        if info.size < 0:
-            raise BadTar(f"{shown(info.name)}: negative size {info.size}")
         if info.type == tarfile.GNUTYPE_SPARSE:
             raise UnsafeArchive(f"{shown(info.name)}: sparse files are not supported")
         _apply_pax(info, self._globals)
@@ -115,9 +113,12 @@ class TarWalker:
         if self._ustar_only and block[257:262] != b"ustar":
             raise BadTar(f"no ustar header at tar offset {at:#x}")
         try:
-            return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.HeaderError as exc:
             raise BadTar(f"bad tar header at tar offset {at:#x} ({exc})") from None
+        if info.size < 0:  # base-256 sizes can be negative; so can a pax or GNU header's
+            raise BadTar(f"{shown(info.name)}: negative size {info.size} at tar offset {at:#x}")
+        return info
 
     def _read_block(self) -> bytes:
         return self._exactly(BLOCK, "the tar data ends inside a header",

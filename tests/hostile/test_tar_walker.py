@@ -15,6 +15,7 @@ import pytest
 from hostile_archives import directory, file, hardlink, member, symlink, tar
 
 from extract_ikheaders import tarwalk, unpack
+from extract_ikheaders.errors import Damaged
 from hostile.inputs import declared_pax, global_pax, pax_chain
 from hostile.limited import run
 
@@ -108,3 +109,22 @@ def test_listing_honours_the_member_limit(tmp_path: Path) -> None:
     listed = run("-l", "--max-members", "1000", image, cwd=tmp_path)
     assert listed.code == 0, listed.err
     assert listed.out.splitlines()[-1] == "include/f299.h" and len(listed.out.splitlines()) == 301
+
+
+def _negative_size_pax() -> bytes:
+    """A pax header whose base-256 size field says -1 (found by atheris, carve: OverflowError)."""
+    block = bytearray(tarfile.TarInfo("././@PaxHeader").tobuf(tarfile.USTAR_FORMAT))
+    block[156:157] = tarfile.XHDTYPE
+    block[124:136] = b"\xff" * 12  # base-256, negative
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block) + bytes(1024)
+
+
+def test_a_metadata_header_of_negative_size() -> None:
+    raw = _negative_size_pax()
+    assert list(tarwalk.names_at_start(raw)) == []
+    with pytest.raises(tarwalk.BadTar, match="negative size -1"):
+        list(tarwalk.TarWalker(io.BytesIO(raw).read))
+    with pytest.raises(Damaged, match="negative size"):
+        unpack.list_members(lzma.compress(raw))
