@@ -154,15 +154,14 @@ class TarWalker:
 
     def _exactly(self, size: int, problem: str, if_none: str = "") -> bytes:
         """`size` bytes of the tar; BadTar saying `problem` (or `if_none` when none are left) if fewer."""
-        data = self._read(size)
-        if len(data) < size:
-            data += self._read_more(size - len(data))
+        data = self._read_all(size)
         if len(data) < size:
             raise BadTar(if_none if if_none and not data else f"{problem} (tar offset {self._offset + len(data):#x})")
         self._offset += size
         return data
 
-    def _read_more(self, size: int) -> bytes:
+    def _read_all(self, size: int) -> bytes:
+        """Up to `size` bytes, fewer only where the tar ends (a reader may return short pieces)."""
         parts = []
         while size:
             piece = self._read(size)
