@@ -434,9 +434,9 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolv
     from .pagewalk import VirtualHit
 
     misses = _Misses()
-    total = sum(hi - lo for lo, hi in _windows(mem, regions)) if progress is not None else 0
+    total = sum(size for _, _, size in _windows(mem, regions)) if progress is not None else 0
     done, top = 0, max(h for _, h in regions)
-    for lo, hi in _windows(mem, regions):
+    for lo, hi, size in _windows(mem, regions):
         # A magic may straddle two windows: search a little past the end, accept starts before it.
         stop = min(hi + len(xzstream.MAGIC) - 1, top)
         pos = mem.find(xzstream.MAGIC, lo, stop)
@@ -447,23 +447,35 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolv
             if outcome is not None:
                 misses.add(pos, outcome)
             pos = mem.find(xzstream.MAGIC, pos + 1, stop)
-        done += hi - lo
+        done += size
         if progress is not None:
             progress(done, total)
     return None, misses
 
 
-def _windows(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """The regions cut to present memory, in pieces of at most _WINDOW (progress granularity).
-    Regions may span terabytes of address space; only what the dump holds is visited, and a run
-    too short to hold an xz stream header is not searched."""
+def _windows(mem: PhysicalMemory, regions: list[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
+    """(lo, hi, bytes present) spans of the regions holding about _WINDOW present bytes each.
+    Regions may span terabytes of address space and a dump may hold millions of short runs: a span
+    covers as many runs as fill it (mem.find skips the gaps between them), so the number of
+    searches follows the bytes present, not the number of runs."""
     for lo, hi in regions:
+        span_lo, last_hi, present = -1, -1, 0
         for run_lo, run_hi in mem.ranges():
             a, b = max(lo, run_lo), min(hi, run_hi)
-            if run_hi - run_lo < len(xzstream.MAGIC):
+            if run_lo >= hi:
+                break
+            if a >= b:
                 continue
-            for start in range(a, b, _WINDOW):
-                yield start, min(b, start + _WINDOW)
+            if span_lo < 0:
+                span_lo = a
+            while present + (b - a) >= _WINDOW:  # cut inside this run at the window's size
+                cut = a + _WINDOW - present
+                yield span_lo, cut, _WINDOW
+                span_lo, present, a = cut, 0, cut
+            present += b - a
+            last_hi = b
+        if present:
+            yield span_lo, last_hi, present
 
 
 def _follow(mem: PhysicalMemory, pos: int, resolver: Resolver | None = None) -> bytes | VirtualHit | Damaged | None:

@@ -306,12 +306,14 @@ class KdumpMemory(PhysicalMemory):
         """Walk the dumped pages in order, decoding each once; absent or corrupt pages break
         the byte sequence (a pattern cannot straddle them)."""
         keep, size = len(pattern) - 1, self.page_size
+        index = -1  # descriptor of the run's first page: ranked once, then counted along the runs
         for first, stop in self._pfn_runs(start // size):
             if first * size >= end:
                 break
             first = max(first, start // size)
+            index = self._rank(first) if index < 0 else index
             tail = b""
-            for pfn, desc in zip(range(first, stop), self._descs(self._rank(first), stop - first), strict=True):
+            for pfn, desc in zip(range(first, stop), self._descs(index, stop - first), strict=True):
                 chunk_at = pfn * size - len(tail)
                 if chunk_at >= end:
                     return -1
@@ -324,6 +326,7 @@ class KdumpMemory(PhysicalMemory):
                 if hit != -1:
                     return chunk_at + hit if chunk_at + hit < end else -1
                 tail = chunk[len(chunk) - keep :] if keep else b""
+            index += stop - first
         return -1
 
     def gap(self, paddr: int) -> Gap:
