@@ -28,6 +28,8 @@ from hostile.inputs import (  # noqa: E402
     config_markers,
     duplicate_members,
     elf_loads,
+    kallsyms_marker_run,
+    kallsyms_table,
     kdump_magic_runs,
     lime_ranges,
     tar_members,
@@ -42,6 +44,10 @@ CASES: dict[str, tuple[Callable[[int], bytes], int, list[str]]] = {
     "duplicate-members": (duplicate_members, 100_000, ["-o", "{out}", "--max-members", "100000000"]),
     "tar-members-list": (tar_members, 100_000, ["-l", "--max-members", "100000000"]),
     "bzimage-inflating-MiB": (bzimage_inflating, 100, ["-a", "/dev/null"]),
+    # 10·n = symtab.MAX_SYMS; names of 40 bytes
+    "kallsyms-symbols": (lambda n: kallsyms_table(n, 40), 104_857, ["--symbols", "/dev/null"]),
+    # 10·n words still lie within the 3 MiB searched back from the token table
+    "kallsyms-marker-run": (kallsyms_marker_run, 70_000, ["--symbols", "/dev/null"]),
 }
 
 CHILD = r"""

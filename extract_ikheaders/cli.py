@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,7 +324,7 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
 def _symbols(image: str, dest: str) -> dict[str, Any]:
     """--symbols: the kernel's kallsyms as System.map lines, sorted by address."""
     table = api.find_symbols(image)
-    _write_archive(table.system_map().encode(), dest)
+    _write_archive(table.system_map(), dest)
     return {**table.as_dict(), "output": dest}
 
 
@@ -529,9 +529,10 @@ def _summary(found: Found, extracted: Extracted) -> str:
             f"from {found.path} ({found.method}, archive at {found.offset:#x}, {found.size:,} bytes)")
 
 
-def _write_archive(data: bytes, dest: str) -> None:
+def _write_archive(data: bytes | Iterable[bytes], dest: str) -> None:
     if dest == "-":
-        sys.stdout.buffer.write(data)
+        for chunk in (data,) if isinstance(data, bytes | bytearray) else data:
+            sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         return
     from .unpack import write_file

@@ -87,7 +87,7 @@ def open_program(dump: str | os.PathLike[str], *, symbols: str | os.PathLike[str
     return Opened(prog, types, len(table), source)
 
 
-def _read_dump(dump: str, system_map: str | os.PathLike[str] | None) -> tuple[dict[str, str], list[Symbol], str]:
+def _read_dump(dump: str, system_map: str | os.PathLike[str] | None) -> tuple[dict[str, str], Sequence[Symbol], str]:
     """The dump's VMCOREINFO (or its stand-in) and symbols: the System.map relocated, else kallsyms."""
     from . import api
 
@@ -133,7 +133,7 @@ def read_system_map(path: Path) -> list[Symbol]:
     return out
 
 
-def relocate(table: list[Symbol], vmcoreinfo: dict[str, str]) -> list[Symbol]:
+def relocate(table: Sequence[Symbol], vmcoreinfo: dict[str, str]) -> list[Symbol]:
     """A build's System.map moved to where the crashed kernel ran: by VMCOREINFO's _stext when both
     have it, else by KERNELOFFSET. Per-cpu offsets (low absolute values) stay."""
     stext = [addr for addr, _, name in table if name == "_stext"]

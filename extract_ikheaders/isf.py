@@ -29,7 +29,7 @@ import hashlib
 import json
 import lzma
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -471,7 +471,7 @@ class _DumpSymbols:
     recovered: tuple[str, ...]
 
     @classmethod
-    def gather(cls, mem: PhysicalMemory, types: DwarfTypes, kallsyms: list[tuple[int, str, str]],
+    def gather(cls, mem: PhysicalMemory, types: DwarfTypes, kallsyms: Sequence[tuple[int, str, str]],
                path: str) -> _DumpSymbols:
         symbols = list(kallsyms)
         names = {name for _, _, name in symbols}

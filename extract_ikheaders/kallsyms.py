@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import re
 import struct
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import kallsyms_locate
 from .containers.elf import SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
 from .errors import Damaged, NotFound, NotMine
-from .kallsyms_locate import DIGIT_TOKENS, MAX_SYMS, TOKEN_TABLE_MAX, Symbol, decode_names, relative_addresses
+from .kallsyms_locate import DIGIT_TOKENS, TOKEN_TABLE_MAX, decode_names, read_array, relative_addresses
 from .memory import PhysicalMemory, open_dump
 from .model import Layer
+from .symtab import MAX_SYMS, SymbolTable
 from .xzstream import Buffer
 
 MAX_NAMES = 64 << 20  # bytes of kallsyms_names read at most
@@ -48,7 +51,7 @@ _PROBE = 2 * TOKEN_TABLE_MAX
 class Kallsyms:
     """A decoded symbol table, in kallsyms order, and how it was found."""
 
-    symbols: list[Symbol]
+    symbols: SymbolTable
     kaslr_offset: int
     method: str = "vmcoreinfo"  # or "located": found by its shape
     offset: int | None = None  # kallsyms_names in the innermost layer's data (located)
@@ -58,13 +61,9 @@ class Kallsyms:
     kaslr_known: bool = True
     kaslr_source: str = "vmcoreinfo"  # or "config": _text against the link address .config gives
 
-    def sorted(self) -> list[Symbol]:
-        """By address then name, as System.map lists them."""
-        return sorted(self.symbols, key=lambda s: (s[0], s[2]))
-
-    def system_map(self) -> str:
-        width = 2 * self.word
-        return "".join(f"{addr:0{width}x} {typ} {name}\n" for addr, typ, name in self.sorted())
+    def system_map(self) -> Iterator[bytes]:
+        """System.map lines by address then name, in chunks (millions of lines are never one string)."""
+        return self.symbols.system_map(self.word)
 
     def as_dict(self) -> dict[str, object]:
         return {"count": len(self.symbols), "kaslr_offset": self.kaslr_offset if self.kaslr_known else None,
@@ -72,7 +71,7 @@ class Kallsyms:
                 "layers": [layer.as_dict() for layer in self.layers], "word_size": self.word, "detail": self.detail}
 
 
-def symbols_from_dump(buf: Buffer, path: str) -> list[Symbol]:
+def symbols_from_dump(buf: Buffer, path: str) -> SymbolTable:
     """(address, type, name) of every kallsyms symbol in a crash dump, KASLR applied."""
     return read_dump(buf, path).symbols
 
@@ -256,14 +255,14 @@ def _from_located(found: kallsyms_locate.Located, kaslr_offset: int | None, laye
                     kaslr_known=kaslr_offset is not None, kaslr_source=kaslr_source if kaslr_offset is not None else "")
 
 
-def x86_64_kaslr_offset(image: Buffer, symbols: list[Symbol]) -> int | None:
+def x86_64_kaslr_offset(image: Buffer, symbols: SymbolTable) -> int | None:
     """The KASLR offset of an x86_64 kernel without VMCOREINFO: the running `_text` minus the
     link-time one, __START_KERNEL_map + ALIGN(CONFIG_PHYSICAL_START, CONFIG_PHYSICAL_ALIGN), read
     from the kernel's own .config (CONFIG_IKCONFIG) when it lies in `image`."""
     from . import locate
 
     span = locate.config_by_markers(image)
-    running = next((addr for addr, _, name in symbols if name == "_text"), None)
+    running = symbols.address_of("_text")
     if span is None or running is None:
         return None
     try:
@@ -286,14 +285,13 @@ class _Reader:
         self._path = path
         self._to_phys = _symbol_translation(info, path)
 
-    def symbols(self) -> list[Symbol]:
+    def symbols(self) -> SymbolTable:
         count = self._u32("kallsyms_num_syms")
         if not 0 < count <= MAX_SYMS:
             raise Damaged(f"{self._path}: kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}")
         tokens = self._tokens()
         names, _ = decode_names(self._names(), count, tokens, self._path)
-        addresses = self._addresses(count)
-        return [(addr, typ, name) for addr, (typ, name) in zip(addresses, names, strict=True)]
+        return SymbolTable(self._addresses(count), names)
 
     def _addr(self, name: str) -> int:
         return _hex(self._info, f"SYMBOL({name})", self._path)
@@ -309,7 +307,7 @@ class _Reader:
         value: int = struct.unpack("<I", self._read(name, 4))[0]
         return value
 
-    def _tokens(self) -> list[str]:
+    def _tokens(self) -> list[bytes]:
         index = struct.unpack("<256H", self._read("kallsyms_token_index", 512))
         span = self._addr("kallsyms_token_index") - self._addr("kallsyms_token_table")
         size = span if 0 < span <= TOKEN_TABLE_MAX else TOKEN_TABLE_MAX
@@ -323,12 +321,12 @@ class _Reader:
         size = span if 0 < span <= MAX_NAMES else MAX_NAMES
         return self._mem.read_some(self._to_phys(vaddr), size)
 
-    def _addresses(self, count: int) -> list[int]:
+    def _addresses(self, count: int) -> array[int]:
         if "SYMBOL(kallsyms_offsets)" not in self._info:
-            return list(struct.unpack(f"<{count}Q", self._read("kallsyms_addresses", 8 * count)))
+            return read_array(self._read("kallsyms_addresses", 8 * count), 0, count, "Q", "<")
         if "SYMBOL(kallsyms_relative_base)" not in self._info:
             raise NotFound(f"{self._path}: VMCOREINFO has kallsyms_offsets but no kallsyms_relative_base")
-        offsets = struct.unpack(f"<{count}i", self._read("kallsyms_offsets", 4 * count))
+        offsets = read_array(self._read("kallsyms_offsets", 4 * count), 0, count, "i", "<")
         base: int = struct.unpack("<Q", self._read("kallsyms_relative_base", 8))[0]
         return relative_addresses(offsets, base)
 

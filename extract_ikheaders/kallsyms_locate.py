@@ -26,19 +26,18 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 from .errors import Damaged, NotFound
+from .symtab import KSYM_NAME_LEN, MAX_SYMS, Symbol, SymbolTable, SymbolText
 from .xzstream import Buffer
 
-Symbol = tuple[int, str, str]  # (address, type char, name)
+__all__ = ["MAX_SYMS", "Symbol", "SymbolTable"]
 
 DIGIT_TOKENS = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00"
-MAX_SYMS = 1 << 20  # a 6.x kernel with every option has ~200k
 TOKEN_TABLE_MAX = 64 * 1024
-KSYM_NAME_LEN = 512  # 6.1+; a compressed name is never longer than its text
 _BLOCK_MIN = 256 * 2  # 256 names of at least a length byte and one token
 _BLOCK_MAX = 256 * (2 + KSYM_NAME_LEN)
 _SEQ_SIZE = 3  # kallsyms_seqs_of_names: one 24-bit big-endian index a symbol
@@ -49,7 +48,7 @@ _NATIVE = "<" if sys.byteorder == "little" else ">"
 class Located:
     """A decoded kallsyms found at `names_at` (kallsyms_names) in the searched bytes."""
 
-    symbols: list[Symbol]
+    symbols: SymbolTable
     names_at: int
     token_table_at: int
     word: int  # 4 or 8
@@ -57,14 +56,13 @@ class Located:
     layout: str  # "addresses before names" (up to 6.9) or "addresses after the token index" (6.10+)
     relative_base: int | None  # None: absolute kallsyms_addresses
     relative_base_at: int | None = None
-    offsets: tuple[int, ...] = field(default=(), repr=False)
+    offsets: array[int] = field(default_factory=lambda: array("i"), repr=False)
 
     def rebased(self, base: int) -> Located:
         """The table with kallsyms_relative_base = base: a relocatable vmlinux (s390, arm64 built
         with --no-apply-dynamic-relocs) stores 0 there and the value only in its RELA entry."""
         values = relative_addresses(self.offsets, base, self.word)
-        symbols = [(addr, typ, name) for addr, (_, typ, name) in zip(values, self.symbols, strict=True)]
-        return replace(self, symbols=symbols, relative_base=base)
+        return replace(self, symbols=self.symbols.with_addresses(values), relative_base=base)
 
     def describe(self) -> str:
         order = "big" if self.big_endian else "little"
@@ -77,7 +75,7 @@ class _Tokens:
     table_at: int
     index_at: int
     endian: str  # struct byte order: "<" or ">"
-    tokens: list[str]
+    tokens: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ def _tokens_at(buf: Buffer, digits: int) -> _Tokens | None:
     return None
 
 
-def _split_tokens(table: bytes, index: tuple[int, ...]) -> list[str] | None:
+def _split_tokens(table: bytes, index: tuple[int, ...]) -> list[bytes] | None:
     """The 256 tokens if `index` gives exactly their offsets in `table`."""
     parts = table[:-1].split(b"\0")
     if len(parts) != 256:
@@ -143,35 +141,32 @@ def _split_tokens(table: bytes, index: tuple[int, ...]) -> list[str] | None:
         if not part or offset != expected:
             return None
         offset += len(part) + 1
-    return [part.decode("latin-1") for part in parts]
+    return parts
 
 
 def _decode_around(buf: Buffer, tokens: _Tokens, path: str) -> Located:
     where = f"{path}: kallsyms token table at {tokens.table_at:#x}"
+    first_failure = ""
     for markers in _marker_candidates(buf, tokens):
         for count_at, word in _count_candidates(buf, markers, tokens.endian):
             names_at = count_at + word
             names = _decode_checked(buf, names_at, markers, tokens.tokens, _u32(buf, count_at, tokens.endian))
-            if names is None:
+            if not isinstance(names, SymbolText):
+                first_failure = first_failure or f" (the first candidate at {names_at:#x}: {names})"
                 continue
             addresses = _addresses(buf, tokens, count_at, len(names), word)
             if addresses is None:
                 raise Damaged(f"{where}: {len(names)} names decode but no sorted address table lies next to them")
             values, layout, base_at, offsets = addresses
-            symbols = [(addr, typ, name) for addr, (typ, name) in zip(values, names, strict=True)]
             base = _word(buf, base_at, word, tokens.endian) if offsets else None
-            return Located(symbols, names_at, tokens.table_at, word, tokens.endian == ">", layout, base,
-                           base_at if offsets else None, offsets)
-    raise Damaged(f"{where}, but no kallsyms_names/kallsyms_markers before it decode")
+            return Located(SymbolTable(values, names), names_at, tokens.table_at, word, tokens.endian == ">",
+                           layout, base, base_at if offsets else None, offsets)
+    raise Damaged(f"{where}, but no kallsyms_names/kallsyms_markers before it decode{first_failure}")
 
 
 def _words(buf: Buffer, start: int, end: int, endian: str) -> array[int]:
     """u32s of buf[start:end] (4-aligned length) in the given byte order."""
-    data = bytes(buf[start:end])
-    words = array("I", data[: len(data) - len(data) % 4])
-    if endian != _NATIVE:
-        words.byteswap()
-    return words
+    return read_array(buf, start, (end - start) // 4, "I", endian)
 
 
 def _u32(buf: Buffer, at: int, endian: str) -> int:
@@ -185,6 +180,7 @@ def _marker_candidates(buf: Buffer, tokens: _Tokens) -> Iterator[_Markers]:
     span = min(end // 4 * 4, (_SEQ_SIZE * MAX_SYMS + 32) // 4 * 4)  # whole words back from the table
     start = end - span
     words = _words(buf, start, end, tokens.endian)
+    run_starts = _run_starts(words)
     for last in range(len(words) - 1, -1, -1):
         gap = end - (start + 4 * (last + 1))  # bytes between the last marker and the token table
         value = words[last]
@@ -192,34 +188,33 @@ def _marker_candidates(buf: Buffer, tokens: _Tokens) -> Iterator[_Markers]:
             if gap > _SEQ_SIZE * 256 + 16:
                 continue  # a single marker (<= 256 symbols) sits right before a short seqs table
             first = last
-        elif _BLOCK_MIN <= value <= _BLOCK_MAX * MAX_SYMS // 256:
-            first = _walk_markers(words, last)
-            if first < 0:
-                continue
+        elif _BLOCK_MIN <= value <= _BLOCK_MAX * MAX_SYMS // 256 and run_starts[last] >= 0:
+            first = run_starts[last]
         else:
             continue
-        values = list(words[first : last + 1])
-        counts = _counts(len(values), gap)
-        if counts:
-            yield _Markers(start + 4 * first, values, counts)
+        counts = _counts(last - first + 1, gap)
+        if counts:  # copied only then: a long run of markers is tried at a few ends, not at each
+            yield _Markers(start + 4 * first, list(words[first : last + 1]), counts)
 
 
-def _walk_markers(words: array[int], last: int) -> int:
-    """Index of the 0 that starts a run of markers ending at `last`, or -1."""
-    at = last
-    while words[at] != 0:
-        if at == 0:
-            return -1
-        step = words[at] - words[at - 1]
-        if not _BLOCK_MIN <= step <= _BLOCK_MAX:
-            return -1
-        at -= 1
-    return at
+def _run_starts(words: array[int]) -> array[int]:
+    """For each word, the index of the 0 that starts the run of markers ending there (each step
+    up a plausible block of names), or -1: one pass, where walking back from every end was n²."""
+    starts = array("i", bytes(4 * len(words)))
+    current, previous = -1, 0
+    for i, value in enumerate(words):
+        if value == 0:
+            current = i
+        elif current >= 0 and not _BLOCK_MIN <= value - previous <= _BLOCK_MAX:
+            current = -1
+        starts[i] = current
+        previous = value
+    return starts
 
 
 def _counts(markers: int, gap: int) -> range:
     """num_syms values that `markers` markers and `gap` bytes up to the token table allow."""
-    counts = range(256 * (markers - 1) + 1, 256 * markers + 1)
+    counts = range(256 * (markers - 1) + 1, min(256 * markers, MAX_SYMS) + 1)
     if gap < 8:  # only alignment: no seqs_of_names between (6.10+, or 6.1 before seqs)
         return counts
     # seqs_of_names: aligned after the markers, 3 bytes a symbol, then aligned again
@@ -246,47 +241,45 @@ def _count_candidates(buf: Buffer, markers: _Markers, endian: str) -> Iterator[t
                 yield at, 4
 
 
-def _decode_checked(buf: Buffer, names_at: int, markers: _Markers, tokens: list[str],
-                    count: int) -> list[tuple[str, str]] | None:
-    """`count` names from names_at if they land on every marker and end at the markers."""
+def _decode_checked(buf: Buffer, names_at: int, markers: _Markers, tokens: list[bytes],
+                    count: int) -> SymbolText | str:
+    """`count` names from names_at if they land on every marker and end at the markers; else why not."""
     data = bytes(buf[names_at : markers.at])
     try:
-        names, end = decode_names(data, count, tokens, markers=markers.values)
-    except Damaged:
-        return None
-    return names if len(data) - end < 8 else None
+        names, end = decode_names(data, count, tokens, path="", markers=markers.values)
+    except Damaged as exc:
+        return str(exc)
+    return names if len(data) - end < 8 else f"{len(data) - end} bytes left after {count} names"
 
 
-def decode_names(data: bytes, count: int, tokens: list[str], path: str = "kallsyms",
-                 markers: list[int] | None = None) -> tuple[list[tuple[str, str]], int]:
-    """(type, name) of `count` symbols from kallsyms_names, and where the stream ended.
+def decode_names(data: bytes, count: int, tokens: list[bytes], path: str = "kallsyms",
+                 markers: list[int] | None = None) -> tuple[SymbolText, int]:
+    """The texts (type, name) of `count` symbols from kallsyms_names, and where the stream ended.
 
-    With `markers`, symbol 256*k must start at markers[k] (kallsyms_markers).
+    With `markers`, symbol 256*k must start at markers[k] (kallsyms_markers). SymbolText bounds
+    what the tokens expand to: per name and in all.
     """
-    out = []
+    out, where = SymbolText(path), f"{path}: " if path else ""
     pos = 0
     lookup = tokens.__getitem__
     for number in range(count):
         if markers is not None and number & 0xFF == 0 and markers[number >> 8] != pos:
-            raise Damaged(f"{path}: kallsyms_names symbol {number} is not where kallsyms_markers says")
+            raise Damaged(f"{where}kallsyms_names symbol {number} is not where kallsyms_markers says")
         if pos >= len(data):
-            raise Damaged(f"{path}: kallsyms_names ends at symbol {number} of {count}")
+            raise Damaged(f"{where}kallsyms_names ends at symbol {number} of {count}")
         length = data[pos]
         pos += 1
         if length & 0x80:  # a "big" symbol: the next byte holds bits 7-14
             if pos >= len(data):
-                raise Damaged(f"{path}: kallsyms_names ends at symbol {number} of {count}")
+                raise Damaged(f"{where}kallsyms_names ends at symbol {number} of {count}")
             length = (length & 0x7F) | (data[pos] << 7)
             pos += 1
         if length == 0 or pos + length > len(data):
-            raise Damaged(f"{path}: kallsyms_names symbol {number} of {count} is broken (length {length})")
-        text = "".join(map(lookup, data[pos : pos + length]))
+            raise Damaged(f"{where}kallsyms_names symbol {number} of {count} is broken (length {length})")
+        out.add(b"".join(map(lookup, data[pos : pos + length])))
         pos += length
-        if len(text) < 2:
-            raise Damaged(f"{path}: kallsyms_names symbol {number} of {count} expands to {text!r}")
-        out.append((text[0], text[1:]))
     if markers is not None and len(markers) != (count + 255) >> 8:
-        raise Damaged(f"{path}: {count} symbols but {len(markers)} kallsyms_markers")
+        raise Damaged(f"{where}{count} symbols but {len(markers)} kallsyms_markers")
     return out, pos
 
 
@@ -295,7 +288,7 @@ def _align(value: int, word: int) -> int:
 
 
 def _addresses(buf: Buffer, tokens: _Tokens, count_at: int, count: int,
-               word: int) -> tuple[list[int], str, int, tuple[int, ...]] | None:
+               word: int) -> tuple[array[int], str, int, array[int]] | None:
     """(addresses, layout, kallsyms_relative_base's offset, kallsyms_offsets) (no offsets: absolute)."""
     after = _align(tokens.index_at + 512, word)
     base_before = count_at - word
@@ -304,16 +297,25 @@ def _addresses(buf: Buffer, tokens: _Tokens, count_at: int, count: int,
     for offsets_at, base_at, layout in tries:
         if offsets_at < 0 or offsets_at + 4 * count > len(buf) or base_at + word > len(buf):
             continue
-        offsets = struct.unpack_from(f"{tokens.endian}{count}i", buf, offsets_at)
+        offsets = read_array(buf, offsets_at, count, "i", tokens.endian)
         values = relative_addresses(offsets, _word(buf, base_at, word, tokens.endian), word)
         if _sorted(values):
             return values, layout, base_at, offsets
     absolute_at = count_at - word * count
     if absolute_at >= 0 and count_at <= len(buf):
-        values = list(struct.unpack_from(f"{tokens.endian}{count}{'Q' if word == 8 else 'I'}", buf, absolute_at))
+        values = array("Q", read_array(buf, absolute_at, count, "Q" if word == 8 else "I", tokens.endian))
         if _sorted(values):
-            return values, "addresses before names", absolute_at, ()
+            return values, "addresses before names", absolute_at, array("i")
     return None
+
+
+def read_array(buf: Buffer, at: int, count: int, code: str, endian: str) -> array[int]:
+    """`count` integers of array type `code` (i, I, Q) at `at`, in the given byte order."""
+    values = array(code)
+    values.frombytes(bytes(buf[at : at + count * values.itemsize]))
+    if endian != _NATIVE:
+        values.byteswap()
+    return values
 
 
 def _word(buf: Buffer, at: int, word: int, endian: str) -> int:
@@ -321,7 +323,7 @@ def _word(buf: Buffer, at: int, word: int, endian: str) -> int:
     return value
 
 
-def relative_addresses(offsets: tuple[int, ...], base: int, word: int = 8) -> list[int]:
+def relative_addresses(offsets: Sequence[int], base: int, word: int = 8) -> array[int]:
     """kallsyms_sym_address() for base-relative kallsyms.
 
     With CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86_64 SMP) every kernel-image symbol has a negative
@@ -329,20 +331,20 @@ def relative_addresses(offsets: tuple[int, ...], base: int, word: int = 8) -> li
     """
     mask = (1 << (8 * word)) - 1
     if any(off < 0 for off in offsets):
-        return [off if off >= 0 else (base - 1 - off) & mask for off in offsets]
-    return [(base + off) & mask for off in offsets]
+        return array("Q", (off if off >= 0 else (base - 1 - off) & mask for off in offsets))
+    return array("Q", ((base + off) & mask for off in offsets))
 
 
-def _sorted(values: list[int]) -> bool:
+def _sorted(values: Sequence[int]) -> bool:
     return all(a <= b for a, b in pairwise(values)) and (len(values) < 2 or values[0] != values[-1])
 
 
-def decode_tokens(table: bytes, index: tuple[int, ...], path: str = "kallsyms") -> list[str]:
+def decode_tokens(table: bytes, index: tuple[int, ...], path: str = "kallsyms") -> list[bytes]:
     """The 256 tokens: NUL-terminated strings at the offsets kallsyms_token_index gives."""
     tokens = []
     for number, start in enumerate(index):
         end = table.find(b"\0", start)
         if start >= len(table) or end == -1:
             raise Damaged(f"{path}: kallsyms token {number} at offset {start} runs past the token table")
-        tokens.append(table[start:end].decode("latin-1"))
+        tokens.append(table[start:end])
     return tokens

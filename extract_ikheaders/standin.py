@@ -46,7 +46,7 @@ def _vmcoreinfo(mem: PhysicalMemory, buf: Buffer, table: Kallsyms, path: str) ->
     if not tops:
         raise NotFound(f"{path}: the dump has neither VMCOREINFO nor a QEMU CPU note (CR3) to find the "
                        "page tables by")
-    stext = next((addr for addr, _, name in table.symbols if name == "_stext"), None)
+    stext = table.symbols.address_of("_stext")
     paddr = pagewalk.PageTables(mem, tops[0]).translate(stext) if stext is not None else None
     if stext is None or not isinstance(paddr, int):
         raise NotFound(f"{path}: no VMCOREINFO, and the page tables of QEMU's CR3 do not map _stext")

@@ -34,11 +34,11 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import imagetext, tarwalk, xzstream
 from .errors import Damaged, ExtractError, UnsafeArchive, UsageError
@@ -782,9 +782,9 @@ def _discard(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_file(data: bytes, dest: str | os.PathLike[str]) -> None:
-    """Write `data` to dest whole or not at all: a temporary name beside it, renamed into place
-    (a device such as /dev/null is written straight through).
+def write_file(data: bytes | Iterable[bytes], dest: str | os.PathLike[str]) -> None:
+    """Write `data` (bytes, or chunks of them) to dest whole or not at all: a temporary name beside
+    it, renamed into place (a device such as /dev/null is written straight through).
 
     Any failure to write (a directory there, a missing directory, no space, no permission, a full
     device) is the user's: UsageError naming the path and the system's reason, nothing left behind."""
@@ -794,21 +794,26 @@ def write_file(data: bytes, dest: str | os.PathLike[str]) -> None:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if target.exists() and not target.is_file():
             with target.open("wb") as f:
-                f.write(data)
+                _write_chunks(f, data)
             return
         _write_beside(data, target)
     except OSError as exc:
         raise UsageError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
 
-def _write_beside(data: bytes, target: Path) -> None:
+def _write_chunks(f: BinaryIO, data: bytes | Iterable[bytes]) -> None:
+    for chunk in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
+        f.write(chunk)
+
+
+def _write_beside(data: bytes | Iterable[bytes], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            _write_chunks(f, data)
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import struct
 import tarfile
+from array import array
 
 from dump_builders import Seg, elf_core, lime
 from synthetic import headers_archive
@@ -170,3 +172,39 @@ def bzimage_inflating(mib: int) -> bytes:
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     payload = b"".join(packer.compress(bytes(1 << 20)) for _ in range(mib)) + packer.flush()
     return bzimage(payload).image
+
+
+def kallsyms_table(count: int, name_bytes: int) -> bytes:
+    """A raw image holding a 6.10-layout kallsyms table of `count` symbols, each name two tokens
+    ("T" and `name_bytes` - 1 letters) in three bytes of kallsyms_names: a name that is small in
+    the image and large once decoded. Built with bytes operations: a million symbols take a second."""
+    out = bytearray(PAGE) + struct.pack("<I", count) + bytes(4) + b"\x02\x80\x81" * count
+    out += bytes(-len(out) % 8) + array("I", range(0, 3 * count, 3 * 256)).tobytes()
+    out += _token_tables(name_bytes)
+    out += bytes(-len(out) % 8) + array("i", range(0, 16 * count, 16)).tobytes()
+    out += bytes(-len(out) % 8) + struct.pack("<Q", 0xFFFFFFFF81000000)
+    return bytes(out + bytes(PAGE))
+
+
+def kallsyms_marker_run(n: int) -> bytes:
+    """A token table after n words that each look like the next kallsyms_markers entry (ascending
+    by a plausible block of names) and no names that decode: every end of the run is a candidate.
+    Walking back from each one to the run's start made the search n²."""
+    out = bytearray(PAGE) + array("I", range(0, 512 * n, 512)).tobytes()
+    return bytes(out + _token_tables(2) + bytes(PAGE))
+
+
+def _token_tables(name_bytes: int) -> bytes:
+    """kallsyms_token_table (digits at their own codes, 0x80 "T", 0x81 `name_bytes` - 1 letters)
+    and kallsyms_token_index, each 8-aligned, assuming the caller's data ends 8-aligned."""
+    tokens = [bytes([c]) if 0x30 <= c <= 0x39 else b"t%d" % c for c in range(256)]
+    tokens[0x80], tokens[0x81] = b"T", b"s" * (name_bytes - 1)
+    index, at = array("H"), 0
+    for token in tokens:
+        index.append(at)
+        at += len(token) + 1
+    table = b"\0".join(tokens) + b"\0"
+    return table + bytes(-len(table) % 8) + index.tobytes()
+    out += bytes(-len(out) % 8) + array("i", range(0, 16 * count, 16)).tobytes()
+    out += bytes(-len(out) % 8) + struct.pack("<Q", 0xFFFFFFFF81000000)
+    return bytes(out + bytes(PAGE))

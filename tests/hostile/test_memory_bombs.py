@@ -109,3 +109,49 @@ def test_a_64_mib_dump_of_millions_of_ranges(tmp_path: Path, build: str, count: 
     assert result.code == 0, result.err
     assert hashlib.sha256((tmp_path / "a.tar.xz").read_bytes()).digest() == hashlib.sha256(ARCHIVE).digest()
     assert result.peak_rss < PEAK_RSS, f"peak RSS {result.peak_rss >> 20} MiB"
+
+
+def test_a_million_symbols_stay_under_the_bound(tmp_path: Path) -> None:
+    """A 7 MB image declaring MAX_SYMS symbols of 100 bytes each: as tuples the table alone took
+    over 400 MB; in columns (symtab.SymbolTable) it is the 100 MB of text and 12 bytes a symbol,
+    and System.map is written in chunks, never built whole."""
+    from extract_ikheaders.symtab import MAX_SYMS
+
+    from hostile.inputs import kallsyms_table
+
+    image = tmp_path / "image"
+    image.write_bytes(kallsyms_table(MAX_SYMS, 100))
+    result = run("--symbols", tmp_path / "System.map", image, cwd=tmp_path)
+    assert result.code == 0, result.err
+    with (tmp_path / "System.map").open("rb") as lines:
+        first = lines.readline()
+        count = 1 + sum(1 for _ in lines)
+    assert first == b"ffffffff81000000 T " + b"s" * 99 + b"\n"
+    assert count == MAX_SYMS
+    assert result.peak_rss < PEAK_RSS, f"peak RSS {result.peak_rss >> 20} MiB"
+
+
+def test_names_that_expand_past_the_bound_are_refused(tmp_path: Path) -> None:
+    """Three bytes of kallsyms_names a symbol that two tokens expand to 400: a million of them would
+    be 400 MB of names. Decoding stops at symtab.MAX_TEXT and says so; nothing is written."""
+    from extract_ikheaders.symtab import MAX_SYMS
+
+    from hostile.inputs import kallsyms_table
+
+    image = tmp_path / "image"
+    image.write_bytes(kallsyms_table(MAX_SYMS, 400))
+    result = run("--symbols", tmp_path / "System.map", image, cwd=tmp_path)
+    assert result.code == 3, result.err
+    assert "kallsyms_names expands to more than 128 MiB by symbol 335,544" in result.err
+    assert not (tmp_path / "System.map").exists()
+    assert result.peak_rss < PEAK_RSS, f"peak RSS {result.peak_rss >> 20} MiB"
+
+
+def test_a_name_longer_than_the_kernel_allows_is_refused(tmp_path: Path) -> None:
+    from hostile.inputs import kallsyms_table
+
+    image = tmp_path / "image"
+    image.write_bytes(kallsyms_table(300, 1000))
+    result = run("--symbols", tmp_path / "System.map", image, cwd=tmp_path)
+    assert result.code == 3, result.err
+    assert "kallsyms_names symbol 0 expands to 1000 bytes, longer than any kernel allows (512)" in result.err

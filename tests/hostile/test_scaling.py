@@ -48,3 +48,15 @@ def test_a_kdump_of_many_bitmap_runs_each_with_a_candidate(tmp_path: Path) -> No
     result = run("-a", tmp_path / "a.tar.xz", image, cwd=tmp_path)
     assert result.code == 1, result.err
     assert "cannot find kernel headers in the dump's memory" in result.err
+
+
+def test_a_long_run_of_kallsyms_marker_lookalikes(tmp_path: Path) -> None:
+    """200,000 ascending words before a token table, none with names that decode: walking back from
+    each one to the run's start took 43 s for 20,000; found by reading, not by atheris."""
+    from hostile.inputs import kallsyms_marker_run
+
+    image = tmp_path / "image"
+    image.write_bytes(kallsyms_marker_run(200_000))
+    result = run("--symbols", tmp_path / "System.map", image, cwd=tmp_path)
+    assert result.code == 3, result.err
+    assert "no kallsyms_names/kallsyms_markers before it decode" in result.err
