@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs in the child: prints {"seconds": ..., "rss_mb": ..., "result": ...}.
 CHILD = r"""
 import json, mmap, resource, sys, time
-from extract_ikheaders import memory, xzstream
+from extract_ikheaders.archive import xzstream
+from extract_ikheaders.dumps import search
 from extract_ikheaders.errors import ExtractError
 path, mode = sys.argv[1], sys.argv[2]
 magic = xzstream.MAGIC
@@ -31,14 +32,14 @@ with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as
             count, at = count + 1, m.find(magic, at + 1)
         result = f"{count} magics"
     elif mode == "scan":
-        mem = memory.open_dump(m)
+        mem = search.open_dump(m)
         count, at = 0, mem.find(magic, 0, 1 << 64)
         while at != -1:
             count, at = count + 1, mem.find(magic, at + 1, 1 << 64)
         result = f"{count} magics"
     else:
         try:
-            found = memory.find_in_dump(m, path)
+            found = search.find_in_dump(m, path)
             result = f"{found.sha256[:16]} at {found.offset:#x} ({found.release})"
         except ExtractError as exc:
             result = f"{type(exc).__name__}: {str(exc)[:60]}"

@@ -10,7 +10,7 @@ import os
 import struct
 from pathlib import Path
 
-from extract_ikheaders.containers.elf import PT_LOAD, PT_NOTE, ElfImage
+from extract_ikheaders.elf.reader import PT_LOAD, PT_NOTE, ElfImage
 
 CHUNK = 64 << 20
 

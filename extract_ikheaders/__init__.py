@@ -6,9 +6,9 @@
     >>> extract_ikheaders.extract("vmlinux", "headers/")
 """
 
-from .api import extract, find, find_config, list_members, read_archive
 from .errors import Damaged, ExtractError, InputError, NotFound, UnsafeArchive, UsageError
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method
+from .pipeline import extract, find, find_config, list_members, read_archive
 
 __version__ = "0.1.0"
 __all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member", "Method",

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any
 
-from . import api, imagetext, platform
+from . import arch, imagetext, pipeline
 from .errors import Damaged, NotFound
 from .model import Found, Platform
 
@@ -46,18 +46,18 @@ def _platform(name: str, found: Found | None, config_text: bytes | None) -> Plat
     """From the headers found (image headers, else the archive); without them, from the image's
     own headers, else the .config (arch from its title, the rest from CONFIG_64BIT/CPU_BIG_ENDIAN)."""
     if found is not None:
-        return api.platform_of(found)
-    with api.open_input(name) as buf:
-        from_headers = platform.from_elf_header(buf) or platform.from_image(buf)
+        return pipeline.platform_of(found)
+    with pipeline.open_input(name) as buf:
+        from_headers = arch.from_elf_header(buf) or arch.from_image(buf)
     title = _config_title(config_text)
     if from_headers is not None or title is None or config_text is None:
         return from_headers
-    return platform.from_config(title[0], config_text)
+    return arch.from_config(title[0], config_text)
 
 
 def _headers(name: str, report: dict[str, Any]) -> Found | None:
     try:
-        found = api.find(name)
+        found = pipeline.find(name)
     except NotFound as exc:
         report["headers"] = {"status": "absent", "reason": str(exc)}
         return None
@@ -74,7 +74,7 @@ def _headers(name: str, report: dict[str, Any]) -> Found | None:
 
 def _config(name: str, report: dict[str, Any]) -> bytes | None:
     try:
-        config = api.find_config(name)
+        config = pipeline.find_config(name)
     except (NotFound, Damaged) as exc:
         report["config"] = {"status": "absent", "reason": str(exc)}
         return None
@@ -90,7 +90,7 @@ def _options(config_text: bytes | None, found: Found | None) -> dict[str, str]:
         pattern = re.compile(rb"^CONFIG_([A-Z0-9_]+)=(.*)$", re.M)
         values = {k.decode(): v.decode(errors="replace") for k, v in pattern.findall(config_text)}
     elif found is not None:
-        autoconf = api.archive_member(found.archive, "include/generated/autoconf.h") or b""
+        autoconf = pipeline.archive_member(found.archive, "include/generated/autoconf.h") or b""
         values = {k.decode(): ("m" if k.endswith(b"_MODULE") else v.decode(errors="replace"))
                   for k, v in re.findall(rb"^#define CONFIG_([A-Z0-9_]+) (.*)$", autoconf, re.M)}
         values.update({k[: -len("_MODULE")]: "m" for k in list(values) if k.endswith("_MODULE")})

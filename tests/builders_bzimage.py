@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from extract_ikheaders import codecs
+from extract_ikheaders import compression
 
 # kbuild's commands; xz and zstd use a smaller window than the kernel's so tests stay quick.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -114,20 +114,20 @@ def with_bytes(image: bytes, offset: int, new: bytes) -> bytes:
 # lzop files built by hand -------------------------------------------------------------------------
 
 
-def lzop_file(blocks: list[bytes], *, flags: int = codecs.LZOP_F_ADLER32_D, extra: bytes | None = None,
+def lzop_file(blocks: list[bytes], *, flags: int = compression.LZOP_F_ADLER32_D, extra: bytes | None = None,
               header_crc32: bool = False, stored: bool = False, packed: Sequence[tuple[int, bytes]] = ()) -> bytes:
     """An lzop file (format of lzop 1.04, version 0x1040) holding `blocks`, built by hand; `packed`
     adds blocks given as (declared size, LZO data) as they are (checksums only of the LZO data)."""
     import lzokay
 
     if extra is not None:
-        flags |= codecs.LZOP_F_H_EXTRA_FIELD
+        flags |= compression.LZOP_F_H_EXTRA_FIELD
     if header_crc32:
-        flags |= codecs.LZOP_F_H_CRC32
+        flags |= compression.LZOP_F_H_CRC32
     body = struct.pack(">HHHBBI", 0x1040, 0x20A0, 0x0940, 3, 9, flags) + struct.pack(">III", 0o100644, 0, 0)
     body += b"\x04name"
     checksum = zlib.crc32 if header_crc32 else zlib.adler32
-    out = codecs.MAGICS["lzo"] + body + struct.pack(">I", checksum(body))
+    out = compression.MAGICS["lzo"] + body + struct.pack(">I", checksum(body))
     if extra is not None:
         field = struct.pack(">I", len(extra)) + extra
         out += field + struct.pack(">I", checksum(field))
@@ -143,11 +143,11 @@ def lzop_file(blocks: list[bytes], *, flags: int = codecs.LZOP_F_ADLER32_D, extr
 
 def _lzop_sums(flags: int, block: bytes, packed: bytes) -> bytes:
     sums = b""
-    for flag, algorithm, data in ((codecs.LZOP_F_ADLER32_D, zlib.adler32, block),
-                                  (codecs.LZOP_F_CRC32_D, zlib.crc32, block),
-                                  (codecs.LZOP_F_ADLER32_C, zlib.adler32, packed),
-                                  (codecs.LZOP_F_CRC32_C, zlib.crc32, packed)):
-        compressed_sum = flag in (codecs.LZOP_F_ADLER32_C, codecs.LZOP_F_CRC32_C)
+    for flag, algorithm, data in ((compression.LZOP_F_ADLER32_D, zlib.adler32, block),
+                                  (compression.LZOP_F_CRC32_D, zlib.crc32, block),
+                                  (compression.LZOP_F_ADLER32_C, zlib.adler32, packed),
+                                  (compression.LZOP_F_CRC32_C, zlib.crc32, packed)):
+        compressed_sum = flag in (compression.LZOP_F_ADLER32_C, compression.LZOP_F_CRC32_C)
         if flags & flag and not (compressed_sum and packed is block):
             sums += struct.pack(">I", algorithm(data))
     return sums

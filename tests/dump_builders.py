@@ -18,7 +18,7 @@ from pathlib import Path
 
 from builders import headers_archive
 
-from extract_ikheaders.containers.elf import PT_LOAD, ElfImage
+from extract_ikheaders.elf.reader import PT_LOAD, ElfImage
 
 PAGE = 4096
 _CHUNK = 8 << 20

@@ -34,10 +34,12 @@ import builders_bzimage as bzb
 import hostile_archives as hostile
 from synthetic import KHEADERS_ASM, headers_archive
 
-from extract_ikheaders import api, codecs, locate, memory, unpack, xzstream
-from extract_ikheaders.containers import bzimage
-from extract_ikheaders.containers.elf import SHT_SYMTAB, CorruptElf, ElfImage
+from extract_ikheaders import compression, pipeline
+from extract_ikheaders.archive import locate, unpack, xzstream
+from extract_ikheaders.dumps import physical, search
+from extract_ikheaders.elf.reader import SHT_SYMTAB, CorruptElf, ElfImage
 from extract_ikheaders.errors import ExtractError, NotMine
+from extract_ikheaders.images import bzimage
 
 ARCHIVE = headers_archive()
 CONFIG_TEXT = b"#\n# Automatically generated file; DO NOT EDIT.\n#\nCONFIG_IKHEADERS=y\nCONFIG_IKCONFIG=y\n"
@@ -423,7 +425,7 @@ def _module_seeds() -> list[Seed]:
 
 
 def _module_run(data: bytes, knob: int, mode: str) -> None:
-    found = api.find(as_file(data))
+    found = pipeline.find(as_file(data))
     assert found.archive
 
 
@@ -523,13 +525,13 @@ def _codec_seeds() -> list[Seed]:
 
 
 def _codec_run(data: bytes, knob: int, mode: str) -> None:
-    chunk = (16, 512, 4096, 1 << 16, codecs.DEFAULT_CHUNK)[knob % 5]
+    chunk = (16, 512, 4096, 1 << 16, compression.DEFAULT_CHUNK)[knob % 5]
     end = None if knob & 8 else len(data) - (knob >> 4) % 8 if len(data) >= 8 else len(data)
-    stream = codecs.decode_stream(mode, data, 0, chunk=chunk, end=end)
-    _drain(stream, chunk * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX)
+    stream = compression.decode_stream(mode, data, 0, chunk=chunk, end=end)
+    _drain(stream, chunk * compression.OUTPUT_PER_CHUNK + compression.ZSTD_BLOCK_MAX)
 
 
-def _drain(stream: codecs.Stream, max_piece: int) -> int:
+def _drain(stream: compression.Stream, max_piece: int) -> int:
     total = 0
     try:
         for piece in stream:
@@ -540,6 +542,9 @@ def _drain(stream: codecs.Stream, max_piece: int) -> int:
     finally:
         stream.close()
     return total
+
+
+_PIECE_MAX = compression.DEFAULT_CHUNK * compression.OUTPUT_PER_CHUNK + compression.ZSTD_BLOCK_MAX
 
 
 def _bzimage_seeds() -> list[Seed]:
@@ -559,15 +564,15 @@ def _bzimage_run(data: bytes, knob: int, mode: str) -> None:
     if which == 0:
         payload = bzimage.peel(data, "fuzz")
         assert 0 <= payload.offset < len(data) and (payload.end is None or payload.end <= len(data))
-        _drain(payload.chunks(data), codecs.DEFAULT_CHUNK * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX)
+        _drain(payload.chunks(data), _PIECE_MAX)
     elif which == 1:
         _, chunks = bzimage.payload_chunks(data, "fuzz")
-        _drain(chunks, codecs.DEFAULT_CHUNK * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX)
+        _drain(chunks, compression.DEFAULT_CHUNK * compression.OUTPUT_PER_CHUNK + compression.ZSTD_BLOCK_MAX)
     else:
         for count, payload in enumerate(bzimage.scan_payloads(data)):
             if count == 3:
                 break
-            _drain(payload.chunks(data), codecs.DEFAULT_CHUNK * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX)
+            _drain(payload.chunks(data), _PIECE_MAX)
 
 
 def _unpack_seeds() -> list[Seed]:
@@ -637,14 +642,14 @@ def _api_run(data: bytes, knob: int, mode: str) -> None:
     path = as_file(data)
     errors: list[ExtractError] = []
     try:
-        found = api.find(path)
+        found = pipeline.find(path)
         assert found.archive
         if knob & 1:
             unpack.list_members(found.archive)
     except ExtractError as exc:
         errors.append(exc)
     try:
-        config = api.find_config(path)
+        config = pipeline.find_config(path)
         assert config.text is not None
     except ExtractError as exc:
         errors.append(exc)
@@ -666,7 +671,7 @@ def _kallsyms_seeds() -> list[Seed]:
 
 
 def _kallsyms_run(data: bytes, knob: int, mode: str) -> None:
-    from extract_ikheaders import kallsyms
+    from extract_ikheaders.analysis import kallsyms
 
     table = kallsyms.locate_in_image(data, "fuzzed", ())
     assert table.symbols and table.offset is not None and 0 <= table.offset < len(data), table.offset
@@ -692,14 +697,14 @@ def _dump_seeds() -> list[Seed]:
 
 
 def _dump_run(data: bytes, knob: int, mode: str) -> None:
-    mem = memory.open_dump(data)
+    mem = search.open_dump(data)
     for count, (start, end) in enumerate(mem.ranges()):
         assert start < end
         if count == 16:
             break
         assert len(mem.read_some(start, min(end - start, 2 * OUTPUT_LIMIT))) <= 2 * OUTPUT_LIMIT
     if knob & 1:
-        memory.find_in_dump(data, "fuzzed")
+        search.find_in_dump(data, "fuzzed")
 
 
 def _vmcoreinfo_seeds() -> list[Seed]:
@@ -710,9 +715,9 @@ def _vmcoreinfo_seeds() -> list[Seed]:
 
 
 def _vmcoreinfo_run(data: bytes, knob: int, mode: str) -> None:
-    fields = memory.parse_vmcoreinfo(data)
+    fields = physical.parse_vmcoreinfo(data)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
-    start = memory.kernel_start(fields)
+    start = physical.kernel_start(fields)
     assert start is None or start >= 0
 
 
@@ -728,39 +733,39 @@ def _image_seeds() -> list[Seed]:
 
 
 def _image_run(data: bytes, knob: int, mode: str) -> None:
-    from extract_ikheaders.containers import android, armzimage, s390, zboot
+    from extract_ikheaders.images import arm64_image, armzimage, bootimg, s390
 
     """The seed's own format, or (knob bit 0) any of the others on the same bytes."""
-    budget = codecs.DEFAULT_CHUNK * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX
+    budget = compression.DEFAULT_CHUNK * compression.OUTPUT_PER_CHUNK + compression.ZSTD_BLOCK_MAX
     kinds = ("android", "zboot", "zimage", "s390", "image")
     kind = kinds[(knob >> 1) % len(kinds)] if knob & 1 else mode
     if kind == "android":
-        android.peel(data, "fuzz")
+        bootimg.peel(data, "fuzz")
     elif kind == "image":
-        zboot.arm64_image_layer(data, "fuzz")
-        zboot.riscv_image_layer(data)
+        arm64_image.arm64_image_layer(data, "fuzz")
+        arm64_image.riscv_image_layer(data)
     else:
-        reader = {"zboot": zboot.payload_chunks, "zimage": armzimage.payload_chunks, "s390": s390.payload_chunks}
+        reader = {"zboot": arm64_image.payload_chunks, "zimage": armzimage.payload_chunks, "s390": s390.payload_chunks}
         _, chunks = reader[kind](data, "fuzz")
         _drain(chunks, budget)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("elf", _elf_seeds, _elf_run, (CorruptElf,), "ElfImage: sections, symbols, ranges, notes"),
-    Target("module", _module_seeds, _module_run, (ExtractError,), "api.find on kheaders-like ET_REL objects"),
+    Target("module", _module_seeds, _module_run, (ExtractError,), "pipeline.find on kheaders-like ET_REL objects"),
     Target("markers", _markers_seeds, _markers_run, (ExtractError,), "locate.by_markers"),
     Target("carve", _carve_seeds, _carve_run, (ExtractError,),
            "xzstream.stream_end/looks_like_headers/verify, locate.carve, locate.StreamCarver"),
-    Target("codecs", _codec_seeds, _codec_run, (ExtractError,), "codecs.decode_stream for every codec"),
+    Target("codecs", _codec_seeds, _codec_run, (ExtractError,), "compression.decode_stream for every codec"),
     Target("bzimage", _bzimage_seeds, _bzimage_run, (ExtractError, NotMine),
            "bzimage.peel/payload_chunks/scan_payloads"),
     Target("unpack", _unpack_seeds, _unpack_run, (ExtractError,), "unpack.list_members"),
-    Target("api", _api_seeds, _api_run, (ExtractError,), "api.find and api.find_config end to end"),
+    Target("api", _api_seeds, _api_run, (ExtractError,), "pipeline.find and pipeline.find_config end to end"),
     Target("kallsyms", _kallsyms_seeds, _kallsyms_run, (ExtractError,), "kallsyms located by shape (--symbols)"),
     Target("dumps", _dump_seeds, _dump_run, (ExtractError, NotMine),
-           "memory.open_dump (ELF core, kdump, flattened, LiME): ranges, reads, find_in_dump"),
+           "search.open_dump (ELF core, kdump, flattened, LiME): ranges, reads, find_in_dump"),
     Target("vmcoreinfo", _vmcoreinfo_seeds, _vmcoreinfo_run, (ExtractError,),
-           "memory.parse_vmcoreinfo and kernel_start"),
+           "physical.parse_vmcoreinfo and kernel_start"),
     Target("images", _image_seeds, _image_run, (ExtractError, NotMine),
            "Android boot.img, zboot, ARM zImage, s390, arm64/riscv Image headers"),
 )}

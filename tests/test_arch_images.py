@@ -14,9 +14,9 @@ from builders_bzimage import DECOY_STUB, compress, kernel_like
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract_ikheaders import api, platform
-from extract_ikheaders.containers import armzimage, s390, zboot
+from extract_ikheaders import arch, pipeline
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
+from extract_ikheaders.images import arm64_image, armzimage, s390
 from extract_ikheaders.model import Method, Platform
 
 ARCHIVE = headers_archive()
@@ -54,7 +54,7 @@ def test_arm_zimage(tmp_path: Path, codec: str) -> None:
     payload = _xz_arm(_kernel()) if codec == "xz-arm" else compress("gzip", _kernel())
     path = tmp_path / "zImage"
     path.write_bytes(zimage(payload))
-    found = api.find(path)
+    found = pipeline.find(path)
     assert (found.archive, found.method) == (ARCHIVE, Method.CARVE)
     layer = found.layers[0]
     assert (layer.format, layer.offset) == ("ARM zImage", 0x40 + len(DECOY_STUB))
@@ -65,7 +65,7 @@ def test_arm_zimage(tmp_path: Path, codec: str) -> None:
 def test_big_endian_arm_zimage_says_so(tmp_path: Path) -> None:
     path = tmp_path / "zImage"
     path.write_bytes(zimage(compress("gzip", _kernel()), big_endian=True))
-    found = api.find(path)
+    found = pipeline.find(path)
     assert found.archive == ARCHIVE
     assert found.platform == Platform("arm", "big", 32, "ARM zImage header")
 
@@ -83,14 +83,14 @@ def test_image_header_without_payload_is_searched_as_bytes(tmp_path: Path, image
     data = zimage(b"", appended=b"") if image == "zImage" else s390_bzimage(b"")
     path = tmp_path / "memory"
     path.write_bytes(data + _kernel())
-    found = api.find(path)
+    found = pipeline.find(path)
     assert (found.archive, found.method, found.layers) == (ARCHIVE, Method.CARVE, ())
 
 
 def test_s390_bzimage(tmp_path: Path) -> None:
     path = tmp_path / "bzImage"
     path.write_bytes(s390_bzimage(compress("gzip", _kernel())))
-    found = api.find(path)
+    found = pipeline.find(path)
     assert found.archive == ARCHIVE
     assert found.layers[0].format == "s390 bzImage"
     assert found.platform == Platform("s390", "big", 64, "s390 bzImage (S390EP)")
@@ -112,11 +112,11 @@ def test_other_inputs_are_not_mine(data: bytes) -> None:
 def test_riscv_image(tmp_path: Path) -> None:
     head = bytearray(0x40)
     struct.pack_into("<QQQI", head, 0x08, 0x200000, 0x1000000, 0, 0x2)
-    head[0x30:0x38] = zboot.RISCV_MAGIC
-    head[0x38:0x3C] = zboot.RISCV_MAGIC2
+    head[0x30:0x38] = arm64_image.RISCV_MAGIC
+    head[0x38:0x3C] = arm64_image.RISCV_MAGIC2
     path = tmp_path / "Image"
     path.write_bytes(bytes(head) + _kernel())
-    found = api.find(path)
+    found = pipeline.find(path)
     assert found.archive == ARCHIVE
     assert (found.layers[0].format, found.layers[0].detail) == (
         "riscv Image", "text_offset 0x200000, image_size 0x1000000, header version 0.2")
@@ -127,9 +127,9 @@ def test_arm64_image_big_endian_flag() -> None:
     head = bytearray(0x40)
     struct.pack_into("<QQQ", head, 0x08, 0, 0x100000, 1)
     head[0x38:0x3C] = b"ARM\x64"
-    assert platform.from_image(bytes(head)) == Platform("arm64", "big", 64, "arm64 Image header")
+    assert arch.from_image(bytes(head)) == Platform("arm64", "big", 64, "arm64 Image header")
     struct.pack_into("<Q", head, 0x18, 0)
-    assert platform.from_image(bytes(head)) == Platform("arm64", "little", 64, "arm64 Image header")
+    assert arch.from_image(bytes(head)) == Platform("arm64", "little", 64, "arm64 Image header")
 
 
 @pytest.mark.parametrize(("machine", "expected"), [
@@ -140,20 +140,20 @@ def test_arm64_image_big_endian_flag() -> None:
 def test_kdump_header_machine(machine: str, expected: Platform) -> None:
     header = bytearray(0x200)
     header[:8] = b"KDUMP   "
-    header[platform.KDUMP_MACHINE_AT : platform.KDUMP_MACHINE_AT + len(machine)] = machine.encode()
-    assert platform.from_dump_header(bytes(header)) == expected
+    header[arch.KDUMP_MACHINE_AT : arch.KDUMP_MACHINE_AT + len(machine)] = machine.encode()
+    assert arch.from_dump_header(bytes(header)) == expected
 
 
-@pytest.mark.parametrize(("arch", "autoconf", "expected"), [
+@pytest.mark.parametrize(("arch_name", "autoconf", "expected"), [
     ("powerpc", b"#define CONFIG_64BIT 1\n#define CONFIG_CPU_BIG_ENDIAN 1\n", ("big", 64)),
     ("arm", b"#define CONFIG_MMU 1\n", ("little", 32)),
     ("s390", b"#define CONFIG_64BIT 1\n", ("big", 64)),
     ("arm64", None, (None, None)),
 ])
-def test_from_archive(arch: str, autoconf: bytes | None, expected: tuple[str | None, int | None]) -> None:
-    names = ["./include/linux", f"./arch/{arch}/include/asm/page.h"]
-    found = platform.from_archive(names, autoconf)
-    assert found is not None and (found.arch, found.endian, found.bits) == (arch, *expected)
+def test_from_archive(arch_name: str, autoconf: bytes | None, expected: tuple[str | None, int | None]) -> None:
+    names = ["./include/linux", f"./arch/{arch_name}/include/asm/page.h"]
+    found = arch.from_archive(names, autoconf)
+    assert found is not None and (found.arch, found.endian, found.bits) == (arch_name, *expected)
 
 
 @pytest.mark.parametrize(("autoconf", "bits"), [(None, None), (b"#define CONFIG_64BIT 1\n", 64)])
@@ -164,9 +164,9 @@ def test_bare_archive_platform_comes_from_its_contents(tmp_path: Path, autoconf:
         files["./include/generated/autoconf.h"] = autoconf
     path = tmp_path / "kheaders.tar.xz"
     path.write_bytes(headers_archive(files))
-    found = api.find(path)
+    found = pipeline.find(path)
     assert found.platform is None
-    assert api.platform_of(found) == Platform("x86", "little", bits, "the archive's arch/ and autoconf.h")
+    assert pipeline.platform_of(found) == Platform("x86", "little", bits, "the archive's arch/ and autoconf.h")
 
 
 _SMALL = compress("gzip", b"kernel " * 200)
@@ -186,7 +186,7 @@ def test_fuzzed_zimage_headers_never_raise_raw_exceptions(start: int, end: int, 
     assert 0x40 <= layers[0].offset < len(data)
     with contextlib.suppress(Damaged):
         b"".join(chunks)
-    platform_found = platform.from_image(data)
+    platform_found = arch.from_image(data)
     assert platform_found is not None and platform_found.arch == "arm"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,11 @@ from conftest import Corpus, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract_ikheaders import api, codecs, locate
-from extract_ikheaders.containers import android, bzimage
-from extract_ikheaders.containers import zboot as zb
+from extract_ikheaders import compression, pipeline
+from extract_ikheaders.archive import locate
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
+from extract_ikheaders.images import arm64_image as zb
+from extract_ikheaders.images import bootimg, bzimage
 from extract_ikheaders.model import Layer
 
 ARCHIVE = headers_archive()
@@ -34,16 +34,16 @@ COMP_TYPES = {"gzip": "gzip", "lz4": "lz4", "lzma": "lzma", "lzo": "lzo", "xz": 
 
 
 def peel_and_find(data: bytes) -> tuple[bytes, tuple[Layer, ...]]:
-    """The archive, found by calling the containers directly in api._peel's order."""
+    """The archive, found by calling the containers directly in pipeline._peel's order."""
     layers: list[Layer] = []
-    if android.is_boot_image(data):
-        layer = android.peel(data, "test")
+    if bootimg.is_boot_image(data):
+        layer = bootimg.peel(data, "test")
         layers.append(layer)
         data = data[layer.offset : layer.offset + layer.length]
-    codec = codecs.identify(data, 0)
+    codec = compression.identify(data, 0)
     if codec is not None:
         layers.append(Layer(codec, 0, len(data)))
-        data = codecs.decode_all(codec, data, 0, limit=1 << 30)
+        data = compression.decode_all(codec, data, 0, limit=1 << 30)
     if zb.is_zboot(data):
         payload_layers, chunks = zb.payload_chunks(data, "test")
         return carve_stream(chunks), (*layers, *payload_layers)
@@ -209,7 +209,7 @@ KERNEL = b"\x1f\x8b\x08" + bytes(range(256)) * 20
 @pytest.mark.parametrize("page_size", [2048, 4096, 16384])
 def test_boot_image_kernel_span(version: int, page_size: int) -> None:
     image = boot_image(KERNEL, version, page_size=page_size)
-    layer = android.peel(image, "test")
+    layer = bootimg.peel(image, "test")
     page = 4096 if version >= 3 else page_size
     assert (layer.format, layer.offset, layer.length) == ("android boot.img", page, len(KERNEL))
     assert layer.detail == f"header v{version}, page size {page}, kernel {len(KERNEL)} bytes"
@@ -223,7 +223,7 @@ def test_mkbootimg_images(tmp_path: Path, version: int) -> None:
     kernel = tmp_path / "kernel"
     kernel.write_bytes(KERNEL)
     image = mkbootimg(tmp_path, kernel, version).read_bytes()
-    layer = android.peel(image, "test")
+    layer = bootimg.peel(image, "test")
     assert image[layer.offset : layer.offset + layer.length] == KERNEL
     assert layer.detail.startswith(f"header v{version}, page size {4096 if version == 3 else 2048},")
 
@@ -237,49 +237,49 @@ def test_boot_image_archive_through_zboot() -> None:
 def test_truncated_boot_images_are_damaged(version: int) -> None:
     image = boot_image(KERNEL, version)
     page = 4096 if version >= 3 else 2048
-    for cut in (8, 12, 43, 44, 600, android.FIXED_SIZES[version] - 1, page, page + len(KERNEL) - 1):
+    for cut in (8, 12, 43, 44, 600, bootimg.FIXED_SIZES[version] - 1, page, page + len(KERNEL) - 1):
         with pytest.raises(Damaged):
-            android.peel(image[:cut], "test")
-    android.peel(image[: page + len(KERNEL)], "test")  # the kernel's end is enough
+            bootimg.peel(image[:cut], "test")
+    bootimg.peel(image[: page + len(KERNEL)], "test")  # the kernel's end is enough
 
 
 @pytest.mark.parametrize("data", [b"", b"ANDROID", b"VNDRBOOT" + b"\0" * 4096, b"MZ" + b"\0" * 4096])
 def test_not_a_boot_image(data: bytes) -> None:
-    assert not android.is_boot_image(data)
+    assert not bootimg.is_boot_image(data)
     with pytest.raises(NotMine):
-        android.peel(data, "test")
+        bootimg.peel(data, "test")
 
 
 @pytest.mark.parametrize(("offset", "value", "error", "match"), [
-    (android.KERNEL_SIZE, 0xFFFF_FFFF, Damaged, "past the end"),
-    (android.KERNEL_SIZE, 0, NotFound, "without a kernel"),
-    (android.PAGE_SIZE, 0, Damaged, "page size 0"),
-    (android.PAGE_SIZE, 3000, Damaged, "page size 3000"),
-    (android.PAGE_SIZE, 1 << 20, Damaged, "page size"),
-    (android.PAGE_SIZE, 0xFFFF_FFFF, Damaged, "page size"),
-    (android.HEADER_VERSION, 5, NotFound, "version 5 is not supported"),
-    (android.HEADER_VERSION, 0xFFFF_FFFF, NotFound, "not supported"),
+    (bootimg.KERNEL_SIZE, 0xFFFF_FFFF, Damaged, "past the end"),
+    (bootimg.KERNEL_SIZE, 0, NotFound, "without a kernel"),
+    (bootimg.PAGE_SIZE, 0, Damaged, "page size 0"),
+    (bootimg.PAGE_SIZE, 3000, Damaged, "page size 3000"),
+    (bootimg.PAGE_SIZE, 1 << 20, Damaged, "page size"),
+    (bootimg.PAGE_SIZE, 0xFFFF_FFFF, Damaged, "page size"),
+    (bootimg.HEADER_VERSION, 5, NotFound, "version 5 is not supported"),
+    (bootimg.HEADER_VERSION, 0xFFFF_FFFF, NotFound, "not supported"),
 ])
 def test_impossible_boot_image_fields(offset: int, value: int, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        android.peel(with_u32(boot_image(KERNEL, 1), offset, value), "test")
+        bootimg.peel(with_u32(boot_image(KERNEL, 1), offset, value), "test")
 
 
 def test_page_size_larger_than_the_file_is_damaged() -> None:
     with pytest.raises(Damaged, match="past the end"):
-        android.peel(with_u32(boot_image(KERNEL, 0), android.PAGE_SIZE, 1 << 16), "test")
+        bootimg.peel(with_u32(boot_image(KERNEL, 0), bootimg.PAGE_SIZE, 1 << 16), "test")
 
 
 def test_nested_boot_image_is_refused() -> None:
     with pytest.raises(NotFound, match="another boot image"):
-        android.peel(boot_image(boot_image(KERNEL, 2), 2), "test")
+        bootimg.peel(boot_image(boot_image(KERNEL, 2), 2), "test")
 
 
 @pytest.mark.parametrize(("version", "offset"), [(1, 1644), (2, 1644), (3, 20), (4, 20)])
 def test_odd_header_size_is_noted_not_fatal(version: int, offset: int) -> None:
-    layer = android.peel(with_u32(boot_image(KERNEL, version), offset, 7), "test")
+    layer = bootimg.peel(with_u32(boot_image(KERNEL, version), offset, 7), "test")
     assert layer.detail.endswith("(implausible header_size 7)")
-    assert android.peel(with_u32(boot_image(KERNEL, 3), 20, 1596), "test").detail.endswith("bytes")
+    assert bootimg.peel(with_u32(boot_image(KERNEL, 3), 20, 1596), "test").detail.endswith("bytes")
 
 
 @settings(max_examples=500, deadline=None)
@@ -287,9 +287,9 @@ def test_odd_header_size_is_noted_not_fatal(version: int, offset: int) -> None:
 def test_fuzzed_boot_headers_never_raise_raw_exceptions(tail: bytes, version: int, page: int) -> None:
     image = b"ANDROID!" + tail
     if len(image) >= 44:
-        image = with_u32(with_u32(image, android.HEADER_VERSION, version), android.PAGE_SIZE, page)
+        image = with_u32(with_u32(image, bootimg.HEADER_VERSION, version), bootimg.PAGE_SIZE, page)
     try:
-        layer = android.peel(image, "test")
+        layer = bootimg.peel(image, "test")
     except (Damaged, NotFound):
         return
     assert layer.offset >= 2048 and layer.length > 0 and layer.offset + layer.length <= len(image)
@@ -317,7 +317,7 @@ def test_arm64_ground_truth_is_consistent(arm64: Corpus) -> None:
     build = arm64.build("6.1-arm64")
     assert sha(arm64.file("k61arm64", "kheaders_data.tar.xz").read_bytes()) == build["blob_sha256"]
     assert build["blob_sha256"] == blob_sha(arm64, "gzip")
-    assert api.find(arm64.file("k61arm64", "vmlinux")).sha256 == build["blob_sha256"]
+    assert pipeline.find(arm64.file("k61arm64", "vmlinux")).sha256 == build["blob_sha256"]
 
 
 @pytest.mark.parametrize(("name", "variant"), ARM64_FILES, ids=[n for n, _ in ARM64_FILES])
@@ -335,7 +335,7 @@ def test_arm64_images(arm64: Corpus, name: str, variant: str) -> None:
         assert layers[0].detail == f"{comp_type} payload, PE ARM64, sections .text .data, payload in .text"
 
 
-def bootimg(tmp_path: Path, kernel: Path, version: int) -> bytes:
+def boot_img_of(tmp_path: Path, kernel: Path, version: int) -> bytes:
     if version == 4:
         return boot_image(kernel.read_bytes(), 4)
     if mkbootimg_missing():
@@ -346,7 +346,7 @@ def bootimg(tmp_path: Path, kernel: Path, version: int) -> bytes:
 @pytest.mark.parametrize("version", range(5))
 def test_boot_image_with_x86_bzimage(corpus: Corpus, tmp_path: Path, version: int) -> None:
     kernel = corpus.file("k61y", "bzImage.gzip")
-    archive, layers = peel_and_find(bootimg(tmp_path, kernel, version))
+    archive, layers = peel_and_find(boot_img_of(tmp_path, kernel, version))
     assert sha(archive) == corpus.truth("6.1-y-gzip")["sha256"]
     assert [layer.format for layer in layers] == ["android boot.img", "bzImage"]
     assert layers[0].length == kernel.stat().st_size
@@ -355,40 +355,34 @@ def test_boot_image_with_x86_bzimage(corpus: Corpus, tmp_path: Path, version: in
 @pytest.mark.parametrize("version", range(5))
 def test_boot_image_with_arm64_image_gz(arm64: Corpus, tmp_path: Path, version: int) -> None:
     kernel = arm64.file("k61arm64", "Image.gz")
-    archive, layers = peel_and_find(bootimg(tmp_path, kernel, version))
+    archive, layers = peel_and_find(boot_img_of(tmp_path, kernel, version))
     assert sha(archive) == blob_sha(arm64, "gzip")
     assert [layer.format for layer in layers] == ["android boot.img", "gzip", "arm64 Image"]
 
 
-# Through the public API, once api._peel dispatches to these containers -----------------------
-
-WIRED = "zboot" in inspect.getsource(api)
-wired = pytest.mark.skipif(not WIRED, reason="api._peel does not dispatch to containers.zboot/android yet")
+# Through the public API -------------------------------------------------------------------------
 
 
-@wired
 @pytest.mark.parametrize(("name", "variant"), ARM64_FILES, ids=[n for n, _ in ARM64_FILES])
 def test_find_arm64(arm64: Corpus, name: str, variant: str) -> None:
-    found = api.find(arm64.file("k61arm64", name))
+    found = pipeline.find(arm64.file("k61arm64", name))
     assert found.sha256 == blob_sha(arm64, variant)
     assert found.release == arm64.build("6.1-arm64")["release"]
 
 
-@wired
 @pytest.mark.parametrize("version", [0, 2, 4])
 def test_find_boot_images(corpus: Corpus, tmp_path: Path, version: int) -> None:
     image = tmp_path / "boot.img"
-    image.write_bytes(bootimg(tmp_path, corpus.file("k61y", "bzImage.gzip"), version))
-    found = api.find(image)
+    image.write_bytes(boot_img_of(tmp_path, corpus.file("k61y", "bzImage.gzip"), version))
+    found = pipeline.find(image)
     assert found.sha256 == corpus.truth("6.1-y-gzip")["sha256"]
     assert [layer.format for layer in found.layers][:2] == ["android boot.img", "bzImage"]
 
 
-@wired
 def test_find_synthetic_boot_zboot(tmp_path: Path) -> None:
     image = tmp_path / "boot.img"
     image.write_bytes(boot_image(zboot_of("gzip"), 3))
-    found = api.find(image)
+    found = pipeline.find(image)
     assert found.archive == ARCHIVE and found.release == "6.1.0-synthetic"
     assert [layer.format for layer in found.layers] == ["android boot.img", "EFI zboot", "raw image"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from builders_bzimage import FakeBzImage, bzimage, compress, kernel_like, require, with_bytes
 
-from extract_ikheaders import codecs
-from extract_ikheaders.containers import bzimage as bz
+from extract_ikheaders import compression
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
+from extract_ikheaders.images import bzimage as bz
 
 ORIGINAL = kernel_like()
 
@@ -102,7 +102,7 @@ def test_false_gzip_hit_before_payload_is_skipped_cheaply() -> None:
     payload = next(bz.scan_payloads(image))
     assert (payload.codec, payload.offset) == ("zstd", fake.payload_start)
     junk_start = fake.image.index(junk)
-    assert codecs.identify(image, junk_start) == "gzip"  # the header passes: only a trial decode tells
+    assert compression.identify(image, junk_start) == "gzip"  # the header passes: only a trial decode tells
     # the trial decode of the false hit reads a few KiB, not the megabyte behind it
     assert image.bytes_read(junk_start + (64 << 10), fake.payload_start) < 1024
     assert image.bytes_read(junk_start, junk_start + (64 << 10)) <= 64 << 10

@@ -11,7 +11,7 @@ from builders_bzimage import CODECS, compress, kernel_like, lzop_file, require
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract_ikheaders import codecs
+from extract_ikheaders import compression
 from extract_ikheaders.errors import Damaged, InputError
 
 ORIGINAL = kernel_like()  # the bzImage tests' payload: compressed once per session
@@ -21,18 +21,18 @@ UNCHECKED = {"lz4"}
 
 
 def decode(name: str, data: bytes, offset: int = 0, **kwargs: int) -> bytes:
-    return b"".join(codecs.decode_stream(name, data, offset, **kwargs))
+    return b"".join(compression.decode_stream(name, data, offset, **kwargs))
 
 
 # Identification ------------------------------------------------------------------------------
 
 
 def test_identify_each_tool_output(codec: str) -> None:
-    assert codecs.identify(compress(codec, SMALL), 0) == codec
+    assert compression.identify(compress(codec, SMALL), 0) == codec
 
 
 def test_identify_at_offset(codec: str) -> None:
-    assert codecs.identify(b"junk" + compress(codec, SMALL), 4) == codec
+    assert compression.identify(b"junk" + compress(codec, SMALL), 4) == codec
 
 
 @pytest.mark.parametrize("data", [
@@ -48,24 +48,24 @@ def test_identify_at_offset(codec: str) -> None:
     b"",
 ])
 def test_identify_rejects_bad_headers(data: bytes) -> None:
-    assert codecs.identify(data, 0) is None
+    assert compression.identify(data, 0) is None
 
 
 def test_identify_rejects_lzop_header_checksum() -> None:
     good = lzop_file([b"a" * 100])
-    assert codecs.identify(good, 0) == "lzo"
+    assert compression.identify(good, 0) == "lzo"
     name_len_at = 9 + 2 + 2 + 2 + 1 + 1 + 4 + 4 + 4 + 4
-    assert codecs.identify(good[:name_len_at - 1] + b"\x01" + good[name_len_at:], 0) is None
+    assert compression.identify(good[:name_len_at - 1] + b"\x01" + good[name_len_at:], 0) is None
 
 
 def test_identify_out_of_range() -> None:
-    assert codecs.identify(b"\x1f\x8b\x08", 5) is None
-    assert codecs.identify(b"\x1f\x8b\x08", -1) is None
+    assert compression.identify(b"\x1f\x8b\x08", 5) is None
+    assert compression.identify(b"\x1f\x8b\x08", -1) is None
 
 
 def test_magics_are_the_extract_ikconfig_ones() -> None:
-    assert set(codecs.MAGICS) == set(CODECS)
-    assert codecs.MAGICS["lz4"] == struct.pack("<I", 0x184C2102)
+    assert set(compression.MAGICS) == set(CODECS)
+    assert compression.MAGICS["lz4"] == struct.pack("<I", 0x184C2102)
 
 
 # Round trips and the end of the stream --------------------------------------------------------
@@ -88,8 +88,8 @@ def test_round_trip_small_chunks(codec: str) -> None:
 
 def test_pieces_are_bounded(codec: str) -> None:
     chunk = 16 << 10
-    pieces = list(codecs.decode_stream(codec, compress(codec, ORIGINAL), 0, chunk=chunk))
-    assert max(map(len, pieces)) <= chunk * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX
+    pieces = list(compression.decode_stream(codec, compress(codec, ORIGINAL), 0, chunk=chunk))
+    assert max(map(len, pieces)) <= chunk * compression.OUTPUT_PER_CHUNK + compression.ZSTD_BLOCK_MAX
     assert len(pieces) > 1
 
 
@@ -100,7 +100,7 @@ def test_generator_is_lazy_and_closable(codec: str, request: pytest.FixtureReque
     # (whole blocks are needed first: bzip2's hold 900 kB, lz4's 8 MiB)
     keep = len(data) * 6 // 10
     broken = data[:keep] + b"\xa5" * (len(data) - keep)
-    stream = codecs.decode_stream(codec, broken, 0, chunk=4096)
+    stream = compression.decode_stream(codec, broken, 0, chunk=4096)
     first = next(stream)
     stream.close()
     assert original.startswith(first)
@@ -150,18 +150,18 @@ def test_only_damaged_escapes(codec: str, cut: int, flip: int, xor: int) -> None
 
 def test_decode_all_and_its_limit(codec: str) -> None:
     data = compress(codec, SMALL)
-    assert codecs.decode_all(codec, data, 0, limit=len(SMALL)) == SMALL
+    assert compression.decode_all(codec, data, 0, limit=len(SMALL)) == SMALL
     with pytest.raises(InputError, match=f"decompresses to more than {len(SMALL) - 1:,} bytes"):
-        codecs.decode_all(codec, data, 0, limit=len(SMALL) - 1)
+        compression.decode_all(codec, data, 0, limit=len(SMALL) - 1)
 
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="unknown codec"):
-        codecs.decode_stream("brotli", b"", 0)
+        compression.decode_stream("brotli", b"", 0)
     with pytest.raises(ValueError, match="outside data"):
-        codecs.decode_stream("gzip", b"abc", 0, end=10)
+        compression.decode_stream("gzip", b"abc", 0, end=10)
     with pytest.raises(ValueError, match="positive"):
-        codecs.decode_stream("gzip", b"abc", 0, chunk=0)
+        compression.decode_stream("gzip", b"abc", 0, chunk=0)
 
 
 def test_empty_input_is_truncated() -> None:
@@ -177,9 +177,9 @@ def test_bomb_pieces_stay_small(name: str) -> None:
     require(name)
     bomb = compress(name, bytes(16 << 20))
     chunk = 64 << 10
-    stream = codecs.decode_stream(name, bomb, 0, chunk=chunk)
+    stream = compression.decode_stream(name, bomb, 0, chunk=chunk)
     for _, piece in zip(range(8), stream, strict=False):
-        assert len(piece) <= chunk * codecs.OUTPUT_PER_CHUNK + codecs.ZSTD_BLOCK_MAX
+        assert len(piece) <= chunk * compression.OUTPUT_PER_CHUNK + compression.ZSTD_BLOCK_MAX
     stream.close()
 
 
@@ -223,13 +223,13 @@ def test_lz4_block_past_exact_end(lz4_multi: tuple[bytes, bytes]) -> None:
 
 
 def test_lz4_oversized_block_size() -> None:
-    data = codecs.MAGICS["lz4"] + struct.pack("<I", codecs.LZ4_LEGACY_BLOCK_INPUT_MAX + 1) + bytes(100)
+    data = compression.MAGICS["lz4"] + struct.pack("<I", compression.LZ4_LEGACY_BLOCK_INPUT_MAX + 1) + bytes(100)
     with pytest.raises(Damaged, match="exceeds"):
         decode("lz4", data, end=len(data))
 
 
 def test_lz4_corrupt_first_block() -> None:
-    data = codecs.MAGICS["lz4"] + struct.pack("<I", 8) + b"\xff" * 8
+    data = compression.MAGICS["lz4"] + struct.pack("<I", 8) + b"\xff" * 8
     with pytest.raises(Damaged) as info:
         decode("lz4", data)
     assert info.value.offset == 4
@@ -238,7 +238,8 @@ def test_lz4_corrupt_first_block() -> None:
 # lzop file format: header variants and checksums -----------------------------------------------
 
 
-ALL_SUMS = codecs.LZOP_F_ADLER32_D | codecs.LZOP_F_CRC32_D | codecs.LZOP_F_ADLER32_C | codecs.LZOP_F_CRC32_C
+ALL_SUMS = (compression.LZOP_F_ADLER32_D | compression.LZOP_F_CRC32_D | compression.LZOP_F_ADLER32_C
+            | compression.LZOP_F_CRC32_C)
 
 
 def lzo_blocks() -> Iterator[bytes]:
@@ -248,15 +249,15 @@ def lzo_blocks() -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize(("flags", "extra", "header_crc32"), [
-    (codecs.LZOP_F_ADLER32_D, None, False),
+    (compression.LZOP_F_ADLER32_D, None, False),
     (0, None, False),
     (ALL_SUMS, None, False),
-    (codecs.LZOP_F_CRC32_D | codecs.LZOP_F_CRC32_C, b"extra field", True),
+    (compression.LZOP_F_CRC32_D | compression.LZOP_F_CRC32_C, b"extra field", True),
 ])
 def test_lzop_header_and_checksum_variants(flags: int, extra: bytes | None, header_crc32: bool) -> None:
     blocks = list(lzo_blocks())
     data = lzop_file(blocks, flags=flags, extra=extra, header_crc32=header_crc32)
-    assert codecs.identify(data, 0) == "lzo"
+    assert compression.identify(data, 0) == "lzo"
     assert decode("lzo", data + b"trailer") == b"".join(blocks)
 
 
@@ -281,7 +282,7 @@ def test_lzop_checksum_mismatch(which: str) -> None:
 
 def test_lzop_block_size_cap_checked_before_allocating() -> None:
     header = lzop_file([])[:-4]
-    data = header + struct.pack(">II", codecs.LZOP_BLOCK_MAX + 1, 10) + bytes(20)
+    data = header + struct.pack(">II", compression.LZOP_BLOCK_MAX + 1, 10) + bytes(20)
     with pytest.raises(Damaged, match="exceeds"):
         decode("lzo", data)
 
@@ -294,8 +295,8 @@ def test_lzop_compressed_larger_than_block() -> None:
 
 
 def test_lzop_filter_refused() -> None:
-    data = lzop_file([b"x" * 100], flags=codecs.LZOP_F_ADLER32_D | codecs.LZOP_F_H_FILTER)
-    assert codecs.identify(data, 0) is None
+    data = lzop_file([b"x" * 100], flags=compression.LZOP_F_ADLER32_D | compression.LZOP_F_H_FILTER)
+    assert compression.identify(data, 0) is None
     with pytest.raises(Damaged, match="filter"):
         decode("lzo", data)
 
@@ -307,7 +308,7 @@ def test_zstd_reserved_block_type() -> None:
     import zstandard
 
     frame = zstandard.ZstdCompressor(write_checksum=True).compress(SMALL)
-    header = codecs._zstd_frame_header(frame, 0, len(frame)).end
+    header = compression._zstd_frame_header(frame, 0, len(frame)).end
     broken = bytearray(frame)
     broken[header] |= 0x06  # block type 3
     with pytest.raises(Damaged, match="reserved block type") as info:

@@ -28,10 +28,10 @@ from builders_bzimage import bzimage, compress, kernel_like, require, with_bytes
 from conftest import Run, run_cli
 from fuzz_harness import xz_dict
 
-from extract_ikheaders import locate, tarwalk, unpack, xzstream
-from extract_ikheaders.containers import bzimage as bz
-from extract_ikheaders.containers.elf import CorruptElf, ElfImage
+from extract_ikheaders.archive import locate, tarwalk, unpack, xzstream
+from extract_ikheaders.elf.reader import CorruptElf, ElfImage
 from extract_ikheaders.errors import Damaged, NotFound
+from extract_ikheaders.images import bzimage as bz
 from extract_ikheaders.model import Method
 
 ARCHIVE = headers_archive()
@@ -425,7 +425,8 @@ def test_huge_dictionary_under_an_address_space_limit(tmp_path: Path) -> None:
     script = f"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from extract_ikheaders import errors, locate, unpack, xzstream
+from extract_ikheaders import errors
+from extract_ikheaders.archive import locate, unpack, xzstream
 data = open({str(tmp_path / 'a.tar.xz')!r}, "rb").read()
 for call in (lambda: unpack.list_members(data), lambda: xzstream.verify(data)):
     try:
@@ -585,12 +586,12 @@ def test_arm_zimage_cut_inside_its_header(tmp_path: Path, size: int) -> None:
     """armzimage.py:payload_chunks unpacked its 12-byte table from a file that ends inside it
     (struct.error, "internal error"; found by bench/fuzz/atheris_run.py, api). It is now no payload,
     and the bytes are searched as raw memory."""
-    from extract_ikheaders import api
-    from extract_ikheaders.containers import armzimage
+    from extract_ikheaders import pipeline
+    from extract_ikheaders.images import armzimage
 
     data = bytes(0x24) + (0x016F2818).to_bytes(4, "little") + bytes(size - 0x28)
     with pytest.raises(NotFound, match="cut short inside its header"):
         armzimage.payload_chunks(data, "zImage")
     (tmp_path / "zImage").write_bytes(data)
     with pytest.raises(NotFound, match="cannot find kernel headers"):
-        api.find(tmp_path / "zImage")
+        pipeline.find(tmp_path / "zImage")

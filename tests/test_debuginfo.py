@@ -15,7 +15,7 @@ from conftest import Corpus
 from dwarf_layout import layouts
 from elftools.elf.elffile import ELFFile
 
-from extract_ikheaders import debuginfo
+from extract_ikheaders.analysis import debuginfo
 
 # Structures analysis tools walk; each must be in both objects and laid out identically.
 STRUCTS = {"task_struct", "mm_struct", "vm_area_struct", "file", "dentry", "inode", "cred", "nsproxy",
@@ -186,11 +186,11 @@ def stale_archive(archive: bytes, drop: tuple[bytes, ...] = STALE) -> bytes:
 
 def test_a_clean_builds_archive_agrees_with_its_config(corpus: Corpus, tmp_path: Path) -> None:
     """The corpus kernels are built from clean trees: the archive's autoconf.h is the .config's."""
-    from extract_ikheaders import api
+    from extract_ikheaders import pipeline
 
     archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
     config = corpus.file("k61y", "config").read_bytes()
-    packed = debuginfo.autoconf_values(api.archive_member(archive, "include/generated/autoconf.h") or b"")
+    packed = debuginfo.autoconf_values(pipeline.archive_member(archive, "include/generated/autoconf.h") or b"")
     assert packed == debuginfo.autoconf_values(debuginfo.autoconf_from(config))
     assert {d: packed.get(d) for d in STALE} == {d: b"1" for d in STALE}
 
@@ -198,11 +198,11 @@ def test_a_clean_builds_archive_agrees_with_its_config(corpus: Corpus, tmp_path:
 def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path: Path) -> None:
     """A stale archive (autoconf.h older than the .config the kernel was compiled with) built on
     purpose from the corpus one: the .config wins, and says so."""
-    from extract_ikheaders import api
+    from extract_ikheaders import pipeline
 
     archive = stale_archive(corpus.file("k61y", "kheaders_data.tar.xz").read_bytes())
     config = corpus.file("k61y", "config").read_bytes()
-    packed = debuginfo.autoconf_values(api.archive_member(archive, "include/generated/autoconf.h") or b"")
+    packed = debuginfo.autoconf_values(pipeline.archive_member(archive, "include/generated/autoconf.h") or b"")
     generated = debuginfo.autoconf_values(debuginfo.autoconf_from(config))
     assert {k for k in packed.keys() | generated.keys() if packed.get(k) != generated.get(k)} == set(STALE)
     alone = debuginfo.build_types_from(archive, None, cache=tmp_path)

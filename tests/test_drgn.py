@@ -1,4 +1,4 @@
-"""drgn with no vmlinux: types from --debuginfo, symbols from the dump's kallsyms (python -m extract_ikheaders.drgn).
+"""drgn with no vmlinux: types from --debuginfo, symbols from the dump's kallsyms (extract-ikheaders-drgn).
 
 Ground truth: each real kdump capture's truth.json holds the guest's `ps -o pid,comm,args`, taken just
 before the panic. ps itself has exited by then, and the script that triggers the panic (/kdump-arm)
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import Corpus, ps_rows
 
-from extract_ikheaders import debuginfo
+from extract_ikheaders.analysis import debuginfo
 
 pytest.importorskip("drgn", reason="drgn is not installed (pip install -e '.[analysis]')")
 
@@ -54,8 +54,8 @@ def _captures(corpus: Corpus) -> dict[str, tuple[Path, dict[str, Any], str]]:
 
 
 def run_drgn(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extract_ikheaders.drgn", *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "extract_ikheaders.cli.drgn_console", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +203,7 @@ def test_drgn_entry_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_drgn_shell_reads_commands_from_stdin(corpus: Corpus, tmp_path: Path) -> None:
     vmcore = _captures(corpus)["kdump-6.1-y"][0]
-    proc = subprocess.run([sys.executable, "-m", "extract_ikheaders.drgn", vmcore],
+    proc = subprocess.run([sys.executable, "-m", "extract_ikheaders.cli.drgn_console", vmcore],
                           input='print("comm=" + prog["init_task"].comm.string_().decode())\n', capture_output=True,
                           text=True, timeout=600, env={**os.environ, "HOME": str(tmp_path)})  # drgn's history file
     assert proc.returncode == 0, proc.stderr

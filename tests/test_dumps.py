@@ -38,8 +38,8 @@ from dump_builders import (
 )
 
 import extract_ikheaders
-from extract_ikheaders import Damaged, ExtractError, Method, NotFound, memory
-from extract_ikheaders.containers import elfcore, flattened, kdump
+from extract_ikheaders import Damaged, ExtractError, Method, NotFound
+from extract_ikheaders.dumps import elfcore, flattened, kdump, search
 from extract_ikheaders.errors import NotMine
 
 ARCHIVE = big_archive()  # ~12 KiB: spans four pages
@@ -47,17 +47,9 @@ OTHER = big_archive(seed=2, release="6.1.0-other")
 
 
 def find(data: bytes) -> Any:
-    return memory.find_in_dump(data, "dump")
+    return search.find_in_dump(data, "dump")
 
 
-def wired() -> bool:
-    """True once api._search dispatches crash images to memory.find_in_dump."""
-    import extract_ikheaders.api as api
-
-    return "find_in_dump" in Path(api.__file__).read_text()
-
-
-after_wiring = pytest.mark.skipif(not wired(), reason="enable after api._search dispatches to memory.find_in_dump")
 
 
 # ELF cores -------------------------------------------------------------------------------------
@@ -176,11 +168,11 @@ def test_a_whole_copy_wins_over_a_partial_one() -> None:
 
 def test_raw_memory_skips_a_partial_copy() -> None:
     image = memory_image(16 * PAGE, {PAGE + 0xE1: ARCHIVE[: PAGE - 0xE1], 9 * PAGE + 17: ARCHIVE})
-    found = memory.find_in_raw(image, "raw")
+    found = search.find_in_raw(image, "raw")
     assert found.archive == ARCHIVE and found.offset == 9 * PAGE + 17
     assert found.layers[0].format == "raw memory"
     with pytest.raises(Damaged, match="not physically contiguous"):
-        memory.find_in_raw(image[: 9 * PAGE], "raw")
+        search.find_in_raw(image[: 9 * PAGE], "raw")
 
 
 def test_non_core_elf_and_other_files_are_not_mine() -> None:
@@ -351,7 +343,7 @@ def mapped(path: Path) -> Iterator[mmap.mmap]:
 
 def find_file(path: Path) -> Any:
     with mapped(path) as m:
-        return memory.find_in_dump(m, str(path))
+        return search.find_in_dump(m, str(path))
 
 
 def sha256(data: bytes) -> str:
@@ -440,7 +432,7 @@ def test_raw_image_of_a_module_kernel_finds_the_whole_copy(corpus: Corpus, tmp_p
 
 def find_raw(path: Path) -> Any:
     with mapped(path) as m:
-        return memory.find_in_raw(m, str(path))
+        return search.find_in_raw(m, str(path))
 
 
 @pytest.mark.parametrize("codec", ["zstd", "snappy"])
@@ -513,7 +505,6 @@ def test_real_dump_without_the_blob_is_not_found(kdump_dir: Path, tmp_path: Path
 # The command line (after wiring) -------------------------------------------------------------
 
 
-@after_wiring
 def test_cli_archive_from_every_dump(corpus: Corpus) -> None:
     for name, path, truth in corpus_dumps(corpus):
         run = run_cli("--archive", "-", path)
@@ -521,7 +512,6 @@ def test_cli_archive_from_every_dump(corpus: Corpus) -> None:
         assert sha256(run.stdout) == truth["sha256"], name
 
 
-@after_wiring
 def test_cli_json_report(kdump_dir: Path) -> None:
     report = run_cli("--json", "--archive", "/dev/null", kdump_dir / "vmcore.flat-lzo-d1").json
     assert [layer["format"] for layer in report["layers"]] == ["flattened", "kdump", "physical memory"]
@@ -529,7 +519,6 @@ def test_cli_json_report(kdump_dir: Path) -> None:
     assert report["release"] == "6.1.192"
 
 
-@after_wiring
 def test_cli_exit_codes(kdump_dir: Path, tmp_path: Path) -> None:
     src = kdump_dir / "vmcore.elf-d31"
     paddr, size = _blob(src)

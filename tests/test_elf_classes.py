@@ -11,9 +11,9 @@ import pytest
 from builders import NATIVE, TOOLCHAINS, Toolchain, headers_archive, incbin_object, strip
 from conftest import run_cli
 
-from extract_ikheaders import api, platform
-from extract_ikheaders.containers.elf import ElfImage, ElfType
-from extract_ikheaders.locate import END_SYMBOL, START_SYMBOL
+from extract_ikheaders import arch, pipeline
+from extract_ikheaders.archive.locate import END_SYMBOL, START_SYMBOL
+from extract_ikheaders.elf.reader import ElfImage, ElfType
 from extract_ikheaders.model import Method, Platform
 
 # toolchain name -> (bits, byte order, kernel architecture name)
@@ -48,10 +48,10 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 def test_header_class_and_byte_order(built: tuple[str, Path, Path]) -> None:
     name, exe, _ = built
-    bits, order, arch = EXPECTED[name]
+    bits, order, arch_name = EXPECTED[name]
     elf = ElfImage(exe.read_bytes())
     assert (elf.bits, elf.byte_order, elf.type) == (bits, order, ElfType.EXEC)
-    assert platform.from_elf_header(exe.read_bytes()) == Platform(arch, order, bits, "ELF header")
+    assert arch.from_elf_header(exe.read_bytes()) == Platform(arch_name, order, bits, "ELF header")
 
 
 def test_symbols_frame_the_archive(built: tuple[str, Path, Path]) -> None:
@@ -73,7 +73,7 @@ def test_notes_in_the_target_byte_order(built: tuple[str, Path, Path]) -> None:
 def test_find_by_symbols_and_platform(built: tuple[str, Path, Path]) -> None:
     name, exe, _ = built
     bits, order, arch = EXPECTED[name]
-    found = api.find(exe)
+    found = pipeline.find(exe)
     assert (found.method, found.archive, found.release) == (Method.SYMBOLS, ARCHIVE, "6.1.0-synthetic")
     assert found.platform is not None
     assert (found.platform.arch, found.platform.endian, found.platform.bits) == (arch, order, bits)
@@ -83,7 +83,7 @@ def test_relocatable_object(built: tuple[str, Path, Path]) -> None:
     """ET_REL: symbol values are section-relative (a kheaders.o, or kheaders.ko's layout)."""
     _, _, obj = built
     assert ElfImage(obj.read_bytes()).type == ElfType.REL
-    found = api.find(obj)
+    found = pipeline.find(obj)
     assert (found.method, found.archive) == (Method.SYMBOLS, ARCHIVE)
 
 
@@ -91,7 +91,7 @@ def test_stripped_is_carved(built: tuple[str, Path, Path]) -> None:
     name, exe, _ = built
     stripped = strip(exe, NATIVE if name == "native" else TOOLCHAINS[name])
     assert not ElfImage(stripped.read_bytes()).has_symbols()
-    found = api.find(stripped)
+    found = pipeline.find(stripped)
     assert (found.method, found.archive) == (Method.CARVE, ARCHIVE)
 
 

@@ -32,7 +32,8 @@ from hostile_archives import (
     zero_files,
 )
 
-from extract_ikheaders import Damaged, UnsafeArchive, UsageError, unpack
+from extract_ikheaders import Damaged, UnsafeArchive, UsageError
+from extract_ikheaders.archive import unpack
 from extract_ikheaders.model import Extracted, Incident, Member
 
 NORMAL = archive(

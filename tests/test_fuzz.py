@@ -28,7 +28,7 @@ from fuzz_harness import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract_ikheaders import api
+from extract_ikheaders import pipeline
 from extract_ikheaders.errors import Damaged, NotFound
 
 EXAMPLES = 200
@@ -81,7 +81,7 @@ def test_api_seeds_yield_the_archive() -> None:
     for seed in seeds_of("api"):
         if "bigdict" in seed.name:
             continue
-        assert api.find(as_file(seed.data)).archive == ARCHIVE, seed.name
+        assert pipeline.find(as_file(seed.data)).archive == ARCHIVE, seed.name
 
 
 def test_mutations_do_what_they_say() -> None:

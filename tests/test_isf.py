@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import Corpus, ps_rows, run_cli
 
-from extract_ikheaders import imagesyms, isf
+from extract_ikheaders.analysis import isf, kernel_globals
 from extract_ikheaders.errors import InputError
 
 C_SOURCE = r"""
@@ -129,8 +129,8 @@ def test_document_validates_against_volatility_schema(sample_types: isf.DwarfTyp
 def test_vmcoreinfo_symbols_are_image_addresses_only() -> None:
     info = {"SYMBOL(_stext)": "ffffffffa6a00000", "SYMBOL(init_top_pgt)": "ffffffffa721e000",
             "SYMBOL(mem_section)": "ffff8f0357fd6000", "SYMBOL(broken)": "zz", "OFFSET(page.flags)": "0"}
-    assert imagesyms.vmcoreinfo_symbols(info) == {"_stext": 0xFFFFFFFFA6A00000, "init_top_pgt": 0xFFFFFFFFA721E000}
-    assert imagesyms.vmcoreinfo_symbols({"SYMBOL(init_top_pgt)": "ffffffffa721e000"}) == {}
+    assert kernel_globals.vmcoreinfo_symbols(info) == {"_stext": 0xFFFFFFFFA6A00000, "init_top_pgt": 0xFFFFFFFFA721E000}
+    assert kernel_globals.vmcoreinfo_symbols({"SYMBOL(init_top_pgt)": "ffffffffa721e000"}) == {}
 
 
 def test_a_global_wins_over_a_static_of_the_same_name() -> None:
@@ -177,7 +177,7 @@ def test_isf_types_equal_those_of_the_kernel_builds_own_compile(corpus: Corpus, 
     ISF layouts, on every architecture the corpus builds (bitfields and byte order included)."""
     from test_debuginfo import IMAGES, STRUCTS, _kbuild_object
 
-    from extract_ikheaders import debuginfo
+    from extract_ikheaders.analysis import debuginfo
 
     kbuild = isf.read_dwarf(_kbuild_object(corpus, stage))
     ours = isf.read_dwarf(debuginfo.build_types(corpus.file(stage, IMAGES.get(stage, "vmlinux"))).path)

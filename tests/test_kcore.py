@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import Corpus, run_cli
 
-from extract_ikheaders.containers.elf import ElfImage
+from extract_ikheaders.elf.reader import ElfImage
 
 
 def kcore_like(vmlinux: Path, dest: Path) -> None:

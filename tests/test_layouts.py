@@ -10,8 +10,9 @@ import pytest
 from builders import headers_archive, incbin_object, strip
 
 import extract_ikheaders
-from extract_ikheaders import Damaged, Method, NotFound, xzstream
-from extract_ikheaders.containers.elf import ElfImage
+from extract_ikheaders import Damaged, Method, NotFound
+from extract_ikheaders.archive import xzstream
+from extract_ikheaders.elf.reader import ElfImage
 
 ARCHIVE = headers_archive()
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from extract_ikheaders import manpage
+from extract_ikheaders.cli import manpage
 
 
 def test_man_page_lists_every_option_and_the_exit_codes() -> None:

@@ -20,8 +20,8 @@ import pytest
 from conftest import Corpus, run_cli
 from dump_builders import PAGE, Seg, big_archive, elf_core, kdump_file, memory_image, pages_of
 
-from extract_ikheaders import Damaged, Method, memory, pagewalk
-from extract_ikheaders.containers import elfcore
+from extract_ikheaders import Damaged, Method
+from extract_ikheaders.dumps import elfcore, pagewalk, physical, search
 
 ARCHIVE = big_archive(size=6 * PAGE)  # ~7 pages
 MODULE_VA = 0xFFFFFFFFC0002000
@@ -115,7 +115,7 @@ def build(levels: int, *, large: str = "2M") -> tuple[bytearray, Tables, dict[in
 
 
 def find(data: bytes) -> Any:
-    return memory.find_in_dump(data, "dump")
+    return search.find_in_dump(data, "dump")
 
 
 def sha256(data: bytes) -> str:
@@ -129,7 +129,7 @@ def sha256(data: bytes) -> str:
 def test_translate_4k_2m_1g_and_holes(levels: int) -> None:
     image, tables, _ = build(levels, large="1G")
     tables.map(0xFFFFFFFFC0400000, 0x400000, 2 << 20)
-    raw = memory.MappedMemory(bytes(image), [memory.Extent(0, len(image), 0)], memory.DumpInfo("raw", ""))
+    raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
     walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, levels, "test"))
     assert walk.translate(DIRECT[levels] + 0x123456) == 0x123456  # inside a 1 GiB page
     assert walk.translate(DIRECT[levels] + (5 << 30) + 7) == pagewalk.Miss(
@@ -145,7 +145,7 @@ def test_translate_4k_2m_1g_and_holes(levels: int) -> None:
 @pytest.mark.parametrize("levels", [4, 5])
 def test_runs_and_module_space(levels: int) -> None:
     image, _, _ = build(levels)
-    raw = memory.MappedMemory(bytes(image), [memory.Extent(0, len(image), 0)], memory.DumpInfo("raw", ""))
+    raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
     walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, levels, "test"))
     runs = list(walk.runs())
     assert pagewalk.Run(DIRECT[levels], 0, RAM) in runs  # four 2 MiB pages merged
@@ -160,11 +160,11 @@ def test_runs_and_module_space(levels: int) -> None:
 def test_large_page_leaf_ignores_the_pat_bit_and_reserved_ps_at_the_top() -> None:
     image, tables, _ = build(4)
     at = tables.map(0xFFFFFFFFC0600000, 0x600000 | 0x1000, 2 << 20)  # PAT bit (12) set on a 2 MiB leaf
-    raw = memory.MappedMemory(bytes(image), [memory.Extent(0, len(image), 0)], memory.DumpInfo("raw", ""))
+    raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
     walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, 4, "test"))
     assert at and walk.translate(0xFFFFFFFFC0600010) == 0x600010
     struct.pack_into("<Q", image, TOP + 300 * 8, 0x200000 | RW | PS)  # PS is reserved in a PGD entry
-    raw = memory.MappedMemory(bytes(image), [memory.Extent(0, len(image), 0)], memory.DumpInfo("raw", ""))
+    raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
     walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, 4, "test"))
     miss = walk.translate(0xFFFF960000000000)
     assert isinstance(miss, pagewalk.Miss) and "reserved" in miss.why
@@ -176,7 +176,7 @@ def test_qemu_note_and_vmcoreinfo_sources() -> None:
     assert pagewalk.qemu_cr3_tables([(name, desc)]) == [pagewalk.TopTable(0x1234000, 5, "CR3 from QEMU note (CPU 0)")]
     assert pagewalk.qemu_cr3_tables([("QEMU", desc[:300])]) == []
     assert pagewalk.qemu_cr3_tables([("QEMU", desc[:400] + bytes(32))]) == []  # CR4 without PAE: no paging
-    info = memory.parse_vmcoreinfo(info_for(4, -0x10000000))
+    info = physical.parse_vmcoreinfo(info_for(4, -0x10000000))
     assert pagewalk.vmcoreinfo_table(info) == pagewalk.TopTable(TOP, 4, "VMCOREINFO init_top_pgt")
     assert pagewalk.vmcoreinfo_table({"SYMBOL(init_top_pgt)": "zz"}) is None
 
@@ -187,7 +187,7 @@ def test_qemu_note_and_vmcoreinfo_sources() -> None:
 def physical_carve_fails(image: bytes) -> None:
     """The archive's pages are scattered: a plain physical carve cannot rebuild it."""
     with pytest.raises(Damaged, match="not physically contiguous"):
-        memory.find_in_raw(image, "raw")
+        search.find_in_raw(image, "raw")
 
 
 @pytest.mark.parametrize("levels", [4, 5])
@@ -303,9 +303,9 @@ def test_kdump_capture_pages_are_scattered(corpus: Corpus) -> None:
     entry = corpus.manifest["kdump_m"]["kdump-6.1-m"]
     path = corpus.root / entry["dir"] / "vmcore"
     with mapped(path) as m:
-        mem = memory.open_dump(m)
-        paddr = _header_paddr(memory.find_in_dump(m, str(path)))
-        outcome = memory._follow(mem, paddr)  # no resolver: the physical carve alone
+        mem = search.open_dump(m)
+        paddr = _header_paddr(search.find_in_dump(m, str(path)))
+        outcome = search._follow(mem, paddr)  # no resolver: the physical carve alone
     assert isinstance(outcome, Damaged) and "not physically contiguous" in str(outcome)
 
 
@@ -324,7 +324,7 @@ def mapped(path: Path, write: bool = False) -> Iterator[mmap.mmap]:
 
 def find_file(path: Path) -> Any:
     with mapped(path) as m:
-        return memory.find_in_dump(m, str(path))
+        return search.find_in_dump(m, str(path))
 
 
 def _header_paddr(found: Any) -> int:
@@ -351,7 +351,7 @@ def scramble_module_pages(src: Path, dst: Path) -> tuple[int, int, int]:
     shutil.copyfile(src, dst)
     with mapped(dst, write=True) as m:
         mem = elfcore.open(m)
-        found = memory.find_in_dump(m, str(dst))
+        found = search.find_in_dump(m, str(dst))
         vaddr, size = found.offset, found.size
         tables = pagewalk.PageTables(mem, pagewalk.top_tables(mem, m)[0])
         first = vaddr & ~(PAGE - 1)
@@ -377,7 +377,7 @@ def test_qemu_dump_with_scattered_module_pages(corpus: Corpus, tmp_path: Path) -
     out = tmp_path / "dump.scrambled"
     vaddr, size, paddr = scramble_module_pages(src, out)
     with mapped(out) as m:
-        outcome = memory._follow(memory.open_dump(m), paddr)
+        outcome = search._follow(search.open_dump(m), paddr)
     assert isinstance(outcome, Damaged)  # physically the stream breaks off now
     run = run_cli("--archive", "-", out)
     assert run.code == 0, run.stderr
@@ -420,7 +420,7 @@ def test_qemu_dump_with_a_module_page_missing(corpus: Corpus, tmp_path: Path) ->
     found = find_file(src)
     missing_va = (found.offset & ~(PAGE - 1)) + 3 * PAGE
     with mapped(src) as m:
-        mem = memory.open_dump(m)
+        mem = search.open_dump(m)
         missing = pagewalk.PageTables(mem, pagewalk.top_tables(mem, m)[0]).translate(missing_va)
     assert isinstance(missing, int)
     out = tmp_path / "dump.hole"
@@ -436,7 +436,7 @@ def test_tables_pointing_back_at_themselves_do_not_make_the_walk_endless(monkeyp
     for i in range(512):  # every entry of the top table points at the top table itself
         struct.pack_into("<Q", image, i * 8, 0 | RW)
     monkeypatch.setattr(pagewalk, "_MAX_TABLES", 1000)
-    raw = memory.MappedMemory(bytes(image), [memory.Extent(0, len(image), 0)], memory.DumpInfo("raw", ""))
+    raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
     walk = pagewalk.PageTables(raw, pagewalk.TopTable(0, 4, "test"))
     leaves = list(walk.leaves())
     assert walk.truncated and len(leaves) < 1000 * 512

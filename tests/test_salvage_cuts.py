@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Corpus
 
-from extract_ikheaders import unpack
+from extract_ikheaders.archive import unpack
 
 # An LZMA2 chunk decodes to at most 2 MiB: a damaged chunk costs at most that much before the damage.
 CHUNK_OUTPUT = 2 << 20

@@ -205,6 +205,3 @@ def _token_tables(name_bytes: int) -> bytes:
         at += len(token) + 1
     table = b"\0".join(tokens) + b"\0"
     return table + bytes(-len(table) % 8) + index.tobytes()
-    out += bytes(-len(out) % 8) + array("i", range(0, 16 * count, 16)).tobytes()
-    out += bytes(-len(out) % 8) + struct.pack("<Q", 0xFFFFFFFF81000000)
-    return bytes(out + bytes(PAGE))

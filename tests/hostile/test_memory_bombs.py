@@ -45,7 +45,7 @@ def test_a_page_that_would_decode_to_more_than_a_page(tmp_path: Path, codec: str
 
 
 def test_snappy_declared_length_is_read_before_decoding() -> None:
-    from extract_ikheaders.containers import kdump
+    from extract_ikheaders.dumps import kdump
 
     decode = kdump._make_decoder(CODEC_FLAGS["snappy"], PAGE)
     with pytest.raises(Exception, match="declares 4,294,967,295 bytes, more than a page"):
@@ -65,7 +65,7 @@ def test_an_lzo_block_that_decodes_past_its_declared_size(tmp_path: Path) -> Non
 
 
 def test_lzo_decodes_exactly_the_declared_size() -> None:
-    from extract_ikheaders.codecs import decode_lzo1x
+    from extract_ikheaders.compression import decode_lzo1x
     from extract_ikheaders.errors import Damaged
 
     size = 1 + 10 * LZO_UNIT_OUTPUT
@@ -81,7 +81,7 @@ def test_a_whole_file_stream_that_inflates_past_any_kernel(tmp_path: Path) -> No
     remedy, before it is all held; the run stays under the runner's 1 GiB address space."""
     import gzip
 
-    from extract_ikheaders.codecs import MAX_IMAGE
+    from extract_ikheaders.compression import MAX_IMAGE
 
     image = tmp_path / "Image.gz"
     with gzip.open(image, "wb", compresslevel=1) as out:
@@ -115,8 +115,7 @@ def test_a_million_symbols_stay_under_the_bound(tmp_path: Path) -> None:
     """A 7 MB image declaring MAX_SYMS symbols of 100 bytes each: as tuples the table alone took
     over 400 MB; in columns (symtab.SymbolTable) it is the 100 MB of text and 12 bytes a symbol,
     and System.map is written in chunks, never built whole."""
-    from extract_ikheaders.symtab import MAX_SYMS
-
+    from extract_ikheaders.analysis.symtab import MAX_SYMS
     from hostile.inputs import kallsyms_table
 
     image = tmp_path / "image"
@@ -134,8 +133,7 @@ def test_a_million_symbols_stay_under_the_bound(tmp_path: Path) -> None:
 def test_names_that_expand_past_the_bound_are_refused(tmp_path: Path) -> None:
     """Three bytes of kallsyms_names a symbol that two tokens expand to 400: a million of them would
     be 400 MB of names. Decoding stops at symtab.MAX_TEXT and says so; nothing is written."""
-    from extract_ikheaders.symtab import MAX_SYMS
-
+    from extract_ikheaders.analysis.symtab import MAX_SYMS
     from hostile.inputs import kallsyms_table
 
     image = tmp_path / "image"

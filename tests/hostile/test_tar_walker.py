@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hostile_archives import directory, file, hardlink, member, symlink, tar
 
-from extract_ikheaders import tarwalk, unpack
+from extract_ikheaders.archive import tarwalk, unpack
 from extract_ikheaders.errors import Damaged
 from hostile.inputs import declared_pax, global_pax, pax_chain
 from hostile.limited import run

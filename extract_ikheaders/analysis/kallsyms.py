@@ -1,0 +1,371 @@
+"""The kernel's symbol table (System.map lines) decoded from kallsyms, in any image or dump.
+
+A dump is read through VMCOREINFO first: Linux 6.0+ puts `SYMBOL(kallsyms_*)` entries there, the
+running kernel's addresses (KASLR applied) of the tables. They lie in the kernel image, which is
+physically contiguous, so each is read at __pa_symbol(addr): x86_64 `addr - __START_KERNEL_map +
+phys_base`, arm64 `addr - kimage_voffset`. Dumps without them (QEMU dumps, older kernels) and every
+other image are searched for the tables by their shape (kallsyms_locate.py); in a dump the kernel
+has already relocated kallsyms_relative_base, so the addresses are the running kernel's too.
+
+The format (kernel/kallsyms.c, scripts/kallsyms.c):
+- kallsyms_names: per symbol a length (one byte; if its top bit is set, a second byte holds bits
+  7-14) followed by that many token indices; the expanded text's first char is the symbol type.
+- kallsyms_token_table: 256 NUL-terminated tokens; kallsyms_token_index: 256 u16 offsets into it.
+- base-relative: kallsyms_offsets (s32) and kallsyms_relative_base (a word, relocated);
+  address = base + (u32)offset, or with CONFIG_KALLSYMS_ABSOLUTE_PERCPU an offset >= 0 is absolute
+  and a negative one means base - 1 - offset. Otherwise kallsyms_addresses (a word each).
+
+`Kallsyms.kaslr_offset` is VMCOREINFO's KERNELOFFSET (0 when VMCOREINFO lacks it); `kaslr_known` is
+False where nothing says it (an image, a dump without VMCOREINFO), and --json reports null.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..archive.xzstream import Buffer
+from ..dumps.physical import PhysicalMemory
+from ..dumps.search import open_dump
+from ..elf.reader import SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
+from ..errors import Damaged, NotFound, NotMine
+from ..model import Layer
+from . import kallsyms_locate
+from .kallsyms_locate import DIGIT_TOKENS, TOKEN_TABLE_MAX, decode_names, read_array, relative_addresses
+from .symtab import MAX_SYMS, SymbolTable
+
+MAX_NAMES = 64 << 20  # bytes of kallsyms_names read at most
+_START_KERNEL_MAP = 0xFFFFFFFF80000000
+SHT_RELA = 4
+_NEEDS = "needs a 6.0+ kernel with CONFIG_KALLSYMS and VMCOREINFO"
+_REQUIRED = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index")
+# Read around a token table found in a dump: the other tables lie within a few MB of it.
+_WINDOW_BEFORE = 16 << 20
+_WINDOW_AFTER = 8 << 20
+_PROBE = 2 * TOKEN_TABLE_MAX
+
+
+@dataclass(frozen=True)
+class Kallsyms:
+    """A decoded symbol table, in kallsyms order, and how it was found."""
+
+    symbols: SymbolTable
+    kaslr_offset: int
+    method: str = "vmcoreinfo"  # or "located": found by its shape
+    offset: int | None = None  # kallsyms_names in the innermost layer's data (located)
+    layers: tuple[Layer, ...] = ()
+    word: int = 8  # bytes in an address: System.map prints two hex digits each
+    detail: str = ""
+    kaslr_known: bool = True
+    kaslr_source: str = "vmcoreinfo"  # or "config": _text against the link address .config gives
+
+    def system_map(self) -> Iterator[bytes]:
+        """System.map lines by address then name, in chunks (millions of lines are never one string)."""
+        return self.symbols.system_map(self.word)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"count": len(self.symbols), "kaslr_offset": self.kaslr_offset if self.kaslr_known else None,
+                "kaslr_from": self.kaslr_source or None, "method": self.method, "offset": self.offset,
+                "layers": [layer.as_dict() for layer in self.layers], "word_size": self.word, "detail": self.detail}
+
+
+def symbols_from_dump(buf: Buffer, path: str) -> SymbolTable:
+    """(address, type, name) of every kallsyms symbol in a crash dump, KASLR applied."""
+    return read_dump(buf, path).symbols
+
+
+def read_dump(buf: Buffer, path: str) -> Kallsyms:
+    """The dump's kallsyms through VMCOREINFO and its KASLR offset; NotFound or Damaged (never NotMine)."""
+    try:
+        mem = open_dump(buf)
+    except NotMine:
+        raise NotFound(f"{path}: not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
+                       f"reading kallsyms {_NEEDS}") from None
+    return read_memory(mem, path)
+
+
+def read_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
+    """kallsyms through VMCOREINFO only (callers that need the KASLR offset); NotFound without it."""
+    info = mem.info.vmcoreinfo
+    if not info:
+        raise NotFound(f"{path}: the dump has no VMCOREINFO; reading kallsyms {_NEEDS}")
+    if not _names_tables(info):
+        raise NotFound(f"{path}: VMCOREINFO has no SYMBOL(kallsyms_*) entries; reading kallsyms {_NEEDS}")
+    layer = Layer(mem.info.format, 0, 0, "kallsyms through VMCOREINFO SYMBOL(kallsyms_*)")
+    return Kallsyms(_Reader(mem, info, path).symbols(), _hex(info, "KERNELOFFSET", path, default=0),
+                    layers=(*mem.info.outer, layer))
+
+
+def symbols_in_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
+    """Through VMCOREINFO when it names the tables, else by locating them in physical memory."""
+    info = mem.info.vmcoreinfo
+    if _names_tables(info):
+        return read_memory(mem, path)
+    kaslr = _hex(info, "KERNELOFFSET", path) if "KERNELOFFSET" in info else None
+    return locate_in_memory(mem, path, kaslr)
+
+
+def _names_tables(info: dict[str, str]) -> bool:
+    """VMCOREINFO gives every kallsyms table (6.0+)."""
+    return all(f"SYMBOL({name})" in info for name in _REQUIRED) and bool(
+        {"SYMBOL(kallsyms_offsets)", "SYMBOL(kallsyms_addresses)"} & info.keys())
+
+
+def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = None) -> Kallsyms:
+    """kallsyms found by shape in a dump's physical memory (the kernel image is contiguous there)."""
+    damage: Damaged | None = None
+    for lo, hi in mem.ranges():
+        hit = mem.find(DIGIT_TOKENS, lo, hi)
+        while hit != -1:
+            if _token_table_near(mem, hit, lo):
+                start = max(lo, (hit - _WINDOW_BEFORE) & ~0xFFF)
+                window = mem.read_some(start, min(hi, hit + _WINDOW_AFTER) - start)
+                try:
+                    found = kallsyms_locate.locate(window, path, hit - start, hit - start + len(DIGIT_TOKENS))
+                except NotFound:
+                    pass
+                except Damaged as exc:
+                    damage = damage or exc
+                else:
+                    layer = Layer("physical memory", start, len(window), "kernel image around the kallsyms tables")
+                    source = "vmcoreinfo"
+                    if kaslr_offset is None:
+                        kaslr_offset, source = x86_64_kaslr_offset(window, found.symbols), "config"
+                    return _from_located(found, kaslr_offset, (*mem.info.outer, layer), source)
+            hit = mem.find(DIGIT_TOKENS, hit + 1, hi)
+    if damage is not None:
+        raise damage
+    why = "no VMCOREINFO" if not mem.info.vmcoreinfo else "VMCOREINFO has no SYMBOL(kallsyms_*) entries"
+    raise NotFound(f"{path}: no kallsyms table found in the dump's memory ({why}; "
+                   f"was the kernel built with CONFIG_KALLSYMS?)")
+
+
+def _token_table_near(mem: PhysicalMemory, hit: int, lo: int) -> bool:
+    """Cheap check before reading a big window: a whole token table and index around `hit`."""
+    start = max(lo, hit - _PROBE)
+    data = mem.read_some(start, hit - start + _PROBE)
+    return next(kallsyms_locate.token_tables(data, hit - start, hit - start + len(DIGIT_TOKENS)), None) is not None
+
+
+def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfImage | None = None) -> Kallsyms:
+    """kallsyms found by shape in a kernel image (vmlinux, raw or decompressed image)."""
+    try:
+        found = kallsyms_locate.locate(buf, path)
+    except NotFound:
+        names = {"elf": "the ELF file", "raw image": "the decompressed kernel"}
+        where = names.get(layers[-1].format, f"the {layers[-1].format}") if layers else "the file"
+        raise NotFound(f"{path}: no kallsyms table found in {where} "
+                       f"(was the kernel built with CONFIG_KALLSYMS?)") from None
+    if found.relative_base == 0 and found.relative_base_at is not None:
+        if elf is not None:
+            base = _relocated_word(elf, found.relative_base_at)
+        else:
+            base = _raw_relocated_word(buf, found.relative_base_at, ">" if found.big_endian else "<", found.word)
+        if base is not None:
+            found = found.rebased(base)
+    return _from_located(found, None, layers)
+
+
+@dataclass(frozen=True)
+class _RawRelocs:
+    """Where a raw 64-bit image of a relocatable kernel starts (its _text) and its RELA types."""
+
+    endian: str
+    starts: tuple[int, ...]
+    relative: int  # R_*_RELATIVE: the value is the addend
+    absolute: int  # R_*_64 against a symbol: kallsyms writes `_text + X`, and the image starts at _text
+
+
+# arm64 _text = KIMAGE_VADDR = _PAGE_END(VA_BITS_MIN) + MODULES_VSIZE (128 MiB up to 6.1, 2 GiB after);
+# s390's decompressed image starts at _text = 0x100000.
+_RAW_RELOCS = (
+    _RawRelocs("<", tuple((-(1 << (bits - 1)) + size) & (1 << 64) - 1 for bits in (48, 39, 47, 42, 36, 52)
+                          for size in (128 << 20, 2 << 30)), 1027, 257),
+    _RawRelocs(">", (0x100000,), 12, 22),
+)
+
+
+def _raw_relocated_word(buf: Buffer, offset: int, endian: str, word: int) -> int | None:
+    """The value of the word at `offset` of a raw image, from the image's own .rela.dyn.
+
+    A relocatable arm64 or s390 kernel links with --no-apply-dynamic-relocs: the word holds 0 and
+    the value sits in a RELA entry inside the image, keyed by its link address (_text + offset).
+    """
+    for relocs in _RAW_RELOCS:
+        if relocs.endian != endian or word != 8:
+            continue
+        for start in relocs.starts:
+            key = struct.pack(f"{endian}Q", start + offset)
+            at = buf.find(key)
+            while at != -1 and at + 24 <= len(buf):
+                fields: tuple[int, int] = struct.unpack_from(f"{endian}Qq", buf, at + 8)
+                kind, symbol, addend = fields[0] & 0xFFFFFFFF, fields[0] >> 32, fields[1]
+                if at % 8 == 0 and kind == relocs.relative and symbol == 0:
+                    return addend & (1 << 64) - 1
+                if at % 8 == 0 and kind == relocs.absolute and symbol != 0:
+                    return (start + addend) & (1 << 64) - 1
+                at = buf.find(key, at + 1)
+    return None
+
+
+def _relocated_word(elf: ElfImage, file_offset: int) -> int | None:
+    """S + A of the RELA entry that relocates the word at file_offset, if any.
+
+    A relocatable vmlinux linked with --no-apply-dynamic-relocs (s390, arm64) keeps 0 in the word
+    and the value only in .rela.dyn (RELATIVE: the addend; s390 R_390_64: _text + addend).
+    """
+    try:
+        sections = elf.sections()
+        vaddr = next((s.addr + file_offset - s.offset for s in sections if s.flags & SHF_ALLOC
+                      and s.type != SHT_NOBITS and s.offset <= file_offset < s.offset + s.size), None)
+        if vaddr is None:
+            return None
+        wide = elf.bits == 64
+        entry = struct.Struct(f"{elf.endian}QQq" if wide else f"{elf.endian}IIi")
+        wanted = struct.pack(f"{elf.endian}{'Q' if wide else 'I'}", vaddr)
+        for rela in (s for s in sections if s.type == SHT_RELA and s.entsize == entry.size):
+            data = elf.section_bytes(rela)
+            at = data.find(wanted)
+            while at != -1 and at % entry.size:
+                at = data.find(wanted, at + 1)
+            if at != -1:
+                info: int = entry.unpack_from(data, at)[1]
+                addend: int = entry.unpack_from(data, at)[2]
+                index = info >> 32 if wide else info >> 8
+                return addend + (_symbol_value(elf, sections[rela.link], index) if index else 0)
+    except (CorruptElf, IndexError, struct.error):
+        return None
+    return None
+
+
+def _symbol_value(elf: ElfImage, symtab: Section, index: int) -> int:
+    """st_value of symbol `index` in a (dynamic) symbol table."""
+    if elf.bits == 64:
+        value: int = struct.unpack_from(f"{elf.endian}8xQ", elf.buf, symtab.offset + 24 * index)[0]
+    else:
+        value = struct.unpack_from(f"{elf.endian}4xI", elf.buf, symtab.offset + 16 * index)[0]
+    return value
+
+
+def _from_located(found: kallsyms_locate.Located, kaslr_offset: int | None, layers: tuple[Layer, ...],
+                  kaslr_source: str = "") -> Kallsyms:
+    return Kallsyms(found.symbols, kaslr_offset or 0, "located", found.names_at, layers, found.word, found.describe(),
+                    kaslr_known=kaslr_offset is not None, kaslr_source=kaslr_source if kaslr_offset is not None else "")
+
+
+def x86_64_kaslr_offset(image: Buffer, symbols: SymbolTable) -> int | None:
+    """The KASLR offset of an x86_64 kernel without VMCOREINFO: the running `_text` minus the
+    link-time one, __START_KERNEL_map + ALIGN(CONFIG_PHYSICAL_START, CONFIG_PHYSICAL_ALIGN), read
+    from the kernel's own .config (CONFIG_IKCONFIG) when it lies in `image`."""
+    from ..archive import locate
+
+    span = locate.config_by_markers(image)
+    running = symbols.address_of("_text")
+    if span is None or running is None:
+        return None
+    try:
+        text = locate.gunzip_config(bytes(image[span.start : span.end]), span.start)
+    except Damaged:
+        return None
+    config = dict(re.findall(rb"^(CONFIG_\w+)=(\S+)$", text, re.M))
+    if config.get(b"CONFIG_X86_64") != b"y" or b"CONFIG_PHYSICAL_START" not in config:
+        return None
+    start, align = int(config[b"CONFIG_PHYSICAL_START"], 0), int(config.get(b"CONFIG_PHYSICAL_ALIGN", b"0x200000"), 0)
+    return running - (_START_KERNEL_MAP + -(-start // align) * align)
+
+
+class _Reader:
+    """Reads the kallsyms tables VMCOREINFO points at from physical memory."""
+
+    def __init__(self, mem: PhysicalMemory, info: dict[str, str], path: str) -> None:
+        self._mem = mem
+        self._info = info
+        self._path = path
+        self._to_phys = _symbol_translation(info, path)
+
+    def symbols(self) -> SymbolTable:
+        count = self._u32("kallsyms_num_syms")
+        if not 0 < count <= MAX_SYMS:
+            raise Damaged(f"{self._path}: kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}")
+        tokens = self._tokens()
+        names, _ = decode_names(self._names(), count, tokens, self._path)
+        return SymbolTable(self._addresses(count), names)
+
+    def _addr(self, name: str) -> int:
+        return _hex(self._info, f"SYMBOL({name})", self._path)
+
+    def _read(self, name: str, size: int) -> bytes:
+        vaddr = self._addr(name)
+        try:
+            return self._mem.read(self._to_phys(vaddr), size)
+        except Damaged as exc:
+            raise Damaged(f"{self._path}: {name} at {vaddr:#x} cannot be read: {exc}") from None
+
+    def _u32(self, name: str) -> int:
+        value: int = struct.unpack("<I", self._read(name, 4))[0]
+        return value
+
+    def _tokens(self) -> list[bytes]:
+        index = struct.unpack("<256H", self._read("kallsyms_token_index", 512))
+        span = self._addr("kallsyms_token_index") - self._addr("kallsyms_token_table")
+        size = span if 0 < span <= TOKEN_TABLE_MAX else TOKEN_TABLE_MAX
+        vaddr = self._addr("kallsyms_token_table")
+        table = self._mem.read_some(self._to_phys(vaddr), size)
+        return kallsyms_locate.decode_tokens(table, index, self._path)
+
+    def _names(self) -> bytes:
+        vaddr = self._addr("kallsyms_names")
+        span = self._addr("kallsyms_token_table") - vaddr  # the tables between: markers, seqs
+        size = span if 0 < span <= MAX_NAMES else MAX_NAMES
+        return self._mem.read_some(self._to_phys(vaddr), size)
+
+    def _addresses(self, count: int) -> array[int]:
+        if "SYMBOL(kallsyms_offsets)" not in self._info:
+            return read_array(self._read("kallsyms_addresses", 8 * count), 0, count, "Q", "<")
+        if "SYMBOL(kallsyms_relative_base)" not in self._info:
+            raise NotFound(f"{self._path}: VMCOREINFO has kallsyms_offsets but no kallsyms_relative_base")
+        offsets = read_array(self._read("kallsyms_offsets", 4 * count), 0, count, "i", "<")
+        base: int = struct.unpack("<Q", self._read("kallsyms_relative_base", 8))[0]
+        return relative_addresses(offsets, base)
+
+
+def _symbol_translation(info: dict[str, str], path: str) -> _Translate:
+    """__pa_symbol for the dump's architecture, from VMCOREINFO."""
+    if "NUMBER(phys_base)" in info:
+        phys_base = _number(info, "NUMBER(phys_base)", path)
+        return _Translate(_START_KERNEL_MAP - phys_base, _START_KERNEL_MAP)
+    if "NUMBER(kimage_voffset)" in info:
+        return _Translate(_hex(info, "NUMBER(kimage_voffset)", path), 0)
+    raise NotFound(f"{path}: VMCOREINFO says neither phys_base nor kimage_voffset: "
+                   "cannot place the kernel image in physical memory")
+
+
+@dataclass(frozen=True)
+class _Translate:
+    delta: int  # physical = virtual - delta
+    lowest: int  # virtual addresses below this are not in the kernel image
+
+    def __call__(self, vaddr: int) -> int:
+        paddr = vaddr - self.delta
+        if vaddr < self.lowest or paddr < 0:
+            raise Damaged(f"kernel symbol address {vaddr:#x} is not in the kernel image")
+        return paddr
+
+
+def _number(info: dict[str, str], key: str, path: str) -> int:
+    try:
+        return int(info[key], 0)
+    except ValueError:
+        raise Damaged(f"{path}: VMCOREINFO {key}={info[key]!r} is not a number") from None
+
+
+def _hex(info: dict[str, str], key: str, path: str, default: int | None = None) -> int:
+    if key not in info and default is not None:
+        return default
+    try:
+        return int(info[key], 16)
+    except ValueError:
+        raise Damaged(f"{path}: VMCOREINFO {key}={info[key]!r} is not hexadecimal") from None

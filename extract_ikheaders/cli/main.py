@@ -1,0 +1,649 @@
+"""Command line. The only module that imports click, prints or exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .. import imagetext, pipeline
+from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
+from ..analysis.confined_cc import Limits
+from ..errors import Damaged, ExtractError, InputError, NotFound, UsageError
+from ..model import Extracted, Found, Method
+
+PROG = "extract-ikheaders"
+
+EPILOG = """\b
+Examples:
+  extract-ikheaders vmlinux                  unpack into ./kheaders-<release>/
+  extract-ikheaders -o /tmp/kh bzImage       unpack into /tmp/kh
+  extract-ikheaders -a kheaders.tar.xz kheaders.ko.zst
+                                             write the exact embedded archive
+  extract-ikheaders -a - vmlinux | sha256sum compare with /sys/kernel/kheaders.tar.xz
+  extract-ikheaders -l vmlinux.stripped      list the members, like tar -t
+  extract-ikheaders --json -a /dev/null vmlinux
+                                             where and how the archive was found
+  extract-ikheaders --config .config -a /dev/null bzImage
+                                             the kernel's own .config (CONFIG_IKCONFIG)
+
+\b
+Exit codes:
+  0  headers found (and written)
+  1  no kernel headers in IMAGE ("Cannot find kernel headers")
+  2  usage error, or IMAGE cannot be read
+  3  headers found but damaged (truncated or corrupt), or the archive is unsafe to unpack
+  4  internal error (a bug: please report it)
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    output: str | None
+    force: bool
+    symbols: str | None
+    archive_out: str | None
+    list_only: bool
+    config_out: str | None
+    as_json: bool
+    env: bool
+    max_bytes: int | None
+    max_members: int | None
+    salvage: bool
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=True, allow_dash=False, path_type=str))
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Unpack into DIR instead of ./kheaders-<release>.")
+@click.option("--force", is_flag=True,
+              help="Replace a non-empty output directory (only once the new tree is complete).")
+@click.option("-a", "--archive", "archive_out", type=click.Path(allow_dash=True, path_type=str),
+              help="Write the exact embedded .tar.xz to FILE ('-' for stdout) instead of unpacking.")
+@click.option("-l", "--list", "list_only", is_flag=True, help="List the archive's members instead of unpacking.")
+@click.option("--config", "config_out", type=click.Path(allow_dash=True, path_type=str),
+              help="Also write the kernel's own .config (CONFIG_IKCONFIG) to FILE ('-' for stdout). "
+                   "Succeeds even when the image has no headers.")
+@click.option("--symbols", "symbols_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the kernel's symbol table in System.map format, decoded from kallsyms, to FILE "
+                   "('-' for stdout) instead of extracting. Any kernel image (vmlinux, stripped or not, raw, "
+                   "compressed, bzImage, zboot) or crash dump: dumps through VMCOREINFO (6.0+) or else by "
+                   "finding the tables in memory; addresses as in the crashed kernel, the KASLR offset "
+                   "(when VMCOREINFO gives it) and how the table was found in --json.")
+@click.option("--debuginfo", "debuginfo_out", type=click.Path(dir_okay=False, path_type=str),
+              help="Write an ELF object whose DWARF describes the kernel's types (task_struct, mm, files, "
+                   "namespaces, creds, modules, sockets, ...), compiled from the embedded headers with the "
+                   "kernel's own configuration for its architecture; for drgn, crash or Volatility when no "
+                   "vmlinux debug info exists. Cached per archive.")
+@click.option("--isf", "isf_out", type=click.Path(dir_okay=False, path_type=str),
+              help="Write a Volatility 3 symbol table (ISF JSON; xz-compressed when FILE ends in .xz) for a "
+                   "crash dump of a 6.0+ kernel: the --debuginfo types, kallsyms through VMCOREINFO, the banner. "
+                   "Use: vol -s DIR-holding-FILE -f DUMP linux.pslist. Stock Volatility reads 4-level paging "
+                   "only (x86_64 kernels booted with no5lvl or without 5-level support).")
+@click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
+              help="With --debuginfo or --isf: a matching kernel source tree, for the types the headers archive cannot "
+                   "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
+@click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",
+              show_default=True,
+              help="With --debuginfo or --isf: the wall-clock limit of each compiler step on the image's headers "
+                   "(the compiler also runs under memory, CPU and output-size limits).")
+@click.option("--info", "info_only", is_flag=True,
+              help="Describe IMAGE (release, architecture, headers and .config built in, modular or absent, "
+                   "containers, BPF-related CONFIG_ values) without unpacking anything.")
+@click.option("--env", "env", is_flag=True,
+              help="Unpack (or reuse a tree this tool made) and print shell exports for BCC and bpftrace: "
+                   'eval "$(extract-ikheaders --env IMAGE)".')
+@click.option("--live", is_flag=True,
+              help="Use the running kernel: /sys/kernel/kheaders.tar.xz, else its kheaders.ko, else "
+                   "/boot/vmlinuz-$(uname -r). The default when no IMAGE is given.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=str), default="/", show_default=True,
+              help="Look for the live system's files under DIR.")
+@click.option("--system-map", "symbols", type=click.Path(dir_okay=False, path_type=str),
+              help="Symbols (System.map or /proc/kallsyms) for an ELF core with virtual segments such as "
+                   "/proc/kcore: only the archive's bytes are read. /proc/kcore uses /proc/kallsyms.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report (one line per IMAGE) on stdout.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Work on N images at once.")
+@click.option("--salvage", is_flag=True,
+              help="When the archive is damaged, unpack the members that decoded completely before the damage "
+                   "and say what was lost (still exit 3).")
+@click.option("--max-size", type=int, default=None, metavar="BYTES",
+              help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
+@click.option("--max-members", type=int, default=None, metavar="N",
+              help="Refuse to unpack more than N members (default 200000).")
+@click.version_option(package_name="extract-ikheaders", prog_name=PROG)
+def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
+            config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
+            kernel_source: str | None, compile_timeout: float,
+            info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
+            salvage: bool, max_size: int | None, max_members: int | None) -> int:
+    """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
+
+    IMAGE may be a vmlinux (with or without symbols, any architecture), a raw kernel image, an x86
+    or s390 bzImage, an ARM zImage, an arm64 or riscv Image/Image.gz/Image.lzma/EFI zboot image, an
+    Android boot.img, a kheaders.ko module (also
+    .ko.xz/.ko.zst/.ko.gz), a crash image (ELF vmcore, kdump-compressed, flattened, LiME, raw
+    memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
+    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
+    """
+    if live or not images:
+        images = (_live_source(root),)
+    opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
+                   salvage)
+    _check_options(opts, len(images))
+    if kernel_source is not None and debuginfo_out is None and isf_out is None:
+        raise UsageError("--kernel-source goes with --debuginfo or --isf")
+    if symbols_out is not None or debuginfo_out is not None or isf_out is not None:
+        outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
+        _check_analysis(outputs, len(images), as_json, opts)
+        return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json))
+    if info_only:
+        return _run_all(images, jobs, lambda image: _info(image, as_json))
+    return _run_all(images, jobs, lambda image: _one(image, opts))
+
+
+def _check_options(opts: Options, count: int) -> None:
+    if opts.archive_out is not None and opts.list_only:
+        raise UsageError("--archive and --list cannot be combined")
+    if opts.archive_out is not None and opts.output is not None:
+        raise UsageError("--archive and --output cannot be combined")
+    if opts.archive_out == "-" and opts.as_json:
+        raise UsageError("--archive - and --json both want stdout")
+    if opts.archive_out == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write a binary archive to a terminal; redirect stdout or give a file")
+    if opts.config_out == "-" and (opts.as_json or opts.archive_out in ("-", None) or opts.list_only):
+        raise UsageError("--config - needs stdout to itself: use it with --archive FILE, or give a file")
+    if count > 1 and any(x is not None for x in (opts.output, opts.archive_out, opts.config_out)):
+        raise UsageError("--output, --archive and --config take one IMAGE")
+    if opts.env and (opts.archive_out is not None or opts.list_only or opts.as_json):
+        raise UsageError("--env prints shell lines; it cannot be combined with --archive, --list or --json")
+
+
+def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tuple[bool, str]]]) -> int:
+    """Run `work` on every image (N at a time), print each one's lines in input order, and
+    return the worst exit code."""
+
+    def guarded(image: str) -> tuple[int, list[tuple[bool, str]]]:
+        try:
+            return 0, work(image)
+        except ExtractError as exc:
+            return exc.exit_code, [(True, f"{PROG}: {_with_image(str(exc), image)}")]
+
+    if jobs > 1 and len(images) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(guarded, images))
+    else:
+        results = [guarded(image) for image in images]
+    for _, lines in results:
+        for to_stderr, line in lines:
+            _echo(line, err=to_stderr)
+    return max(code for code, _ in results)
+
+
+def _echo(line: str, err: bool = False) -> None:
+    """Every line this tool prints: whatever an image put in it (a release, a banner, a member name)
+    reaches the terminal escaped (imagetext.shown), so it can neither split the line nor drive it."""
+    click.echo(imagetext.shown(line), err=err)
+
+
+def _json(report: dict[str, Any]) -> str:
+    """A JSON report line, with every string in it escaped as text lines are."""
+    return json.dumps(imagetext.shown_json(report), sort_keys=True)
+
+
+def _with_image(message: str, image: str) -> str:
+    return message if message.startswith(image) else f"{image}: {message}"
+
+
+def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
+    """Everything asked for one image; returns the lines to print as (to_stderr, text)."""
+    out: list[tuple[bool, str]] = []
+    config_report = _write_config(image, opts.config_out) if opts.config_out is not None else None
+    try:
+        with _progress_bar(image) as progress:
+            found = pipeline.find(image, symbols=opts.symbols, progress=progress)
+    except Damaged as exc:
+        if not opts.salvage or exc.data is None or opts.archive_out is not None or opts.list_only:
+            raise
+        _salvage(image, exc, opts)
+    except NotFound as exc:
+        if config_report is None:
+            raise
+        out.append((True, f"{PROG}: {exc}; wrote only the .config"))
+        if opts.as_json:
+            out.append((False, _json({"input": image, "config": config_report, "archive": None})))
+        return out
+    report = _report(found)
+    if config_report is not None:
+        report["config"] = config_report
+    if opts.archive_out is not None:
+        _write_archive(found.archive, opts.archive_out)
+        report["output"] = {"archive": opts.archive_out}
+    elif opts.list_only:
+        names = _member_lines(found, opts)
+        report["members"] = len(names)
+        if not opts.as_json:
+            out.extend((False, name) for name in names)
+    else:
+        extracted, name_note = _unpack(found, opts)
+        if name_note is not None:
+            report["notes"].append(name_note)
+            out.append((True, f"{PROG}: {image}: {name_note}"))
+        if extracted.lost is not None:  # the xz stream was whole but the tar in it was not
+            raise Damaged(f"{found.path}: the headers archive is damaged; salvaged {extracted.members} members "
+                          f"into {extracted.directory}; lost: {extracted.lost}")
+        report["members"] = extracted.members
+        report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written}
+        report["incidents"] = [vars(i) for i in extracted.incidents]
+        out.extend((True, f"{PROG}: {i.member}: {i.problem} ({i.action})") for i in extracted.incidents)
+        if opts.env:
+            out.extend((False, line) for line in _env_lines(extracted.directory))
+        elif not opts.as_json:
+            out.append((False, extracted.directory))
+        out.append((True, _summary(found, extracted)))
+    if opts.as_json:
+        platform = pipeline.platform_of(found)
+        report["platform"] = platform.as_dict() if platform is not None else None
+        out.append((False, _json(report)))
+    return out
+
+
+@contextmanager
+def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar on stderr while a crash image is searched, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=1, label=f"searching {os.path.basename(image)}", file=sys.stderr,
+                           show_percent=True) as bar:
+
+        def update(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        yield update
+
+
+def _check_analysis(outputs: Analysis, count: int, as_json: bool, opts: Options) -> None:
+    if count > 1:
+        raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
+    if outputs.isf_out == "-":
+        raise UsageError("--isf needs a file, not stdout (Volatility reads it from a directory)")
+    if outputs.symbols_out == "-" and as_json:
+        raise UsageError("--symbols - and --json both want stdout")
+    if outputs.debuginfo_out == "-":
+        raise UsageError("--debuginfo needs a file, not stdout")
+    if opts.archive_out is not None or opts.list_only or opts.env or opts.config_out is not None:
+        raise UsageError("--symbols, --debuginfo and --isf cannot be combined with --archive, --list, --env or "
+                         "--config")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The outputs asked of a crash image for analysis tools."""
+
+    symbols_out: str | None
+    debuginfo_out: str | None
+    isf_out: str | None
+    kernel_source: str | None
+    compile_timeout: float = DEFAULT_COMPILE_SECONDS
+
+    def limits(self) -> Limits:
+        return Limits(seconds=self.compile_timeout)
+
+
+def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, str]]:
+    """--symbols, --debuginfo and/or --isf: what a debugger needs from a crash image, one JSON report."""
+    symbols_out, debuginfo_out, kernel_source = outputs.symbols_out, outputs.debuginfo_out, outputs.kernel_source
+    report: dict[str, Any] = {"input": image}
+    lines: list[tuple[bool, str]] = []
+    if outputs.isf_out is not None:
+        report["isf"] = _isf(image, outputs.isf_out, kernel_source, outputs.limits())
+        lines.extend(_isf_lines(image, report["isf"]))
+    if debuginfo_out is not None:
+        report["debuginfo"] = _debuginfo(image, debuginfo_out, kernel_source, outputs.limits())
+        info = report["debuginfo"]
+        lines.append((True, f"{PROG}: {image}: types of {info['release'] or 'the kernel'} ({info['arch']}, "
+                            f"{info['globals']} globals typed{', cached' if info['cached'] else ''}) "
+                            f"written to {debuginfo_out}"))
+    if symbols_out is not None:
+        report["symbols"] = _symbols(image, symbols_out)
+        lines.append((True, _symbols_line(image, report["symbols"])))
+    return [(False, _json(report))] if as_json else lines
+
+
+def _symbols(image: str, dest: str) -> dict[str, Any]:
+    """--symbols: the kernel's kallsyms as System.map lines, sorted by address."""
+    table = pipeline.find_symbols(image)
+    _write_archive(table.system_map(), dest)
+    return {**table.as_dict(), "output": dest}
+
+
+def _symbols_line(image: str, report: dict[str, Any]) -> str:
+    layers = report["layers"]
+    how = ("through VMCOREINFO" if report["method"] == "vmcoreinfo"
+           else f"located at {report['offset']:#x} in {layers[-1]['format'] if layers else 'the file'}")
+    kaslr = f", KASLR offset {report['kaslr_offset']:#x}" if report["kaslr_offset"] is not None else ""
+    return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
+
+
+def _isf(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
+    """--isf: a Volatility 3 symbol table for a crash dump."""
+    from ..analysis import isf
+
+    return isf.make_isf(image, dest, kernel_source=kernel_source, limits=limits).as_dict()
+
+
+def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
+    lines = [(True, f"{PROG}: {image}: Volatility 3 symbol table ({report['user_types']} types, "
+                    f"{report['symbols']} symbols{', cached types' if report['types_cached'] else ''}) "
+                    f"written to {report['output']}")]
+    if report["recovered"]:
+        lines.append((True, f"{PROG}: {image}: kallsyms has no data symbols (no CONFIG_KALLSYMS_ALL); found "
+                            f"{', '.join(report['recovered'])} in the kernel image"))
+    if report["missing_types"]:
+        lines.append((True, f"{PROG}: {image}: warning: the types lack {', '.join(report['missing_types'])}, "
+                            "which Volatility 3 requires"))
+    return lines
+
+
+def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
+    """--debuginfo: the types object (built, or from the cache) copied to `dest`."""
+    from ..analysis import debuginfo
+
+    types = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
+    _write_archive(types.path.read_bytes(), dest)
+    return {**types.as_dict(), "output": dest, "cache": str(types.path)}
+
+
+def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
+    from .. import info
+
+    report = info.describe(image)
+    if as_json:
+        return [(False, _json(report))]
+    headers, config = report["headers"], report["config"]
+    lines = [f"image:    {image}", f"release:  {report.get('release') or 'unknown'}",
+             f"arch:     {_arch_line(report)}"]
+    if report.get("banner"):
+        lines.append(f"banner:   {report['banner']}")
+    chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
+    lines.append(f"layers:   {chain or '(none)'}")
+    if headers["status"] == "present":
+        lines.append(f"headers:  built in ({headers['method']}, {headers['size']:,} bytes at {headers['offset']:#x}, "
+                     f"sha256 {headers['sha256']})")
+    else:
+        lines.append(f"headers:  {headers['status']}: {headers.get('hint') or headers['reason']}")
+    lines.append(f"config:   {config['status']}" + (f" ({config['method']})" if config["status"] == "present" else ""))
+    options = report["options"]
+    if options:
+        lines.append("options:  " + " ".join(f"{k}={v}" for k, v in options.items()))
+    return [(False, line) for line in lines]
+
+
+def _arch_line(report: dict[str, Any]) -> str:
+    """'powerpc, 64-bit big-endian (ELF header)'; only what is known."""
+    if not report.get("arch"):
+        return "unknown"
+    platform = report.get("platform") or {}
+    size = f"{platform['bits']}-bit " if platform.get("bits") else ""
+    order = f"{report['endian']}-endian" if report.get("endian") else "byte order unknown"
+    source = f" ({platform['source']})" if platform.get("source") else ""
+    return f"{report['arch']}, {size}{order}{source}"
+
+
+def _write_config(image: str, dest: str) -> dict[str, Any]:
+    import hashlib
+
+    config = pipeline.find_config(image)
+    _write_archive(config.text, dest)
+    return {"offset": config.offset, "size": len(config.text), "method": str(config.method),
+            "sha256": hashlib.sha256(config.text).hexdigest(), "output": dest,
+            "layers": [layer.as_dict() for layer in config.layers]}
+
+
+def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
+    """Unpack what a damaged archive still gives, then report the damage (exit 3)."""
+    assert damage.data is not None
+    found = Found(path=image, method=Method.CARVE, offset=damage.offset or 0, archive=damage.data)
+    extracted, _ = _unpack(found, opts)
+    lost = extracted.lost or "nothing (the damage lies after the last member)"
+    raise Damaged(f"{damage}; salvaged {extracted.members} members into {extracted.directory}; lost: {lost}",
+                  offset=damage.offset)
+
+
+def _member_lines(found: Found, opts: Options) -> list[str]:
+    from ..archive import unpack
+
+    members = unpack.list_members(found.archive, max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
+                                  max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
+    return [m.name + ("/" if m.kind == "dir" else "") for m in members]
+
+
+_UNPACKED: dict[tuple[str, str], Extracted] = {}  # (archive sha256, target) -> result: unpack once
+_UNPACK_LOCK = threading.Lock()
+
+
+def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
+    """The unpacked tree, and a note when the image's release could not name it."""
+    from ..archive import unpack
+
+    name_note = None
+    if opts.output is not None:
+        target = Path(opts.output)
+    else:
+        name, name_note = pipeline.default_directory(found)
+        target = Path(name)
+    if opts.force and _inside(found.path, target):
+        raise UsageError(f"{found.path} lies inside {target}, which --force would replace; "
+                         "move the image or choose another directory")
+    with _UNPACK_LOCK:
+        key = (found.sha256, str(target))
+        if key in _UNPACKED:
+            return _UNPACKED[key], name_note
+        reused = _reusable(target, found) if opts.env and not opts.force else None
+        result = reused or unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
+                                          max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
+                                          max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
+        _UNPACKED[key] = result
+    return result, name_note
+
+
+def _inside(path: str, directory: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([real, top]) == top
+
+
+def _reusable(target: Path, found: Found) -> Extracted | None:
+    """A tree this tool made from the same archive in which every entry is ours and writable by us
+    alone; None when there is none or it holds another archive."""
+    from ..archive import unpack
+
+    if not target.exists() and not target.is_symlink():
+        return None
+    try:
+        untrusted = unpack.untrusted_entry(target)
+    except OSError as exc:
+        raise UsageError(f"cannot check {target}: {exc.strerror or exc}") from None
+    if untrusted is not None:
+        raise UsageError(f"{target}: exists but is not a tree of ours that only we can write ({untrusted}); "
+                         f"remove it or use --force")
+    if unpack.stamped_sha256(target) != found.sha256:
+        return None
+    return Extracted(directory=str(target), members=0, bytes_written=0)
+
+
+def _env_lines(directory: str) -> list[str]:
+    import shlex
+
+    path = shlex.quote(os.path.abspath(directory))
+    return [f"export BCC_KERNEL_SOURCE={path}", f"export BPFTRACE_KERNEL_SOURCE={path}",
+            f"export BPFTRACE_KERNEL_BUILD={path}"]
+
+
+def _live_source(root: str) -> str:
+    """The running kernel's headers: sysfs, else its kheaders.ko, else its /boot image."""
+    base = Path(root)
+    release = _live_release(base)
+    modules = base / "lib" / "modules" / release
+    candidates = [base / "sys/kernel/kheaders.tar.xz",
+                  *(sorted(modules.glob("**/kheaders.ko*")) if modules.is_dir() else []),
+                  base / "boot" / f"vmlinuz-{release}"]
+    for candidate in candidates:
+        if candidate.is_file():
+            _echo(f"{PROG}: live system {release}: using {candidate}", err=True)
+            return str(candidate)
+    raise NotFound(f"no kernel headers for the running kernel {release}: no /sys/kernel/kheaders.tar.xz "
+                   f"(CONFIG_IKHEADERS=y, or `modprobe kheaders`), no kheaders.ko under {modules}, "
+                   f"no {base / 'boot' / f'vmlinuz-{release}'}; give an IMAGE instead")
+
+
+def _live_release(base: Path) -> str:
+    """The release, from --root's proc/sys/kernel/osrelease (another system's word, so it must be a
+    plain file-name part before it names a directory to search), else this kernel's."""
+    osrelease = base / "proc/sys/kernel/osrelease"
+    if str(base) == "/" or not osrelease.is_file():
+        return os.uname().release
+    text = imagetext.decode(osrelease.read_bytes()[: imagetext.MAX_NAME_PART + 2]).strip()
+    release = imagetext.name_part(text)
+    if release is None:
+        raise InputError(f"{osrelease}: \"{imagetext.shown(text)}\" is not a kernel release (at most "
+                         f"{imagetext.MAX_NAME_PART} printable characters, no '/', not '.' or '..')")
+    return release
+
+
+def _summary(found: Found, extracted: Extracted) -> str:
+    release = found.release or "unknown release"
+    if extracted.members == 0 and extracted.bytes_written == 0:
+        return f"{PROG}: {release}: reusing {extracted.directory} (same archive, sha256 {found.sha256[:16]}...)"
+    return (f"{PROG}: {release}: {extracted.members} members, {extracted.bytes_written:,} bytes "
+            f"from {found.path} ({found.method}, archive at {found.offset:#x}, {found.size:,} bytes)")
+
+
+def _write_archive(data: bytes | Iterable[bytes], dest: str) -> None:
+    if dest == "-":
+        for chunk in (data,) if isinstance(data, bytes | bytearray) else data:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    from ..archive.unpack import write_file
+
+    write_file(data, dest)
+
+
+def _report(found: Found) -> dict[str, Any]:
+    return {
+        "input": found.path,
+        "release": found.release,
+        "layers": [layer.as_dict() for layer in found.layers],
+        "archive": {"offset": found.offset, "size": found.size, "sha256": found.sha256,
+                    "method": str(found.method)},
+        "notes": list(found.notes),
+    }
+
+
+def fail(message: str, code: int) -> NoReturn:
+    _echo(f"{PROG}: {message}", err=True)
+    sys.exit(code)
+
+
+def _with_input(message: str, argv: list[str] | None) -> str:
+    """Every failure line names the input file."""
+    args = sys.argv[1:] if argv is None else argv
+    image = next((a for a in reversed(args) if not a.startswith("-")), None)
+    return message if image is None else _with_image(message, image)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    _run(command, PROG, argv, lambda message: _with_input(message, argv))
+
+
+def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, name_input: Callable[[str], str]) -> NoReturn:
+    """Run a click command; every failure is one line on stderr and a documented exit code."""
+    try:
+        code = cmd.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("interrupted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except ExtractError as exc:
+        fail(name_input(str(exc)), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # never a traceback: the one line says what and where
+        fail(f"internal error ({type(exc).__name__}: {exc}); please report it", 4)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "allow_interspersed_args": False})
+@click.argument("dump", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-c", "--command", "code", help="Run this Python code with drgn's globals (prog, helpers), then exit.")
+@click.option("-s", "--symbols", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
+@click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
+              help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
+@click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",
+              show_default=True, help="The wall-clock limit of each compiler step on the dump's headers.")
+@click.option("-q", "--quiet", is_flag=True, help="No banner or summary line.")
+def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str | None, system_map: str | None,
+                 kernel_source: str | None, compile_timeout: float, quiet: bool) -> int:
+    """drgn on DUMP with no vmlinux: the kernel's types from its embedded headers (--debuginfo) and its
+    symbols from kallsyms (--symbols), so drgn's helpers work (for_each_task, cmdline, for_each_module...).
+
+    Starts drgn's interactive shell, or runs SCRIPT [ARGS] or -c CODE with drgn's usual globals.
+    """
+    from ..analysis import drgn_session as kdrgn
+
+    if script is not None and code is not None:
+        raise UsageError("give either -c CODE or SCRIPT, not both")
+    opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source,
+                                limits=Limits(seconds=compile_timeout))
+    if not quiet:
+        types = opened.types
+        _echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"
+              f"{', cached' if types.cached else ''}) from {types.path}; {opened.symbols} symbols from "
+              f"{opened.symbols_from}", err=True)
+    import drgn.cli
+
+    if code is None and script is None:
+        drgn.cli.run_interactive(opened.prog, quiet=quiet)
+        return 0
+    namespace = drgn.cli.default_globals(opened.prog)
+    try:
+        if code is not None:
+            sys.argv = ["-c", *args]  # as `python -c`; -c and SCRIPT exclude each other (checked above)
+            exec(compile(code, "<command>", "exec"), namespace)
+        else:
+            import runpy
+
+            assert script is not None
+            sys.argv = [script, *args]
+            runpy.run_path(script, init_globals=namespace, run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception:  # the user's own code: show its traceback, as drgn does
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def drgn_main(argv: list[str] | None = None) -> NoReturn:
+    """`extract-ikheaders-drgn`: errors as one line, like the main command. (The error
+    messages of open_program already name the dump.)"""
+    _run(drgn_command, f"{PROG}-drgn", argv, lambda message: message)

@@ -1,0 +1,520 @@
+"""The public functions: find the archive in an input, read it, list it, unpack it.
+
+The pipeline peels one container at a time (compressed file, bzImage, ELF) until it holds bytes
+in which archive/locate.py can find the archive; each peeled container is recorded as a Layer.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import imagetext
+from .archive import locate, xzstream
+from .archive.xzstream import Buffer
+from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage, ElfType
+from .errors import Damaged, ExtractError, InputError, NotFound, NotMine
+from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
+
+if TYPE_CHECKING:
+    from .analysis.kallsyms import Kallsyms
+    from .dumps.physical import PhysicalMemory
+
+# Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
+WHOLE_FILE_CODECS = ("xz", "zstd", "gzip", "bzip2", "lzma", "lz4", "lzo")
+_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \([^\n\x00]*")
+_VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
+_UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
+
+
+def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Found:
+    """Locate the headers archive in `path` and return it, verified.
+
+    `symbols` (a System.map or /proc/kallsyms) makes an ELF core with virtual segments, like
+    /proc/kcore, be read at kernel_headers_data only; /proc/kcore uses /proc/kallsyms by default.
+    `progress(done, total)` is called as a crash image's memory is searched.
+    Raises NotFound (no archive), Damaged (an archive that is truncated or corrupt) or
+    InputError (unreadable input).
+    """
+    name = os.fspath(path)
+    from .dumps import kcore
+
+    if symbols is not None or kcore.is_kcore(name):
+        found = kcore.find_in_core(name, os.fspath(symbols) if symbols is not None else kcore.KALLSYMS)
+        xzstream.verify(found.archive, found.offset)
+        return replace(found, verified=True)
+    with open_input(name) as buf:
+        found = _search(buf, name, (), progress)
+    if not found.verified:
+        try:
+            xzstream.verify(found.archive, found.offset)
+        except Damaged as exc:
+            exc.data = found.archive
+            raise
+    return replace(found, verified=True)
+
+
+def find_config(path: str | os.PathLike[str]) -> KernelConfig:
+    """The kernel's own .config (CONFIG_IKCONFIG) from the same kinds of input as find()."""
+    name = os.fspath(path)
+    with open_input(name) as buf:
+        if _may_be_dump(buf):
+            from .dumps import search
+
+            try:
+                return _config_in_dump(search.open_dump(buf), name)
+            except NotMine:
+                pass
+        source = _peel(buf, name, ())
+        if source.chunks is not None:
+            return _config_in_stream(source, name)
+        assert source.buf is not None
+        span = None
+        if source.elf is not None:
+            try:
+                span = locate.config_by_symbols(source.elf)
+            except CorruptElf:
+                span = None
+        span = span or locate.config_by_markers(source.buf)
+        if span is None:
+            raise NotFound(f"{name}: cannot find the kernel's .config (was it built with CONFIG_IKCONFIG?)")
+        text = locate.gunzip_config(bytes(source.buf[span.start : span.end]), span.start)
+        return KernelConfig(name, span.method, span.start, text, source.layers)
+
+
+def find_symbols(path: str | os.PathLike[str]) -> Kallsyms:
+    """The kernel's symbol table decoded from kallsyms, and how it was found.
+
+    A crash dump is read through VMCOREINFO (addresses of the crashed kernel, KASLR offset known)
+    or, without it, searched by the tables' shape; any other input is peeled (compressed file,
+    bzImage, zboot, arm64 Image, ELF) and the whole kernel image searched.
+    Raises NotFound (no kallsyms table), Damaged (one that does not decode) or InputError.
+    """
+    name = os.fspath(path)
+    from .analysis import kallsyms
+
+    with open_input(name) as buf:
+        if _may_be_dump(buf):
+            from .dumps import search
+
+            try:
+                mem = search.open_dump(buf)
+            except NotMine:
+                mem = None
+            if mem is not None:
+                return kallsyms.symbols_in_memory(mem, name)
+        source = _peel(buf, name, ())
+        if source.chunks is not None:
+            data = _whole_stream(source.chunks)
+            layer = Layer("raw image", 0, len(data), f"{len(data)} bytes decompressed")
+            return kallsyms.locate_in_image(data, name, (*source.layers, layer))
+        assert source.buf is not None
+        return kallsyms.locate_in_image(source.buf, name, source.layers, source.elf)
+
+
+def _whole_stream(chunks: Iterator[bytes]) -> bytearray:
+    """A decoded payload in one buffer (chunks are capped at compression.MAX_IMAGE by _peel_one)."""
+    data = bytearray()
+    try:
+        for chunk in chunks:
+            data += chunk
+    finally:
+        _close(chunks)
+    return data
+
+
+def _config_in_dump(mem: PhysicalMemory, path: str) -> KernelConfig:
+    """IKCFG_ST ... IKCFG_ED in a crash image's physical memory (contiguous in .rodata)."""
+    for lo, hi in mem.ranges():
+        pos = mem.find(locate.CONFIG_START_MARKER, lo, hi)
+        while pos != -1:
+            data = mem.read_some(pos, locate.CONFIG_MAX_GZIP)
+            span = locate.config_by_markers(data)
+            if span is not None:
+                text = locate.gunzip_config(data[span.start : span.end], pos + span.start)
+                layer = Layer("physical memory", pos + span.start, span.end - span.start, "IKCFG_ST..IKCFG_ED")
+                return KernelConfig(path, span.method, pos + span.start, text, (layer,))
+            pos = mem.find(locate.CONFIG_START_MARKER, pos + 1, hi)
+    raise NotFound(f"{path}: cannot find the kernel's .config in the dump's memory "
+                   f"(was the kernel built with CONFIG_IKCONFIG?)")
+
+
+def _config_in_stream(source: _Source, path: str) -> KernelConfig:
+    assert source.chunks is not None
+    scanner = locate.ConfigScanner()
+    try:
+        for chunk in source.chunks:
+            if scanner.feed(chunk):
+                break
+    finally:
+        _close(source.chunks)
+    if scanner.found is None:
+        raise NotFound(f"{path}: cannot find the kernel's .config in the decompressed kernel "
+                       f"(was it built with CONFIG_IKCONFIG?)")
+    text = locate.gunzip_config(scanner.gzip, scanner.found.start)
+    image = Layer("raw image", 0, scanner.found.end, "decompressed payload, read up to the config's end")
+    return KernelConfig(path, scanner.found.method, scanner.found.start, text, (*source.layers, image))
+
+
+def read_archive(path: str | os.PathLike[str]) -> bytes:
+    """The exact embedded .tar.xz bytes."""
+    return find(path).archive
+
+
+def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
+    from .archive import unpack as _extract
+
+    return _extract.list_members(find(path).archive)
+
+
+def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
+            force: bool = False, max_bytes: int | None = None,
+            max_members: int | None = None) -> tuple[Found, Extracted]:
+    """Unpack the archive into `dest` (default: ./kheaders-<release>) safely."""
+    from .archive import unpack as _extract
+
+    found = find(path)
+    target = Path(dest) if dest is not None else Path(default_directory(found)[0])
+    return found, _extract.extract(found.archive, target, force=force,
+                                   max_bytes=max_bytes or _extract.DEFAULT_MAX_BYTES,
+                                   max_members=max_members or _extract.DEFAULT_MAX_MEMBERS)
+
+
+def platform_of(found: Found) -> Platform | None:
+    """The architecture, byte order and word size: what the image's headers said, else what the
+    archive says (arch/<arch>/include and autoconf.h; this decodes the archive up to autoconf.h)."""
+    return found.platform if found.platform is not None else archive_platform(found.archive)
+
+
+def archive_platform(archive: bytes, autoconf: bytes | None = None) -> Platform | None:
+    """What a headers archive says: arch/<arch>/ names the architecture, autoconf.h (the archive's own
+    unless given) the word size and byte order. Decodes the archive's first 256 KiB (and up to autoconf.h)."""
+    from . import arch
+    from .archive.tarwalk import names_at_start
+
+    names = list(names_at_start(xzstream.decode_prefix(archive, 256 * 1024)))
+    if autoconf is None:
+        autoconf = archive_member(archive, "include/generated/autoconf.h")
+    return arch.from_archive(names, autoconf)
+
+
+def default_directory(found: Found) -> tuple[str, str | None]:
+    """./kheaders-<release>, and a note when the image's release cannot be a file name (then the
+    name comes from the archive's sha256)."""
+    release = found.release or release_from_archive(found.archive)
+    name = imagetext.name_part(release)
+    if name is not None:
+        return f"kheaders-{name}", None
+    fallback = imagetext.fallback_name(found.sha256)
+    if release is None:
+        return fallback, f"no release in the image: unpacked into {fallback}"
+    return fallback, (f"the image's release \"{imagetext.shown(release)}\" cannot be a file name "
+                      f"(at most {imagetext.MAX_NAME_PART} printable characters, no '/', not '.' or '..'): "
+                      f"unpacked into {fallback}")
+
+
+def release_from_archive(archive: bytes) -> str | None:
+    """UTS_RELEASE from include/generated/utsrelease.h inside the archive (decodes it)."""
+    match = _UTS_RELEASE.search(archive_member(archive, "include/generated/utsrelease.h") or b"")
+    return imagetext.decode(match.group(1)) if match else None
+
+
+def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | None:
+    """One regular file's bytes from the archive (decodes up to it), or None (absent, larger than
+    `limit`, or the archive is unreadable before it)."""
+    from .archive import unpack
+
+    try:
+        return unpack.read_member(archive, name, limit)
+    except ExtractError:
+        return None
+
+
+# Input ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[Buffer]:
+    """The file mapped read-only (never read whole into memory); b"" for an empty file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                yield b""
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                yield mapped
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+# The pipeline --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The innermost data once every container is peeled: bytes to search, or a decoded stream."""
+
+    layers: tuple[Layer, ...]
+    buf: Buffer | None = None
+    elf: ElfImage | None = None
+    chunks: Iterator[bytes] | None = None
+    whole_archive: bool = False  # the input is the archive itself
+    release: str | None = None
+    notes: tuple[str, ...] = ()
+    platform: Platform | None = None
+
+
+_DUMP_MAGICS = (b"KDUMP   ", b"makedumpfile", b"EMiL")  # kdump, flattened, LiME (0x4C694D45 LE)
+
+
+def _may_be_dump(buf: Buffer) -> bool:
+    """Cheap test before importing the dump readers: a dump signature, or an ELF core."""
+    head = bytes(buf[:18])
+    return head.startswith(_DUMP_MAGICS) or (head[:4] == ELF_MAGIC and head[16:18] in (b"\x04\x00", b"\x00\x04"))
+
+
+def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
+    """Peel containers until a buffer or a decoded stream is left to search; the innermost
+    header that names the architecture wins."""
+    source = _peel_one(buf, path, layers)
+    if source.platform is None and not source.whole_archive:
+        from . import arch
+
+        found = arch.from_elf_header(buf) or arch.from_image(buf)
+        if found is not None:
+            source = replace(source, platform=found)
+    return source
+
+
+def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
+    if len(buf) == 0:
+        raise NotFound(f"{path}: empty file")
+    if bytes(buf[:4]) == ELF_MAGIC:
+        return _peel_elf(buf, path, layers)
+    from . import compression
+
+    codec = _whole_file_codec(buf)
+    if codec == "xz" and xzstream.looks_like_headers(buf, 0):
+        return _Source(layers, buf=buf, whole_archive=True)
+    if codec is not None:
+        data = compression.decode_all(codec, buf, 0)
+        return _peel(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
+    from .images import arm64_image, armzimage, bootimg, bzimage, s390
+
+    if bootimg.is_boot_image(buf):
+        layer = bootimg.peel(buf, path)
+        return _peel(bytes(buf[layer.offset : layer.offset + layer.length]), path, (*layers, layer))
+    if arm64_image.is_zboot(buf):
+        payload_layers, chunks = arm64_image.payload_chunks(buf, path)
+        return _Source((*layers, *payload_layers), chunks=compression.capped(chunks))
+    if bzimage.is_bzimage(buf):
+        try:
+            payload_layers, chunks = bzimage.payload_chunks(buf, path)
+            return _Source((*layers, *payload_layers), chunks=compression.capped(chunks))
+        except (NotMine, NotFound):
+            pass  # a boot sector but no kernel payload (a disk or memory image): search the bytes
+    if arm64_image.is_arm64_image(buf):
+        return _Source((*layers, arm64_image.arm64_image_layer(buf, path)), buf=buf)
+    for container in (armzimage, s390):
+        try:
+            payload_layers, chunks = container.payload_chunks(buf, path)
+            return _Source((*layers, *payload_layers), chunks=compression.capped(chunks))
+        except (NotMine, NotFound):
+            pass  # not that image, or its header without a payload (memory): search the bytes
+    if arm64_image.is_riscv_image(buf):
+        return _Source((*layers, arm64_image.riscv_image_layer(buf)), buf=buf)
+    return _Source(layers, buf=buf)
+
+
+def _peel_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
+    try:
+        elf = ElfImage(buf)
+        if elf.type == ElfType.CORE:
+            raise NotFound(f"{path}: an ELF core file inside a container is not searched; give the core itself")
+        layer = Layer("elf", 0, len(buf), elf.describe())
+        release = _module_release(elf) if elf.type == ElfType.REL else None
+        elf.sections()  # parse now: a corrupt table should fail here, not halfway through a search
+    except CorruptElf as exc:
+        # A broken ELF may still hold an intact archive: search its raw bytes.
+        return _Source(layers, buf=buf, notes=(f"ELF structures unusable ({exc}); searched raw bytes",))
+    return _Source((*layers, layer), buf=buf, elf=elf, release=release)
+
+
+def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
+            progress: Callable[[int, int], None] | None = None) -> Found:
+    if _may_be_dump(data):
+        from .dumps import search
+
+        try:  # crash images (ELF core, kdump-compressed, flattened, LiME): searched as physical memory
+            found = search.find_in_dump(data, path, layers, progress)
+        except NotMine:
+            pass
+        else:
+            from . import arch
+
+            return found if found.platform else replace(found, platform=arch.from_dump_header(data))
+    source = _peel(data, path, layers)
+    if source.chunks is not None:
+        return _search_stream(source, path)
+    buf = source.buf
+    assert buf is not None
+    if source.whole_archive:
+        try:
+            end = xzstream.stream_end(buf, 0).end
+        except Damaged as exc:
+            exc.data = bytes(buf)
+            raise
+        return _found(source, path, locate.Span(Method.WHOLE, 0, end))
+    if source.elf is not None:
+        try:
+            return _search_elf(source, path)
+        except CorruptElf as exc:
+            source = replace(source, elf=None, notes=(f"ELF symbols unusable ({exc}); searched raw bytes",))
+    return _search_raw(source, path, [(0, len(buf))])
+
+
+def _search_elf(source: _Source, path: str) -> Found:
+    elf = source.elf
+    assert elf is not None
+    span = locate.by_symbols(elf)
+    if span is not None:
+        return _found(source, path, span)
+    if elf.has_symbols():
+        # A symbol table without kernel_headers_data: the headers are not built in. Only the
+        # seed layout (markers, which its asm put in .rodata) is still worth a look there.
+        rodata = [(s.offset, s.offset + s.size) for s in elf.sections() if s.name.startswith(".rodata")]
+        for start, end in rodata or elf.loaded_ranges():
+            span = locate.by_markers(elf.buf, start, end)
+            if span is not None:
+                return _found(source, path, span)
+        raise NotFound(f"{path}: cannot find kernel headers: the symbol table has no {locate.START_SYMBOL}, "
+                       f"so CONFIG_IKHEADERS is not built in (with =m the headers are in kheaders.ko)")
+    return _search_raw(source, path, elf.loaded_ranges())
+
+
+def _search_raw(source: _Source, path: str, ranges: list[tuple[int, int]]) -> Found:
+    assert source.buf is not None
+    for start, end in ranges:
+        try:
+            span = locate.by_markers(source.buf, start, end) or locate.carve(source.buf, start, end)
+        except Damaged:
+            if source.elf is not None or source.layers:
+                raise
+            # Headerless memory may hold a broken-off copy (a module's first page) before a
+            # whole one: look past it.
+            from .dumps import search
+
+            return search.find_in_raw(source.buf, path, source.layers)
+        if span is not None:
+            return _found(source, path, span)
+    raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")
+
+
+def _whole_file_codec(buf: Buffer) -> str | None:
+    from . import compression
+
+    name = compression.identify(buf, 0)
+    return name if name in WHOLE_FILE_CODECS else None
+
+
+def _search_stream(source: _Source, path: str) -> Found:
+    assert source.chunks is not None
+    carver = locate.StreamCarver()
+    banner = _BannerScanner()
+    try:
+        for chunk in source.chunks:
+            banner.feed(chunk)
+            if carver.feed(chunk):
+                break
+        span = carver.found or carver.finish()
+    finally:
+        _close(source.chunks)
+    if span is None:
+        raise NotFound(f"{path}: cannot find kernel headers in the decompressed kernel "
+                       f"(was it built with CONFIG_IKHEADERS?)")
+    image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
+    return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
+                 layers=(*source.layers, image), release=banner.release, notes=source.notes,
+                 banner=banner.banner[1] if banner.banner else None, verified=True,  # the carver decoded it
+                 platform=source.platform)
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    """Stop a decoder early: the rest of the image is not needed."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
+def _found(source: _Source, path: str, span: locate.Span) -> Found:
+    assert source.buf is not None
+    archive = bytes(source.buf[span.start : span.end])
+    banner = find_banner(source.buf) if span.method != Method.WHOLE else None
+    release = source.release or (banner[0] if banner else None)
+    return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=source.layers,
+                 release=release, notes=source.notes, banner=banner[1] if banner else None,
+                 platform=source.platform)
+
+
+# Release -------------------------------------------------------------------------------------
+
+
+def banner_release(buf: Buffer) -> str | None:
+    """The release from the `Linux version ... (` banner, without copying the whole buffer."""
+    banner = find_banner(buf)
+    return banner[0] if banner else None
+
+
+def find_banner(buf: Buffer) -> tuple[str, str] | None:
+    """(release, whole banner line) from the first `Linux version X (...` in buf."""
+    pos = buf.find(b"Linux version ")
+    while pos != -1:
+        match = _BANNER.match(bytes(buf[pos : pos + 512]))
+        if match:
+            return imagetext.decode(match.group(1)), imagetext.decode(match.group(0)).strip()
+        pos = buf.find(b"Linux version ", pos + 1)
+    return None
+
+
+def _module_release(elf: ElfImage) -> str | None:
+    section = elf.section(".modinfo")
+    if section is None:
+        return None
+    match = _VERMAGIC.search(elf.section_bytes(section))
+    return imagetext.decode(match.group(1)) if match else None
+
+
+class _BannerScanner:
+    """Find the banner in streamed chunks (it may straddle two)."""
+
+    def __init__(self) -> None:
+        self.banner: tuple[str, str] | None = None
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self.banner is not None:
+            return
+        data = self._tail + chunk
+        self.banner = find_banner(data)
+        self._tail = data[-600:]
+
+    @property
+    def release(self) -> str | None:
+        return self.banner[0] if self.banner else None
+
+
+
