@@ -9,7 +9,7 @@
 from .errors import Damaged, ExtractError, InputError, NotFound, UnsafeArchive, UsageError
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method
 from .pipeline import extract, find, find_config, list_members, read_archive
+from .version import __version__ as __version__
 
-__version__ = "0.1.0"
 __all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member", "Method",
            "NotFound", "UnsafeArchive", "UsageError", "extract", "find", "find_config", "list_members", "read_archive"]

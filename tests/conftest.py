@@ -19,6 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from builders_bzimage import CODECS, require  # noqa: E402  (needs the path above)
 
+# The compiled-types cache of the tests is their own, never the user's (in-process and child runs
+# alike); its entries are keyed by the code that built them, so it persists across sessions safely.
+TYPES_CACHE_ENV = "EXTRACT_IKHEADERS_TYPES_CACHE"
+os.environ.setdefault(TYPES_CACHE_ENV, str(Path(os.environ.get("EXTRACT_IKHEADERS_CACHE", Path.home() / ".cache" /
+                                                                 "extract-ikheaders")) / "tests" / "types"))
+
 
 @dataclass(frozen=True)
 class Corpus:
@@ -122,6 +128,27 @@ class Run:
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None) -> Run:
+    """Run the tool's entry point (cli.main.main: the same parsing, error lines and exit codes as the
+    installed command) in this process, its stdin empty and stdout/stderr captured by click's runner.
+    A process per run cost most of the suite's time; run_cli_process keeps true end-to-end runs."""
+    from click.testing import CliRunner
+
+    from extract_ikheaders.cli.main import main
+
+    before = os.getcwd()
+    with CliRunner().isolation() as (stdout, stderr, _):
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            main([str(arg) for arg in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.chdir(before)
+        return Run(code, stdout.getvalue(), stderr.getvalue().decode(errors="replace"))
+
+
+def run_cli_process(*args: str | Path, cwd: Path | None = None) -> Run:
     """Run the tool as a user would: a separate process, `python -m extract_ikheaders`."""
     proc = subprocess.run([sys.executable, "-m", "extract_ikheaders", *map(str, args)], cwd=cwd,
                           capture_output=True, timeout=600)

@@ -26,16 +26,17 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cachekey import producer
 from ..errors import ExtractError, NotFound
 from . import confined_cc
 from .confined_cc import Limits
 
-BUILDER_REV = 1  # bump when the way of compiling changes (the lists below are in the cache key already)
 CACHE_ENV = "EXTRACT_IKHEADERS_TYPES_CACHE"
 MAX_RETRIES = 8
 
@@ -234,7 +235,8 @@ def _types_from_meta(out_dir: Path, meta: dict[str, object], cached: bool, confi
 
 def _cache_key(sha: str, autoconf: bytes, target: Target, source: Path | None) -> str:
     unit = [HEADERS, GLOBALS, DECLARATIONS, PRIVATE_HEADERS, PRIVATE_GLOBALS, PRIVATE_DECLARATIONS]
-    identity = {"rev": BUILDER_REV, "unit": unit, "archive": sha, "autoconf": hashlib.sha256(autoconf).hexdigest(),
+    identity = {"producer": producer(sys.modules[__name__], confined_cc), "unit": unit, "archive": sha,
+                "autoconf": hashlib.sha256(autoconf).hexdigest(),
                 "compiler": list(target.compiler), "version": _compiler_version(target.compiler),
                 "flags": list(target.flags), "source": str(source) if source else None,
                 "source_headers": _source_digest(source)}

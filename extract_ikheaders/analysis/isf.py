@@ -29,6 +29,7 @@ import hashlib
 import json
 import lzma
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..archive.xzstream import Buffer
+from ..cachekey import producer
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..errors import Damaged, InputError, NotFound, NotMine
@@ -404,19 +406,21 @@ def write_isf(doc: dict[str, Any], dest: str) -> None:
 
 
 def cached_types(types_object: Path) -> tuple[DwarfTypes, bool]:
-    """read_dwarf, remembered next to the object (the types cache is keyed per archive already)."""
+    """read_dwarf, remembered next to the object (the types cache is keyed per archive already) with
+    the object's digest and the code that converted it."""
     cache = types_object.with_name(types_object.name + ".isf-types.json")
     digest = hashlib.sha256(types_object.read_bytes()).hexdigest()
+    made_by = producer(sys.modules[__name__])
     try:
         data = json.loads(cache.read_text())
-        if data["source"]["hash_value"] == digest:
+        if data["source"]["hash_value"] == digest and data.get("producer") == made_by:
             return DwarfTypes.from_dict(data), True
     except (OSError, ValueError, KeyError, TypeError):
         pass
     types = read_dwarf(types_object)
     tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(types.as_dict(), separators=(",", ":")))
+        tmp.write_text(json.dumps({**types.as_dict(), "producer": made_by}, separators=(",", ":")))
         os.replace(tmp, cache)
     except OSError:
         pass  # a read-only cache only costs the next run the conversion
@@ -494,13 +498,13 @@ def _named(found: dict[str, kernel_globals.Global], source: str) -> tuple[str, .
 
 def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: str) -> bytes | None:
     """The bytes of `linux_banner` (with its newline and NUL), read where kallsyms says it is."""
-    from .kallsyms import _symbol_translation
+    from .kallsyms import symbol_translation
 
     address = next((addr for addr, _, name in symbols if name == "linux_banner"), None)
     if address is None:
         return None
     try:
-        data = mem.read_some(_symbol_translation(mem.info.vmcoreinfo, path)(address), _BANNER_MAX)
+        data = mem.read_some(symbol_translation(mem.info.vmcoreinfo, path)(address), _BANNER_MAX)
     except (Damaged, NotFound):
         return None
     end = data.find(b"\0")

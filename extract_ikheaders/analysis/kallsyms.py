@@ -284,7 +284,7 @@ class _Reader:
         self._mem = mem
         self._info = info
         self._path = path
-        self._to_phys = _symbol_translation(info, path)
+        self._to_phys = symbol_translation(info, path)
 
     def symbols(self) -> SymbolTable:
         count = self._u32("kallsyms_num_syms")
@@ -332,7 +332,7 @@ class _Reader:
         return relative_addresses(offsets, base)
 
 
-def _symbol_translation(info: dict[str, str], path: str) -> _Translate:
+def symbol_translation(info: dict[str, str], path: str) -> _Translate:
     """__pa_symbol for the dump's architecture, from VMCOREINFO."""
     if "NUMBER(phys_base)" in info:
         phys_base = _number(info, "NUMBER(phys_base)", path)

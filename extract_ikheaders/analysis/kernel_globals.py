@@ -123,12 +123,12 @@ def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
 def _from_image(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian: str, known: set[str],
                 path: str) -> dict[str, int]:
     """The globals not in `known` that the kernel image gives; needs VMCOREINFO's _stext."""
-    from .kallsyms import _symbol_translation
+    from .kallsyms import symbol_translation
 
     info = mem.info.vmcoreinfo
     if "SYMBOL(_stext)" not in info:
         return {}
-    translate = _symbol_translation(info, path)
+    translate = symbol_translation(info, path)
     pointer = ("<" if endian == "little" else ">") + ("Q" if pointer_size == 8 else "I")
     image = _Image(mem, translate(int(info["SYMBOL(_stext)"], 16)), translate.delta, pointer)
     found: dict[str, int] = {}

@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,6 +58,9 @@ class Options:
     max_bytes: int | None
     max_members: int | None
     salvage: bool
+    # this invocation's unpacks, (archive sha256, target) -> result: several images holding one
+    # archive unpack it once
+    unpacked: dict[tuple[str, str], Extracted] = field(default_factory=dict, compare=False, repr=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -429,7 +432,6 @@ def _member_lines(found: Found, opts: Options) -> list[str]:
     return [m.name + ("/" if m.kind == "dir" else "") for m in members]
 
 
-_UNPACKED: dict[tuple[str, str], Extracted] = {}  # (archive sha256, target) -> result: unpack once
 _UNPACK_LOCK = threading.Lock()
 
 
@@ -448,13 +450,13 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
                          "move the image or choose another directory")
     with _UNPACK_LOCK:
         key = (found.sha256, str(target))
-        if key in _UNPACKED:
-            return _UNPACKED[key], name_note
+        if key in opts.unpacked:
+            return opts.unpacked[key], name_note
         reused = _reusable(target, found) if opts.env and not opts.force else None
         result = reused or unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
                                           max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
                                           max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
-        _UNPACKED[key] = result
+        opts.unpacked[key] = result
     return result, name_note
 
 

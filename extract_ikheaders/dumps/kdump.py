@@ -131,7 +131,7 @@ def read_header(src: Source) -> Header:
     data_start = (1 + sub_hdr_size + bitmap_blocks) * block_size
     if data_start > len(src):
         raise Damaged(f"kdump file is truncated: its bitmaps end at {data_start:#x}, the file at {len(src):#x}")
-    sub = _read_sub_header(src, layout, version, block_size, sub_hdr_size)
+    sub = read_sub_header(src, layout, version, block_size, sub_hdr_size)
     max_mapnr = sub.get("max_mapnr_64", max_mapnr) if version >= 6 else max_mapnr
     fields = [imagetext.decode(uts[i * 65 : (i + 1) * 65].split(b"\0", 1)[0]) for i in range(6)]
     split = bool(sub.get("split", 0)) and version >= 2
@@ -155,7 +155,7 @@ _SUB_FIELDS = ("phys_base", "dump_level", "split", "start_pfn", "end_pfn", "offs
                "start_pfn_64", "end_pfn_64", "max_mapnr_64")
 
 
-def _read_sub_header(src: Source, layout: Layout, version: int, block_size: int, blocks: int) -> dict[str, int]:
+def read_sub_header(src: Source, layout: Layout, version: int, block_size: int, blocks: int) -> dict[str, int]:
     if version < 1 or blocks == 0:
         return {}
     size = min(layout.sub_header.size, blocks * block_size)

@@ -31,8 +31,10 @@ from ..archive import xzstream
 from ..archive.xzstream import MAX_ARCHIVE, Buffer
 from ..elf.reader import CorruptElf, ElfImage
 from ..errors import Damaged
-from .kdump import KdumpMemory
-from .kdump import _read_sub_header as read_sub_header  # offset_note/size_note are not kept
+from .kdump import (
+    KdumpMemory,
+    read_sub_header,  # offset_note/size_note are not kept
+)
 from .physical import PhysicalMemory
 
 PAGE = 4096

@@ -1,0 +1,110 @@
+"""The package's shape: no import cycle, no private name imported from another module, and the
+stages where docs/ARCHITECTURE.md says they are. Read from the source with ast, nothing imported."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "extract_ikheaders"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def _imports(module: str, top_level_only: bool) -> Iterator[tuple[str, str, int]]:
+    """(imported module, imported name or "", line) for the package's own imports in `module`."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    guarded = {id(node) for top in tree.body if isinstance(top, ast.If) and "TYPE_CHECKING" in ast.unparse(top.test)
+               for node in ast.walk(top)}
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    for node in nodes:
+        if not isinstance(node, ast.ImportFrom) or id(node) in guarded:
+            continue
+        if node.level:
+            base = package[: len(package) - node.level + 1]
+            source = ".".join(base + ([node.module] if node.module else []))
+        else:
+            source = node.module or ""
+        if not source.startswith("extract_ikheaders"):
+            continue
+        for alias in node.names:
+            child = f"{source}.{alias.name}"
+            yield (child, "", node.lineno) if child in MODULES else (source, alias.name, node.lineno)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycle_at_module_level() -> None:
+    graph = {module: {target for target, _, _ in _imports(module, top_level_only=True)
+                      if target in MODULES and target != module} for module in MODULES}
+    graph = {module: {t for t in targets if not module.startswith(t + ".")} for module, targets in graph.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    private = [f"{module}:{line} imports {name} from {source}" for module in MODULES
+               for source, name, line in _imports(module, top_level_only=False)
+               if name.startswith("_") and not name.startswith("__") and source != module]
+    assert private == []
+
+
+def test_the_stages_are_folders() -> None:
+    for stage in ("analysis", "archive", "cli", "dumps", "elf", "images"):
+        assert (PACKAGE / stage / "__init__.py").is_file(), stage
+    assert "click" not in {alias.name.split(".")[0] for module, path in MODULES.items() if not module.startswith(
+        "extract_ikheaders.cli") for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
