@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 from builders import HEADERS, headers_archive
-from conftest import run_cli
+from conftest import run_cli, run_cli_process
 
 ARCHIVE = headers_archive()
 SHA = hashlib.sha256(ARCHIVE).hexdigest()
 
 
 def test_default_unpacks_into_kheaders_release(vmlinux: Path, tmp_path: Path) -> None:
-    run = run_cli(vmlinux, cwd=tmp_path)
+    run = run_cli_process(vmlinux, cwd=tmp_path)  # end to end: `python -m extract_ikheaders` in its own process
     assert run.code == 0, run.stderr
     assert run.stdout.decode() == "kheaders-6.1.0-synthetic\n"
     tree = tmp_path / "kheaders-6.1.0-synthetic"
@@ -61,10 +61,11 @@ def test_archive_to_file_and_stdout(vmlinux: Path, tmp_path: Path) -> None:
     os.umask(umask)
     assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file, not mkstemp's 0600
     assert run_cli("-a", "-", vmlinux).stdout == ARCHIVE
+    assert run_cli_process("-a", "-", vmlinux).stdout == ARCHIVE  # a real process's binary stdout
 
 
 def test_json_report_keys(vmlinux: Path) -> None:
-    run = run_cli("--json", "-a", "/dev/null", vmlinux)
+    run = run_cli_process("--json", "-a", "/dev/null", vmlinux)
     report = json.loads(run.stdout)
     assert set(report) >= {"input", "release", "layers", "archive", "notes", "output"}
     assert report["archive"] == {"offset": report["archive"]["offset"], "size": len(ARCHIVE), "sha256": SHA,
