@@ -8,7 +8,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import time
 import tracemalloc
 from collections.abc import Callable
 from functools import cache
@@ -385,17 +384,15 @@ def zero_bomb() -> bytes:
     return zero_files(1, 200 << 20)  # 200 MiB of zeros, ~30 KB compressed
 
 
-def test_xz_bomb_is_refused_quickly(tmp_path: Path) -> None:
+def test_xz_bomb_is_refused_before_its_data(tmp_path: Path) -> None:
+    """Refused on the member's declared size, before any of its 200 MiB is decoded (bench/hostile.py
+    times the bombs; a test asserts what happened, not how long it took)."""
     assert len(zero_bomb()) < 100_000
-    start = time.monotonic()
     refused(tmp_path, zero_bomb(), UnsafeArchive, "./zeros0", "209,715,200", "--max-size", max_bytes=10 << 20)
-    assert time.monotonic() - start < 2
 
 
 def test_many_small_zero_files_stop_at_the_limit(tmp_path: Path) -> None:
-    start = time.monotonic()
     refused(tmp_path, zero_files(50, 1 << 20), UnsafeArchive, "./zeros10", "--max-size", max_bytes=10 << 20)
-    assert time.monotonic() - start < 5
 
 
 # Damaged archives ------------------------------------------------------------------------------------
