@@ -19,7 +19,7 @@ from . import imagetext
 from .archive import locate, xzstream
 from .archive.xzstream import Buffer
 from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage, ElfType
-from .errors import Damaged, ExtractError, InputError, NotFound, NotMine
+from .errors import Damaged, ExtractError, InputError, NotFound, NotMine, UsageError
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 
 if TYPE_CHECKING:
@@ -177,14 +177,18 @@ def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
 def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
             force: bool = False, max_bytes: int | None = None,
             max_members: int | None = None) -> tuple[Found, Extracted]:
-    """Unpack the archive into `dest` (default: ./kheaders-<release>) safely."""
+    """Unpack the archive into `dest` (default: ./kheaders-<release>) safely. `max_bytes` and
+    `max_members` (None: the defaults, 1 GiB and 200,000) must be positive: UsageError otherwise."""
     from .archive import unpack as _extract
 
+    for name, value in (("max_bytes", max_bytes), ("max_members", max_members)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{name} must be a positive number, not {value}")
     found = find(path)
     target = Path(dest) if dest is not None else Path(default_directory(found)[0])
     return found, _extract.extract(found.archive, target, force=force,
-                                   max_bytes=max_bytes or _extract.DEFAULT_MAX_BYTES,
-                                   max_members=max_members or _extract.DEFAULT_MAX_MEMBERS)
+                                   max_bytes=_extract.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+                                   max_members=_extract.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
 
 
 def platform_of(found: Found) -> Platform | None:

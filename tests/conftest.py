@@ -47,6 +47,17 @@ class Corpus:
         build: dict[str, Any] = self.manifest["kernels"][kernel]["build"]
         return build
 
+    def kernel_source(self, version: str) -> Path:
+        """Debian's linux-source-<version> tree the corpus was built from, where fixtures/corpus.py
+        keeps it (under $EXTRACT_IKHEADERS_CACHE, for the installed package's version)."""
+        import corpus as builder
+
+        return Path(builder.source_tree(version))
+
+    def release(self, kernel: str) -> str:
+        """The kernel's release as its build recorded it (Debian's source decides, not the tests)."""
+        return str(self.build(kernel)["release"])
+
 
 def _find_corpus() -> Corpus | str:
     override = os.environ.get("EXTRACT_IKHEADERS_CORPUS")  # a specific corpus directory

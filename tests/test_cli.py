@@ -93,6 +93,13 @@ def test_conflicting_options_are_usage_errors(vmlinux: Path, tmp_path: Path, arg
     assert list(tmp_path.iterdir()) == [tmp_path / "build"]
 
 
+@pytest.mark.parametrize("option", ["--max-size", "--max-members"])
+def test_a_limit_of_zero_is_a_usage_error_not_the_default(vmlinux: Path, tmp_path: Path, option: str) -> None:
+    run = run_cli("-o", tmp_path / "out", option, "0", vmlinux)
+    assert run.code == 2 and f"Invalid value for '{option}': 0 is not in the range x>=1" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_help_documents_exit_codes_and_examples() -> None:
     run = run_cli("--help")
     text = run.stdout.decode()

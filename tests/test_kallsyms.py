@@ -443,7 +443,7 @@ def test_real_kdump_located_equals_vmcoreinfo(corpus: Corpus) -> None:
         through_info = kallsyms.read_memory(mem, "vmcore")
     assert located.method == "located" and through_info.method == "vmcoreinfo"
     assert located.symbols == through_info.symbols
-    assert len(located.symbols) == 14716
+    assert len(located.symbols) > 10_000  # a whole kernel's table (the count is the build's, not the test's)
 
 
 # The CLI ---------------------------------------------------------------------------------------------

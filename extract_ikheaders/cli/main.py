@@ -117,9 +117,9 @@ class Options:
 @click.option("--salvage", is_flag=True,
               help="When the archive is damaged, unpack the members that decoded completely before the damage "
                    "and say what was lost (still exit 3).")
-@click.option("--max-size", type=int, default=None, metavar="BYTES",
+@click.option("--max-size", type=click.IntRange(min=1), default=None, metavar="BYTES",
               help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
-@click.option("--max-members", type=int, default=None, metavar="N",
+@click.option("--max-members", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,

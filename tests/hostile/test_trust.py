@@ -38,7 +38,14 @@ TAMPERING: dict[str, Callable[[Path], None]] = {
     "file of another user": lambda t: os.chown(t / "include/linux/kconfig.h", 65534, 65534),
     "symlink planted": lambda t: (t / "include/linux/evil.h").symlink_to("/etc/passwd"),
     "fifo planted": lambda t: os.mkfifo(t / "include/linux/pipe.h"),
+    # CVE-2024-2314: another user made the whole tree, stamp and all, before the analyst's run
+    "tree planted by another user": lambda t: _chown_tree(t, 65534),
 }
+
+
+def _chown_tree(top: Path, uid: int) -> None:
+    for path in (top, *top.rglob("*")):
+        os.chown(path, uid, uid, follow_symlinks=False)
 
 
 @pytest.mark.parametrize("tamper", TAMPERING.values(), ids=TAMPERING.keys())
