@@ -31,11 +31,11 @@ from ..errors import ExtractError, InputError, NotFound, NotMine
 from . import vmcoreinfo_standin
 from .confined_cc import Limits
 from .debuginfo import TYPE_PREFIX, Types
+from .symtab import Symbol
 
 if TYPE_CHECKING:
     import drgn
 
-Symbol = tuple[int, str, str]  # (address, type char, name) as kallsyms.Symbol
 
 _KERNEL_HALF = 0xFFFF000000000000  # System.map addresses the KASLR offset moves (not percpu offsets)
 

@@ -32,9 +32,7 @@ from itertools import pairwise
 
 from ..archive.xzstream import Buffer
 from ..errors import Damaged, NotFound
-from .symtab import KSYM_NAME_LEN, MAX_SYMS, Symbol, SymbolTable, SymbolText
-
-__all__ = ["MAX_SYMS", "Symbol", "SymbolTable"]
+from .symtab import KSYM_NAME_LEN, MAX_SYMS, SymbolTable, SymbolText
 
 DIGIT_TOKENS = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00"
 TOKEN_TABLE_MAX = 64 * 1024
