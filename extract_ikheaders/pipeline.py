@@ -13,23 +13,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import imagetext
-from .archive import locate, xzstream
+from . import arch, imagetext
+from .archive import locate, tarwalk, unpack, xzstream
 from .archive.xzstream import Buffer
-from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage, ElfType
+from .dumps import kcore, search
+from .dumps.physical import PhysicalMemory
+from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage
 from .errors import Damaged, ExtractError, InputError, NotFound, NotMine, UsageError
+from .images import registry
+from .images.peeler import Peeled
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 
-if TYPE_CHECKING:
-    from .analysis.kallsyms import Kallsyms
-    from .dumps.physical import PhysicalMemory
-
-# Whole-file compressions a module or an image may come in (.ko.xz, .ko.zst, .ko.gz, Image.gz, ...).
-WHOLE_FILE_CODECS = ("xz", "zstd", "gzip", "bzip2", "lzma", "lz4", "lzo")
 _BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \([^\n\x00]*")
-_VERMAGIC = re.compile(rb"vermagic=(\d+\.\d+[^\s\x00]*)")
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
 
 
@@ -44,8 +40,14 @@ def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None
     InputError (unreadable input).
     """
     name = os.fspath(path)
-    from .dumps import kcore
+    try:
+        return _find(name, symbols, progress)
+    except ExtractError as exc:
+        exc.located(path=name)
+        raise
 
+
+def _find(name: str, symbols: str | os.PathLike[str] | None, progress: Callable[[int, int], None] | None) -> Found:
     if symbols is not None or kcore.is_kcore(name):
         found = kcore.find_in_core(name, os.fspath(symbols) if symbols is not None else kcore.KALLSYMS)
         xzstream.verify(found.archive, found.offset)
@@ -65,58 +67,64 @@ def find_config(path: str | os.PathLike[str]) -> KernelConfig:
     """The kernel's own .config (CONFIG_IKCONFIG) from the same kinds of input as find()."""
     name = os.fspath(path)
     with open_input(name) as buf:
-        if _may_be_dump(buf):
-            from .dumps import search
-
-            try:
-                return _config_in_dump(search.open_dump(buf), name)
-            except NotMine:
-                pass
-        source = _peel(buf, name, ())
+        mem = _open_dump(buf)
+        if mem is not None:
+            return _config_in_dump(mem, name)
+        source = peel(buf, name, ())
         if source.chunks is not None:
             return _config_in_stream(source, name)
-        assert source.buf is not None
+        assert source.data is not None
         span = None
         if source.elf is not None:
             try:
                 span = locate.config_by_symbols(source.elf)
             except CorruptElf:
                 span = None
-        span = span or locate.config_by_markers(source.buf)
+        span = span or locate.config_by_markers(source.data)
         if span is None:
-            raise NotFound(f"{name}: cannot find the kernel's .config (was it built with CONFIG_IKCONFIG?)")
-        text = locate.gunzip_config(bytes(source.buf[span.start : span.end]), span.start)
+            raise NotFound("cannot find the kernel's .config (was it built with CONFIG_IKCONFIG?)", path=name)
+        text = locate.gunzip_config(bytes(source.data[span.start : span.end]), span.start)
         return KernelConfig(name, span.method, span.start, text, source.layers)
 
 
-def find_symbols(path: str | os.PathLike[str]) -> Kallsyms:
-    """The kernel's symbol table decoded from kallsyms, and how it was found.
+@dataclass(frozen=True)
+class Kernel:
+    """An input peeled down to the kernel itself: a crash dump's physical memory, or the whole
+    kernel image (decoded when it was compressed) with the ELF file it is, if it is one."""
 
-    A crash dump is read through VMCOREINFO (addresses of the crashed kernel, KASLR offset known)
-    or, without it, searched by the tables' shape; any other input is peeled (compressed file,
-    bzImage, zboot, arm64 Image, ELF) and the whole kernel image searched.
-    Raises NotFound (no kallsyms table), Damaged (one that does not decode) or InputError.
-    """
+    path: str
+    layers: tuple[Layer, ...] = ()
+    memory: PhysicalMemory | None = None
+    image: Buffer | None = None
+    elf: ElfImage | None = None
+
+
+@contextmanager
+def open_kernel(path: str | os.PathLike[str]) -> Iterator[Kernel]:
+    """What analysis/ reads the kernel's tables from (kallsyms): a dump as memory, anything else
+    peeled to its kernel image (a compressed one decoded whole, within compression.MAX_IMAGE)."""
     name = os.fspath(path)
-    from .analysis import kallsyms
-
     with open_input(name) as buf:
-        if _may_be_dump(buf):
-            from .dumps import search
-
-            try:
-                mem = search.open_dump(buf)
-            except NotMine:
-                mem = None
-            if mem is not None:
-                return kallsyms.symbols_in_memory(mem, name)
-        source = _peel(buf, name, ())
+        mem = _open_dump(buf)
+        if mem is not None:
+            yield Kernel(name, mem.info.outer, memory=mem)
+            return
+        source = peel(buf, name)
         if source.chunks is not None:
             data = _whole_stream(source.chunks)
             layer = Layer("raw image", 0, len(data), f"{len(data)} bytes decompressed")
-            return kallsyms.locate_in_image(data, name, (*source.layers, layer))
-        assert source.buf is not None
-        return kallsyms.locate_in_image(source.buf, name, source.layers, source.elf)
+            yield Kernel(name, (*source.layers, layer), image=data)
+            return
+        yield Kernel(name, source.layers, image=source.data, elf=source.elf)
+
+
+def _open_dump(buf: Buffer) -> PhysicalMemory | None:
+    if not _may_be_dump(buf):
+        return None
+    try:
+        return search.open_dump(buf)
+    except NotMine:
+        return None
 
 
 def _whole_stream(chunks: Iterator[bytes]) -> bytearray:
@@ -142,11 +150,11 @@ def _config_in_dump(mem: PhysicalMemory, path: str) -> KernelConfig:
                 layer = Layer("physical memory", pos + span.start, span.end - span.start, "IKCFG_ST..IKCFG_ED")
                 return KernelConfig(path, span.method, pos + span.start, text, (layer,))
             pos = mem.find(locate.CONFIG_START_MARKER, pos + 1, hi)
-    raise NotFound(f"{path}: cannot find the kernel's .config in the dump's memory "
-                   f"(was the kernel built with CONFIG_IKCONFIG?)")
+    raise NotFound("cannot find the kernel's .config in the dump's memory "
+                   "(was the kernel built with CONFIG_IKCONFIG?)", path=path)
 
 
-def _config_in_stream(source: _Source, path: str) -> KernelConfig:
+def _config_in_stream(source: Peeled, path: str) -> KernelConfig:
     assert source.chunks is not None
     scanner = locate.ConfigScanner()
     try:
@@ -156,8 +164,8 @@ def _config_in_stream(source: _Source, path: str) -> KernelConfig:
     finally:
         _close(source.chunks)
     if scanner.found is None:
-        raise NotFound(f"{path}: cannot find the kernel's .config in the decompressed kernel "
-                       f"(was it built with CONFIG_IKCONFIG?)")
+        raise NotFound("cannot find the kernel's .config in the decompressed kernel "
+                       "(was it built with CONFIG_IKCONFIG?)", path=path)
     text = locate.gunzip_config(scanner.gzip, scanner.found.start)
     image = Layer("raw image", 0, scanner.found.end, "decompressed payload, read up to the config's end")
     return KernelConfig(path, scanner.found.method, scanner.found.start, text, (*source.layers, image))
@@ -169,9 +177,8 @@ def read_archive(path: str | os.PathLike[str]) -> bytes:
 
 
 def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
-    from .archive import unpack as _extract
 
-    return _extract.list_members(find(path).archive)
+    return unpack.list_members(find(path).archive)
 
 
 def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
@@ -179,16 +186,15 @@ def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = 
             max_members: int | None = None) -> tuple[Found, Extracted]:
     """Unpack the archive into `dest` (default: ./kheaders-<release>) safely. `max_bytes` and
     `max_members` (None: the defaults, 1 GiB and 200,000) must be positive: UsageError otherwise."""
-    from .archive import unpack as _extract
 
     for name, value in (("max_bytes", max_bytes), ("max_members", max_members)):
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be a positive number, not {value}")
     found = find(path)
     target = Path(dest) if dest is not None else Path(default_directory(found)[0])
-    return found, _extract.extract(found.archive, target, force=force,
-                                   max_bytes=_extract.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
-                                   max_members=_extract.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
+    return found, unpack.extract(found.archive, target, force=force,
+                                   max_bytes=unpack.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+                                   max_members=unpack.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
 
 
 def platform_of(found: Found) -> Platform | None:
@@ -200,10 +206,8 @@ def platform_of(found: Found) -> Platform | None:
 def archive_platform(archive: bytes, autoconf: bytes | None = None) -> Platform | None:
     """What a headers archive says: arch/<arch>/ names the architecture, autoconf.h (the archive's own
     unless given) the word size and byte order. Decodes the archive's first 256 KiB (and up to autoconf.h)."""
-    from . import arch
-    from .archive.tarwalk import names_at_start
 
-    names = list(names_at_start(xzstream.decode_prefix(archive, 256 * 1024)))
+    names = list(tarwalk.names_at_start(xzstream.decode_prefix(archive, 256 * 1024)))
     if autoconf is None:
         autoconf = archive_member(archive, "include/generated/autoconf.h")
     return arch.from_archive(names, autoconf)
@@ -233,7 +237,6 @@ def release_from_archive(archive: bytes) -> str | None:
 def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | None:
     """One regular file's bytes from the archive (decodes up to it), or None (absent, larger than
     `limit`, or the archive is unreadable before it)."""
-    from .archive import unpack
 
     try:
         return unpack.read_member(archive, name, limit)
@@ -256,30 +259,16 @@ def open_input(path: str) -> Iterator[Buffer]:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 yield mapped
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError("no such file", path=path) from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
+        raise InputError("is a directory", path=path) from None
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError("permission denied", path=path) from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+        raise InputError(f"cannot read: {exc}", path=path) from None
 
 
 # The pipeline --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Source:
-    """The innermost data once every container is peeled: bytes to search, or a decoded stream."""
-
-    layers: tuple[Layer, ...]
-    buf: Buffer | None = None
-    elf: ElfImage | None = None
-    chunks: Iterator[bytes] | None = None
-    whole_archive: bool = False  # the input is the archive itself
-    release: str | None = None
-    notes: tuple[str, ...] = ()
-    platform: Platform | None = None
 
 
 _DUMP_MAGICS = (b"KDUMP   ", b"makedumpfile", b"EMiL")  # kdump, flattened, LiME (0x4C694D45 LE)
@@ -291,90 +280,62 @@ def _may_be_dump(buf: Buffer) -> bool:
     return head.startswith(_DUMP_MAGICS) or (head[:4] == ELF_MAGIC and head[16:18] in (b"\x04\x00", b"\x00\x04"))
 
 
-def _peel(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
-    """Peel containers until a buffer or a decoded stream is left to search; the innermost
-    header that names the architecture wins."""
-    source = _peel_one(buf, path, layers)
-    if source.platform is None and not source.whole_archive:
-        from . import arch
-
+def peel(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Peeled:
+    """Peel image formats (images/registry.py, in order) until bytes or a decoded stream are left
+    to search; the innermost header that names the architecture wins."""
+    if len(buf) == 0:
+        raise NotFound("empty file", path=path)
+    peeled = _peel_one(buf, path)
+    inner = (*layers, *peeled.layers)
+    if peeled.again:
+        assert peeled.data is not None
+        peeled = peel(peeled.data, path, inner)
+    else:
+        peeled = replace(peeled, layers=inner)
+    if peeled.platform is None and not peeled.whole_archive:
         found = arch.from_elf_header(buf) or arch.from_image(buf)
         if found is not None:
-            source = replace(source, platform=found)
-    return source
+            peeled = replace(peeled, platform=found)
+    return peeled
 
 
-def _peel_one(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
-    if len(buf) == 0:
-        raise NotFound(f"{path}: empty file")
-    if bytes(buf[:4]) == ELF_MAGIC:
-        return _peel_elf(buf, path, layers)
-    from . import compression
-
-    codec = _whole_file_codec(buf)
-    if codec == "xz" and xzstream.looks_like_headers(buf, 0):
-        return _Source(layers, buf=buf, whole_archive=True)
-    if codec is not None:
-        data = compression.decode_all(codec, buf, 0)
-        return _peel(data, path, (*layers, Layer(codec, 0, len(buf), f"{len(data)} bytes decompressed")))
-    from .images import arm64_image, armzimage, bootimg, bzimage, s390
-
-    if bootimg.is_boot_image(buf):
-        layer = bootimg.peel(buf, path)
-        return _peel(bytes(buf[layer.offset : layer.offset + layer.length]), path, (*layers, layer))
-    if arm64_image.is_zboot(buf):
-        payload_layers, chunks = arm64_image.payload_chunks(buf, path)
-        return _Source((*layers, *payload_layers), chunks=compression.capped(chunks))
-    if bzimage.is_bzimage(buf):
+def _peel_one(buf: Buffer, path: str) -> Peeled:
+    """The first registered format whose probe matches and that does not disown the input on a
+    closer look; raw bytes when none does."""
+    for fmt in registry.FORMATS:
+        if not fmt.probe(buf):
+            continue
         try:
-            payload_layers, chunks = bzimage.payload_chunks(buf, path)
-            return _Source((*layers, *payload_layers), chunks=compression.capped(chunks))
-        except (NotMine, NotFound):
-            pass  # a boot sector but no kernel payload (a disk or memory image): search the bytes
-    if arm64_image.is_arm64_image(buf):
-        return _Source((*layers, arm64_image.arm64_image_layer(buf, path)), buf=buf)
-    for container in (armzimage, s390):
-        try:
-            payload_layers, chunks = container.payload_chunks(buf, path)
-            return _Source((*layers, *payload_layers), chunks=compression.capped(chunks))
-        except (NotMine, NotFound):
-            pass  # not that image, or its header without a payload (memory): search the bytes
-    if arm64_image.is_riscv_image(buf):
-        return _Source((*layers, arm64_image.riscv_image_layer(buf)), buf=buf)
-    return _Source(layers, buf=buf)
-
-
-def _peel_elf(buf: Buffer, path: str, layers: tuple[Layer, ...]) -> _Source:
-    try:
-        elf = ElfImage(buf)
-        if elf.type == ElfType.CORE:
-            raise NotFound(f"{path}: an ELF core file inside a container is not searched; give the core itself")
-        layer = Layer("elf", 0, len(buf), elf.describe())
-        release = _module_release(elf) if elf.type == ElfType.REL else None
-        elf.sections()  # parse now: a corrupt table should fail here, not halfway through a search
-    except CorruptElf as exc:
-        # A broken ELF may still hold an intact archive: search its raw bytes.
-        return _Source(layers, buf=buf, notes=(f"ELF structures unusable ({exc}); searched raw bytes",))
-    return _Source((*layers, layer), buf=buf, elf=elf, release=release)
+            return fmt.peel(buf, path)
+        except NotMine:
+            continue
+        except ExtractError as exc:
+            exc.located(path=path, layer=fmt.name)
+            raise
+    return Peeled((), data=buf)
 
 
 def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
             progress: Callable[[int, int], None] | None = None) -> Found:
     if _may_be_dump(data):
-        from .dumps import search
-
         try:  # crash images (ELF core, kdump-compressed, flattened, LiME): searched as physical memory
             found = search.find_in_dump(data, path, layers, progress)
         except NotMine:
             pass
         else:
-            from . import arch
-
             return found if found.platform else replace(found, platform=arch.from_dump_header(data))
-    source = _peel(data, path, layers)
+    source = peel(data, path, layers)
+    try:
+        return _search_peeled(source, path)
+    except ExtractError as exc:
+        exc.located(path=path, layer=source.layers[-1].format if source.layers else None)
+        raise
+
+
+def _search_peeled(source: Peeled, path: str) -> Found:
     if source.chunks is not None:
         return _search_stream(source, path)
-    buf = source.buf
+    buf = source.data
     assert buf is not None
     if source.whole_archive:
         try:
@@ -391,7 +352,7 @@ def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
     return _search_raw(source, path, [(0, len(buf))])
 
 
-def _search_elf(source: _Source, path: str) -> Found:
+def _search_elf(source: Peeled, path: str) -> Found:
     elf = source.elf
     assert elf is not None
     span = locate.by_symbols(elf)
@@ -405,37 +366,29 @@ def _search_elf(source: _Source, path: str) -> Found:
             span = locate.by_markers(elf.buf, start, end)
             if span is not None:
                 return _found(source, path, span)
-        raise NotFound(f"{path}: cannot find kernel headers: the symbol table has no {locate.START_SYMBOL}, "
-                       f"so CONFIG_IKHEADERS is not built in (with =m the headers are in kheaders.ko)")
+        raise NotFound(f"cannot find kernel headers: the symbol table has no {locate.START_SYMBOL}, "
+                       f"so CONFIG_IKHEADERS is not built in (with =m the headers are in kheaders.ko)", path=path)
     return _search_raw(source, path, elf.loaded_ranges())
 
 
-def _search_raw(source: _Source, path: str, ranges: list[tuple[int, int]]) -> Found:
-    assert source.buf is not None
+def _search_raw(source: Peeled, path: str, ranges: list[tuple[int, int]]) -> Found:
+    assert source.data is not None
     for start, end in ranges:
         try:
-            span = locate.by_markers(source.buf, start, end) or locate.carve(source.buf, start, end)
+            span = locate.by_markers(source.data, start, end) or locate.carve(source.data, start, end)
         except Damaged:
             if source.elf is not None or source.layers:
                 raise
             # Headerless memory may hold a broken-off copy (a module's first page) before a
             # whole one: look past it.
-            from .dumps import search
 
-            return search.find_in_raw(source.buf, path, source.layers)
+            return search.find_in_raw(source.data, path, source.layers)
         if span is not None:
             return _found(source, path, span)
-    raise NotFound(f"{path}: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)")
+    raise NotFound("cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)", path=path)
 
 
-def _whole_file_codec(buf: Buffer) -> str | None:
-    from . import compression
-
-    name = compression.identify(buf, 0)
-    return name if name in WHOLE_FILE_CODECS else None
-
-
-def _search_stream(source: _Source, path: str) -> Found:
+def _search_stream(source: Peeled, path: str) -> Found:
     assert source.chunks is not None
     carver = locate.StreamCarver()
     banner = _BannerScanner()
@@ -448,8 +401,8 @@ def _search_stream(source: _Source, path: str) -> Found:
     finally:
         _close(source.chunks)
     if span is None:
-        raise NotFound(f"{path}: cannot find kernel headers in the decompressed kernel "
-                       f"(was it built with CONFIG_IKHEADERS?)")
+        raise NotFound("cannot find kernel headers in the decompressed kernel "
+                       "(was it built with CONFIG_IKHEADERS?)", path=path)
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
                  layers=(*source.layers, image), release=banner.release, notes=source.notes,
@@ -464,10 +417,10 @@ def _close(chunks: Iterator[bytes]) -> None:
         close()
 
 
-def _found(source: _Source, path: str, span: locate.Span) -> Found:
-    assert source.buf is not None
-    archive = bytes(source.buf[span.start : span.end])
-    banner = find_banner(source.buf) if span.method != Method.WHOLE else None
+def _found(source: Peeled, path: str, span: locate.Span) -> Found:
+    assert source.data is not None
+    archive = bytes(source.data[span.start : span.end])
+    banner = find_banner(source.data) if span.method != Method.WHOLE else None
     release = source.release or (banner[0] if banner else None)
     return Found(path=path, method=span.method, offset=span.start, archive=archive, layers=source.layers,
                  release=release, notes=source.notes, banner=banner[1] if banner else None,
@@ -492,14 +445,6 @@ def find_banner(buf: Buffer) -> tuple[str, str] | None:
             return imagetext.decode(match.group(1)), imagetext.decode(match.group(0)).strip()
         pos = buf.find(b"Linux version ", pos + 1)
     return None
-
-
-def _module_release(elf: ElfImage) -> str | None:
-    section = elf.section(".modinfo")
-    if section is None:
-        return None
-    match = _VERMAGIC.search(elf.section_bytes(section))
-    return imagetext.decode(match.group(1)) if match else None
 
 
 class _BannerScanner:

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 from builders import HEADERS, headers_archive
+from builders_arch import DTB, riscv_image, s390_bzimage, xz_arm, zimage
 from builders_bzimage import DECOY_STUB, compress, kernel_like
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extract_ikheaders import arch, pipeline
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
-from extract_ikheaders.images import arm64_image, armzimage, s390
+from extract_ikheaders.images import armzimage, s390
 from extract_ikheaders.model import Method, Platform
 
 ARCHIVE = headers_archive()
-DTB = b"\xd0\x0d\xfe\xed" + b"\x00" * 60  # a device tree appended after the zImage's end
 
 
 def _kernel() -> bytes:
@@ -28,30 +27,9 @@ def _kernel() -> bytes:
     return kernel_like(256 << 10, seed=1) + ARCHIVE + kernel_like(64 << 10, seed=2)
 
 
-def _xz_arm(data: bytes) -> bytes:
-    """scripts/xz_wrap.sh for ARCH=arm: xz with the ARM BCJ filter, then kbuild's size trailer."""
-    out = subprocess.run(["xz", "--check=crc32", "--arm", "--lzma2=dict=8MiB"], input=data, capture_output=True,
-                         check=True).stdout
-    return out + struct.pack("<I", len(data))
-
-
-def zimage(payload: bytes, *, big_endian: bool = False, appended: bytes = DTB) -> bytes:
-    head = bytearray(b"\x00\x00\xa0\xe1" * 16)  # mov r0, r0 (the 'nop' sled head.S starts with)
-    size = 0x40 + len(DECOY_STUB) + len(payload)
-    struct.pack_into("<III", head, 0x24, armzimage.MAGIC, 0, size)
-    head[0x30:0x34] = struct.pack(">I" if big_endian else "<I", 0x04030201)
-    return bytes(head) + DECOY_STUB + payload + appended
-
-
-def s390_bzimage(payload: bytes) -> bytes:
-    head = bytearray(0x10100)
-    head[s390.EP_OFFSET : s390.EP_OFFSET + 6] = s390.EP_STRING
-    return bytes(head) + DECOY_STUB + payload + b"\x07" * 0x200
-
-
 @pytest.mark.parametrize("codec", ["xz-arm", "gzip"])
 def test_arm_zimage(tmp_path: Path, codec: str) -> None:
-    payload = _xz_arm(_kernel()) if codec == "xz-arm" else compress("gzip", _kernel())
+    payload = xz_arm(_kernel()) if codec == "xz-arm" else compress("gzip", _kernel())
     path = tmp_path / "zImage"
     path.write_bytes(zimage(payload))
     found = pipeline.find(path)
@@ -110,12 +88,8 @@ def test_other_inputs_are_not_mine(data: bytes) -> None:
 
 
 def test_riscv_image(tmp_path: Path) -> None:
-    head = bytearray(0x40)
-    struct.pack_into("<QQQI", head, 0x08, 0x200000, 0x1000000, 0, 0x2)
-    head[0x30:0x38] = arm64_image.RISCV_MAGIC
-    head[0x38:0x3C] = arm64_image.RISCV_MAGIC2
     path = tmp_path / "Image"
-    path.write_bytes(bytes(head) + _kernel())
+    path.write_bytes(riscv_image(_kernel()))
     found = pipeline.find(path)
     assert found.archive == ARCHIVE
     assert (found.layers[0].format, found.layers[0].detail) == (

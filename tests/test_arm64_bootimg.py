@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import struct
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,10 @@ from conftest import Corpus, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract_ikheaders import compression, pipeline
-from extract_ikheaders.archive import locate
+from extract_ikheaders import pipeline
 from extract_ikheaders.errors import Damaged, NotFound, NotMine
 from extract_ikheaders.images import arm64_image as zb
-from extract_ikheaders.images import bootimg, bzimage
+from extract_ikheaders.images import bootimg
 from extract_ikheaders.model import Layer
 
 ARCHIVE = headers_archive()
@@ -34,42 +33,12 @@ COMP_TYPES = {"gzip": "gzip", "lz4": "lz4", "lzma": "lzma", "lzo": "lzo", "xz": 
 
 
 def peel_and_find(data: bytes) -> tuple[bytes, tuple[Layer, ...]]:
-    """The archive, found by calling the containers directly in pipeline._peel's order."""
-    layers: list[Layer] = []
-    if bootimg.is_boot_image(data):
-        layer = bootimg.peel(data, "test")
-        layers.append(layer)
-        data = data[layer.offset : layer.offset + layer.length]
-    codec = compression.identify(data, 0)
-    if codec is not None:
-        layers.append(Layer(codec, 0, len(data)))
-        data = compression.decode_all(codec, data, 0, limit=1 << 30)
-    if zb.is_zboot(data):
-        payload_layers, chunks = zb.payload_chunks(data, "test")
-        return carve_stream(chunks), (*layers, *payload_layers)
-    if bzimage.is_bzimage(data):
-        payload_layers, chunks = bzimage.payload_chunks(data, "test")
-        return carve_stream(chunks), (*layers, *payload_layers)
-    if zb.is_arm64_image(data):
-        layers.append(zb.arm64_image_layer(data, "test"))
-    span = locate.carve(data)
-    assert span is not None, "no archive carved"
-    return data[span.start : span.end], tuple(layers)
-
-
-def carve_stream(chunks: Iterator[bytes]) -> bytes:
-    carver = locate.StreamCarver()
-    try:
-        for chunk in chunks:
-            if carver.feed(chunk):
-                break
-        span = carver.found or carver.finish()
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    assert span is not None, "no archive in the decoded stream"
-    return carver.archive
+    """The archive and its layers, through the real pipeline (pipeline.find on a file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "image"
+        path.write_bytes(data)
+        found = pipeline.find(path)
+    return found.archive, found.layers
 
 
 def sha(data: bytes) -> str:
@@ -102,7 +71,7 @@ def test_zboot_payload_decodes_to_the_image(codec: str) -> None:
 def test_zboot_archive_found_through_the_stream(codec: str) -> None:
     archive, layers = peel_and_find(zboot_of(codec))
     assert archive == ARCHIVE
-    assert [layer.format for layer in layers] == ["EFI zboot"]
+    assert [layer.format for layer in layers] == ["EFI zboot", "raw image"]
 
 
 def test_zboot_payload_closes_early() -> None:
@@ -230,7 +199,7 @@ def test_mkbootimg_images(tmp_path: Path, version: int) -> None:
 
 def test_boot_image_archive_through_zboot() -> None:
     archive, layers = peel_and_find(boot_image(zboot_of("gzip"), 4))
-    assert archive == ARCHIVE and [x.format for x in layers] == ["android boot.img", "EFI zboot"]
+    assert archive == ARCHIVE and [x.format for x in layers] == ["android boot.img", "EFI zboot", "raw image"]
 
 
 @pytest.mark.parametrize("version", range(5))
@@ -330,7 +299,7 @@ def test_arm64_images(arm64: Corpus, name: str, variant: str) -> None:
     elif name == "Image.gz":
         assert formats == ["gzip", "arm64 Image"]
     else:
-        assert formats == ["EFI zboot"]
+        assert formats == ["EFI zboot", "raw image"]
         comp_type = {"gzip": "gzip", "zstd": "zstd22"}[variant]
         assert layers[0].detail == f"{comp_type} payload, PE ARM64, sections .text .data, payload in .text"
 
@@ -348,7 +317,7 @@ def test_boot_image_with_x86_bzimage(corpus: Corpus, tmp_path: Path, version: in
     kernel = corpus.file("k61y", "bzImage.gzip")
     archive, layers = peel_and_find(boot_img_of(tmp_path, kernel, version))
     assert sha(archive) == corpus.truth("6.1-y-gzip")["sha256"]
-    assert [layer.format for layer in layers] == ["android boot.img", "bzImage"]
+    assert [layer.format for layer in layers] == ["android boot.img", "bzImage", "raw image"]
     assert layers[0].length == kernel.stat().st_size
 
 

@@ -17,7 +17,6 @@ from conftest import Corpus
 from dump_builders import Seg, elf_core
 from kallsyms_builder import encode, encode_name, kernel_symbols, tokens_for
 
-from extract_ikheaders import pipeline
 from extract_ikheaders.analysis import kallsyms, kallsyms_locate
 from extract_ikheaders.dumps.search import open_dump
 from extract_ikheaders.errors import Damaged, NotFound
@@ -189,7 +188,7 @@ def test_find_symbols_peels_a_compressed_file(tmp_path: Path) -> None:
     enc = encode(kernel_symbols(700, _X86_BASE), layout="6.1")
     path = tmp_path / "Image.gz"
     path.write_bytes(gzip.compress(_image(enc.blob)))
-    table = pipeline.find_symbols(path)
+    table = kallsyms.find_symbols(path)
     assert table.symbols == enc.symbols
     assert table.method == "located" and not table.kaslr_known
     assert [layer.format for layer in table.layers] == ["gzip"]
@@ -200,7 +199,7 @@ def test_find_symbols_32bit_system_map_width(tmp_path: Path) -> None:
     enc = encode(kernel_symbols(300, 0xC0100000, word=4), word=4, endian=">", layout="6.1")
     path = tmp_path / "zImage.raw"
     path.write_bytes(_image(enc.blob))
-    lines = b"".join(pipeline.find_symbols(path).system_map()).decode().splitlines()
+    lines = b"".join(kallsyms.find_symbols(path).system_map()).decode().splitlines()
     assert lines[0] == "c0100000 D " + enc.symbols[0][2]
     assert len(lines) == 301
 
@@ -217,10 +216,10 @@ def test_relocatable_arm64_image_base_from_its_rela(tmp_path: Path, text: int) -
     rela = struct.pack("<6Q", text + 0x1238, 0x403, text + 0x999, text + len(head) + at, 0x403, base)
     path = tmp_path / "Image"
     path.write_bytes(head + bytes(blob) + rela)
-    table = pipeline.find_symbols(path)
+    table = kallsyms.find_symbols(path)
     assert table.symbols == enc.symbols
     path.write_bytes(head + bytes(blob))  # no RELA entry: the offsets as they are, from 0
-    assert pipeline.find_symbols(path).symbols[0][0] == enc.symbols[0][0] - base
+    assert kallsyms.find_symbols(path).symbols[0][0] == enc.symbols[0][0] - base
 
 
 def test_dump_without_vmcoreinfo_is_located() -> None:
@@ -370,7 +369,7 @@ _CROSS += [("k61s390x", "vmlinux"), ("k61s390x", "bzImage"), ("k61ppc64be", "vml
 
 @pytest.mark.parametrize(("stage", "name", "release"), _IMAGES)
 def test_image_symbols_equal_system_map(corpus: Corpus, stage: str, name: str, release: str) -> None:
-    table = pipeline.find_symbols(corpus.file(stage, name))
+    table = kallsyms.find_symbols(corpus.file(stage, name))
     assert table.method == "located" and not table.kaslr_known
     _assert_matches(table.symbols, corpus.file(stage, "System.map"), release)
 
@@ -379,7 +378,7 @@ def test_image_symbols_equal_system_map(corpus: Corpus, stage: str, name: str, r
 def test_cross_built_image_symbols_equal_system_map(corpus: Corpus, stage: str, name: str) -> None:
     if stage not in corpus.manifest["recipe"]:
         pytest.skip(f"the corpus has no {stage} kernel (cross-built kernels not in this corpus)")
-    table = pipeline.find_symbols(corpus.file(stage, name))
+    table = kallsyms.find_symbols(corpus.file(stage, name))
     expected = kallsyms_selection(corpus.file(stage, "System.map"), False)
     assert Counter(table.symbols) == expected
     assert len(table.symbols) > 5000
@@ -397,7 +396,7 @@ def _boot(corpus: Corpus, kernel: str) -> Path:
                                                        ("6.1-m-4level", "k61m", "dump.kdump-zlib")])
 def test_qemu_dump_symbols_equal_system_map(corpus: Corpus, kernel: str, stage: str, dump: str) -> None:
     """No VMCOREINFO: the tables are found in physical memory, addresses as the guest ran them."""
-    table = pipeline.find_symbols(_boot(corpus, kernel) / dump)
+    table = kallsyms.find_symbols(_boot(corpus, kernel) / dump)
     assert table.method == "located"
     assert table.layers[-1].format == "physical memory"
     running = {name: addr for addr, _, name in table.symbols}
@@ -419,7 +418,7 @@ def _mapped(path: Path) -> Iterator[mmap.mmap]:
 def test_real_kdump_agrees_with_system_map(corpus: Corpus, name: str) -> None:
     kdump = corpus.manifest["kdump"]
     assert name == "vmcore" or name in kdump["makedumpfile_outputs"].values()
-    table = pipeline.find_symbols(corpus.root / kdump["dir"] / name)
+    table = kallsyms.find_symbols(corpus.root / kdump["dir"] / name)
     assert table.method == "vmcoreinfo" and table.kaslr_source == "vmcoreinfo"
     assert table.kaslr_offset  # the corpus kdump booted with KASLR
     _assert_matches(table.symbols, corpus.file("k61y", "System.map"), "6.1", table.kaslr_offset)
@@ -429,7 +428,7 @@ def test_real_kdump_agrees_with_system_map(corpus: Corpus, name: str) -> None:
 def test_real_modular_kdumps_agree_with_system_map(corpus: Corpus, kdump: str) -> None:
     entry = corpus.manifest["kdump_m"][kdump]
     for name in ("vmcore", entry["makedumpfile_outputs"]["kdump-zlib-d31"]):
-        table = pipeline.find_symbols(corpus.root / entry["dir"] / name)
+        table = kallsyms.find_symbols(corpus.root / entry["dir"] / name)
         assert table.method == "vmcoreinfo" and table.kaslr_offset
         _assert_matches(table.symbols, corpus.file("k61m", "System.map"), "6.1", table.kaslr_offset)
 
@@ -473,8 +472,8 @@ def test_cli_symbols_from_bzimage_reports_where(corpus: Corpus, cli: Any, tmp_pa
     assert report["method"] == "located" and report["kaslr_offset"] is None
     assert [layer["format"] for layer in report["layers"]] == ["bzImage", "raw image"]
     raw = corpus.file("k612y", "vmlinux.stripped")  # the payload is this ELF, so the offset is the same
-    assert report["offset"] == pipeline.find_symbols(raw).offset
-    assert out.read_bytes() == b"".join(pipeline.find_symbols(raw).system_map())
+    assert report["offset"] == kallsyms.find_symbols(raw).offset
+    assert out.read_bytes() == b"".join(kallsyms.find_symbols(raw).system_map())
     text = cli("--symbols", tmp_path / "again.map", corpus.file("k612y", "bzImage"))
     assert text.code == 0
     assert f"{report['count']} symbols (located at {report['offset']:#x} in raw image)" in text.stderr

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UnsafeArchive
+from ..errors import ParserSignal, UnsafeArchive
 
 if TYPE_CHECKING:
     import subprocess
@@ -49,7 +49,7 @@ class UnsafeHeaders(UnsafeArchive):
     """A header in the archive reaches outside it (absolute or escaping include, .incbin)."""
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(ParserSignal):
     """A compiler step ran out of its time or resources (reported by the caller)."""
 
 

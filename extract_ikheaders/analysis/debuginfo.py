@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cachekey import producer
-from ..errors import ExtractError, NotFound
+from ..errors import ExtractError, NotFound, ToolError
 from . import confined_cc
 from .confined_cc import Limits
 
@@ -108,10 +108,8 @@ PRIVATE_DECLARATIONS = {
 }
 
 
-class TypesError(ExtractError):
+class TypesError(ToolError):
     """The types object cannot be built (no compiler for the architecture, the headers do not compile)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
-from ..errors import ExtractError, InputError, NotFound, NotMine
+from ..errors import InputError, NotFound, NotMine, ToolError
 from . import vmcoreinfo_standin
 from .confined_cc import Limits
 from .debuginfo import TYPE_PREFIX, Types
@@ -40,10 +40,8 @@ if TYPE_CHECKING:
 _KERNEL_HALF = 0xFFFF000000000000  # System.map addresses the KASLR offset moves (not percpu offsets)
 
 
-class DrgnMissing(ExtractError):
+class DrgnMissing(ToolError):
     """drgn is not installed."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ def open_program(dump: str | os.PathLike[str], *, symbols: str | os.PathLike[str
     try:
         prog.set_core_dump(name)
     except (OSError, ValueError, drgn.MissingDebugInfoError) as exc:
-        raise InputError(f"{name}: drgn cannot open it as a crash dump: {exc}") from None
+        raise InputError(f"drgn cannot open it as a crash dump: {exc}", path=name) from None
     module = prog.extra_module("kheaders_types", 0, create=True)
     module.try_file(str(types.path), force=True)
     prog.register_symbol_finder("kheaders_symbols", drgn.SymbolIndex(drgn_symbols(table)), enable_index=0)
@@ -96,7 +94,7 @@ def _read_dump(dump: str, system_map: str | os.PathLike[str] | None) -> tuple[di
         try:
             mem = open_dump(buf)
         except NotMine:
-            raise NotFound(f"{dump}: not a crash dump (ELF core, kdump-compressed, flattened or LiME)") from None
+            raise NotFound("not a crash dump (ELF core, kdump-compressed, flattened or LiME)", path=dump) from None
         _readable_by_drgn(mem, dump)
         # a System.map needs only the KASLR offset: kallsyms only when VMCOREINFO must be stood in for
         standin_needed = system_map is None or not mem.info.vmcoreinfo
@@ -110,10 +108,10 @@ def _read_dump(dump: str, system_map: str | os.PathLike[str] | None) -> tuple[di
 def _readable_by_drgn(mem: PhysicalMemory, dump: str) -> None:
     """drgn reads ELF cores and kdump-compressed files; say so before libkdumpfile fails obscurely."""
     if any(layer.format == "flattened" for layer in mem.info.outer):
-        raise InputError(f"{dump}: drgn cannot read makedumpfile's flattened format; reassemble it first: "
-                         f"makedumpfile -R NEWFILE < {dump}")
+        raise InputError(f"drgn cannot read makedumpfile's flattened format; reassemble it first: "
+                         f"makedumpfile -R NEWFILE < {dump}", path=dump)
     if mem.info.format not in ("elf-core", "kdump"):
-        raise InputError(f"{dump}: drgn cannot read a {mem.info.format} dump (only ELF cores and kdump-compressed)")
+        raise InputError(f"drgn cannot read a {mem.info.format} dump (only ELF cores and kdump-compressed)", path=dump)
 
 
 def read_system_map(path: Path) -> list[Symbol]:
@@ -121,7 +119,7 @@ def read_system_map(path: Path) -> list[Symbol]:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
     out = []
     for line in text.splitlines():
         parts = line.split()
@@ -131,7 +129,7 @@ def read_system_map(path: Path) -> list[Symbol]:
             except ValueError:
                 continue
     if not out:
-        raise NotFound(f"{path}: no `address type name` lines: not a System.map")
+        raise NotFound("no `address type name` lines: not a System.map", path=str(path))
     return out
 
 

@@ -111,12 +111,12 @@ def read_dwarf(path: str | os.PathLike[str]) -> DwarfTypes:
         try:
             elf = ELFFile(stream)
             if not elf.has_dwarf_info():
-                raise InputError(f"{path}: no DWARF debug info")
+                raise InputError("no DWARF debug info", path=os.fspath(path))
             endian = "little" if elf.little_endian else "big"
             dies = list(_top_dies(elf.get_dwarf_info(relocate_dwarf_sections=True)))
             pointer_size = elf.elfclass // 8
         except ELFError as exc:
-            raise InputError(f"{path}: not a readable ELF object with DWARF ({exc})") from None
+            raise InputError(f"not a readable ELF object with DWARF ({exc})", path=os.fspath(path)) from None
     converter = _Converter(dies, endian, pointer_size)
     source = {"kind": "dwarf", "name": os.path.basename(path), "hash_type": "sha256", "hash_value": digest}
     return converter.convert(source)
@@ -438,7 +438,7 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
         try:
             mem = open_dump(buf)
         except NotMine:
-            raise NotFound(f"{image}: not a crash dump (ELF core, kdump-compressed, flattened or LiME)") from None
+            raise NotFound("not a crash dump (ELF core, kdump-compressed, flattened or LiME)", path=image) from None
         table = vmcoreinfo_standin.kallsyms(mem, buf, image)  # fails fast, before any compile
         types, cached, types_object = _types(image, kernel_source, types_object, limits)
         found = _DumpSymbols.gather(mem, types, table.symbols, image)
@@ -486,8 +486,8 @@ class _DumpSymbols:
                                      path)
         missing = [name for name in REQUIRED_SYMBOLS if name not in names and name not in found]
         if missing:
-            raise NotFound(f"{path}: neither kallsyms nor the kernel image give {', '.join(missing)}; "
-                           "Volatility cannot use the table")
+            raise NotFound(f"neither kallsyms nor the kernel image give {', '.join(missing)}; "
+                           "Volatility cannot use the table", path=path)
         symbols.extend((glob.address, "D", name) for name, glob in found.items())
         return cls(symbols, _named(found, kernel_globals.VMCOREINFO), _named(found, kernel_globals.IMAGE))
 
@@ -517,7 +517,7 @@ def _scanned_banner(buf: Buffer, path: str) -> bytes:
 
     found = find_banner(buf)
     if found is None:
-        raise NotFound(f"{path}: no 'Linux version' banner in the dump; Volatility could not match the table")
+        raise NotFound("no 'Linux version' banner in the dump; Volatility could not match the table", path=path)
     return found[1].encode()
 
 

@@ -21,12 +21,15 @@ False where nothing says it (an image, a dump without VMCOREINFO), and --json re
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import pipeline
+from ..archive import locate
 from ..archive.xzstream import Buffer
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
@@ -77,13 +80,28 @@ def symbols_from_dump(buf: Buffer, path: str) -> SymbolTable:
     return read_dump(buf, path).symbols
 
 
+def find_symbols(path: str | os.PathLike[str]) -> Kallsyms:
+    """The kernel's symbol table decoded from kallsyms, and how it was found.
+
+    A crash dump is read through VMCOREINFO (addresses of the crashed kernel, KASLR offset known)
+    or, without it, searched by the tables' shape; any other input is peeled (compressed file,
+    bzImage, zboot, arm64 Image, ELF) and the whole kernel image searched.
+    Raises NotFound (no kallsyms table), Damaged (one that does not decode) or InputError.
+    """
+    with pipeline.open_kernel(path) as kernel:
+        if kernel.memory is not None:
+            return symbols_in_memory(kernel.memory, kernel.path)
+        assert kernel.image is not None
+        return locate_in_image(kernel.image, kernel.path, kernel.layers, kernel.elf)
+
+
 def read_dump(buf: Buffer, path: str) -> Kallsyms:
     """The dump's kallsyms through VMCOREINFO and its KASLR offset; NotFound or Damaged (never NotMine)."""
     try:
         mem = open_dump(buf)
     except NotMine:
-        raise NotFound(f"{path}: not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
-                       f"reading kallsyms {_NEEDS}") from None
+        raise NotFound(f"not a crash dump (ELF core, kdump-compressed, flattened or LiME); "
+                       f"reading kallsyms {_NEEDS}", path=path) from None
     return read_memory(mem, path)
 
 
@@ -91,9 +109,9 @@ def read_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
     """kallsyms through VMCOREINFO only (callers that need the KASLR offset); NotFound without it."""
     info = mem.info.vmcoreinfo
     if not info:
-        raise NotFound(f"{path}: the dump has no VMCOREINFO; reading kallsyms {_NEEDS}")
+        raise NotFound(f"the dump has no VMCOREINFO; reading kallsyms {_NEEDS}", path=path)
     if not _names_tables(info):
-        raise NotFound(f"{path}: VMCOREINFO has no SYMBOL(kallsyms_*) entries; reading kallsyms {_NEEDS}")
+        raise NotFound(f"VMCOREINFO has no SYMBOL(kallsyms_*) entries; reading kallsyms {_NEEDS}", path=path)
     layer = Layer(mem.info.format, 0, 0, "kallsyms through VMCOREINFO SYMBOL(kallsyms_*)")
     return Kallsyms(_Reader(mem, info, path).symbols(), _hex(info, "KERNELOFFSET", path, default=0),
                     layers=(*mem.info.outer, layer))
@@ -139,8 +157,8 @@ def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = 
     if damage is not None:
         raise damage
     why = "no VMCOREINFO" if not mem.info.vmcoreinfo else "VMCOREINFO has no SYMBOL(kallsyms_*) entries"
-    raise NotFound(f"{path}: no kallsyms table found in the dump's memory ({why}; "
-                   f"was the kernel built with CONFIG_KALLSYMS?)")
+    raise NotFound(f"no kallsyms table found in the dump's memory ({why}; "
+                   f"was the kernel built with CONFIG_KALLSYMS?)", path=path)
 
 
 def _token_table_near(mem: PhysicalMemory, hit: int, lo: int) -> bool:
@@ -157,8 +175,8 @@ def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfI
     except NotFound:
         names = {"elf": "the ELF file", "raw image": "the decompressed kernel"}
         where = names.get(layers[-1].format, f"the {layers[-1].format}") if layers else "the file"
-        raise NotFound(f"{path}: no kallsyms table found in {where} "
-                       f"(was the kernel built with CONFIG_KALLSYMS?)") from None
+        raise NotFound(f"no kallsyms table found in {where} "
+                       f"(was the kernel built with CONFIG_KALLSYMS?)", path=path) from None
     if found.relative_base == 0 and found.relative_base_at is not None:
         if elf is not None:
             base = _relocated_word(elf, found.relative_base_at)
@@ -260,7 +278,6 @@ def x86_64_kaslr_offset(image: Buffer, symbols: SymbolTable) -> int | None:
     """The KASLR offset of an x86_64 kernel without VMCOREINFO: the running `_text` minus the
     link-time one, __START_KERNEL_map + ALIGN(CONFIG_PHYSICAL_START, CONFIG_PHYSICAL_ALIGN), read
     from the kernel's own .config (CONFIG_IKCONFIG) when it lies in `image`."""
-    from ..archive import locate
 
     span = locate.config_by_markers(image)
     running = symbols.address_of("_text")
@@ -289,7 +306,7 @@ class _Reader:
     def symbols(self) -> SymbolTable:
         count = self._u32("kallsyms_num_syms")
         if not 0 < count <= MAX_SYMS:
-            raise Damaged(f"{self._path}: kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}")
+            raise Damaged(f"kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}", path=self._path)
         tokens = self._tokens()
         names, _ = decode_names(self._names(), count, tokens, self._path)
         return SymbolTable(self._addresses(count), names)
@@ -302,7 +319,7 @@ class _Reader:
         try:
             return self._mem.read(self._to_phys(vaddr), size)
         except Damaged as exc:
-            raise Damaged(f"{self._path}: {name} at {vaddr:#x} cannot be read: {exc}") from None
+            raise Damaged(f"{name} at {vaddr:#x} cannot be read: {exc}", path=self._path) from None
 
     def _u32(self, name: str) -> int:
         value: int = struct.unpack("<I", self._read(name, 4))[0]
@@ -326,7 +343,7 @@ class _Reader:
         if "SYMBOL(kallsyms_offsets)" not in self._info:
             return read_array(self._read("kallsyms_addresses", 8 * count), 0, count, "Q", "<")
         if "SYMBOL(kallsyms_relative_base)" not in self._info:
-            raise NotFound(f"{self._path}: VMCOREINFO has kallsyms_offsets but no kallsyms_relative_base")
+            raise NotFound("VMCOREINFO has kallsyms_offsets but no kallsyms_relative_base", path=self._path)
         offsets = read_array(self._read("kallsyms_offsets", 4 * count), 0, count, "i", "<")
         base: int = struct.unpack("<Q", self._read("kallsyms_relative_base", 8))[0]
         return relative_addresses(offsets, base)
@@ -339,8 +356,8 @@ def symbol_translation(info: dict[str, str], path: str) -> _Translate:
         return _Translate(_START_KERNEL_MAP - phys_base, _START_KERNEL_MAP)
     if "NUMBER(kimage_voffset)" in info:
         return _Translate(_hex(info, "NUMBER(kimage_voffset)", path), 0)
-    raise NotFound(f"{path}: VMCOREINFO says neither phys_base nor kimage_voffset: "
-                   "cannot place the kernel image in physical memory")
+    raise NotFound("VMCOREINFO says neither phys_base nor kimage_voffset: "
+                   "cannot place the kernel image in physical memory", path=path)
 
 
 @dataclass(frozen=True)
@@ -359,7 +376,7 @@ def _number(info: dict[str, str], key: str, path: str) -> int:
     try:
         return int(info[key], 0)
     except ValueError:
-        raise Damaged(f"{path}: VMCOREINFO {key}={info[key]!r} is not a number") from None
+        raise Damaged(f"VMCOREINFO {key}={info[key]!r} is not a number", path=path) from None
 
 
 def _hex(info: dict[str, str], key: str, path: str, default: int | None = None) -> int:
@@ -368,4 +385,4 @@ def _hex(info: dict[str, str], key: str, path: str, default: int | None = None) 
     try:
         return int(info[key], 16)
     except ValueError:
-        raise Damaged(f"{path}: VMCOREINFO {key}={info[key]!r} is not hexadecimal") from None
+        raise Damaged(f"VMCOREINFO {key}={info[key]!r} is not hexadecimal", path=path) from None

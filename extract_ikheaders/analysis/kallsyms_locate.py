@@ -96,7 +96,7 @@ def locate(buf: Buffer, path: str, start: int = 0, end: int | None = None) -> Lo
             damage = damage or exc
     if damage is not None:
         raise damage
-    raise NotFound(f"{path}: no kallsyms table found (was the kernel built with CONFIG_KALLSYMS?)")
+    raise NotFound("no kallsyms table found (was the kernel built with CONFIG_KALLSYMS?)", path=path)
 
 
 def token_tables(buf: Buffer, start: int, end: int) -> Iterator[_Tokens]:
@@ -143,7 +143,7 @@ def _split_tokens(table: bytes, index: tuple[int, ...]) -> list[bytes] | None:
 
 
 def _decode_around(buf: Buffer, tokens: _Tokens, path: str) -> Located:
-    where = f"{path}: kallsyms token table at {tokens.table_at:#x}"
+    where = f"kallsyms token table at {tokens.table_at:#x}"
     first_failure = ""
     for markers in _marker_candidates(buf, tokens):
         for count_at, word in _count_candidates(buf, markers, tokens.endian):
@@ -154,12 +154,13 @@ def _decode_around(buf: Buffer, tokens: _Tokens, path: str) -> Located:
                 continue
             addresses = _addresses(buf, tokens, count_at, len(names), word)
             if addresses is None:
-                raise Damaged(f"{where}: {len(names)} names decode but no sorted address table lies next to them")
+                raise Damaged(f"{where}: {len(names)} names decode but no sorted address table lies next to them",
+                              path=path)
             values, layout, base_at, offsets = addresses
             base = _word(buf, base_at, word, tokens.endian) if offsets else None
             return Located(SymbolTable(values, names), names_at, tokens.table_at, word, tokens.endian == ">",
                            layout, base, base_at if offsets else None, offsets)
-    raise Damaged(f"{where}, but no kallsyms_names/kallsyms_markers before it decode{first_failure}")
+    raise Damaged(f"{where}, but no kallsyms_names/kallsyms_markers before it decode{first_failure}", path=path)
 
 
 def _words(buf: Buffer, start: int, end: int, endian: str) -> array[int]:
@@ -257,27 +258,27 @@ def decode_names(data: bytes, count: int, tokens: list[bytes], path: str = "kall
     With `markers`, symbol 256*k must start at markers[k] (kallsyms_markers). SymbolText bounds
     what the tokens expand to: per name and in all.
     """
-    out, where = SymbolText(path), f"{path}: " if path else ""
+    out, where = SymbolText(path), path or None
     pos = 0
     lookup = tokens.__getitem__
     for number in range(count):
         if markers is not None and number & 0xFF == 0 and markers[number >> 8] != pos:
-            raise Damaged(f"{where}kallsyms_names symbol {number} is not where kallsyms_markers says")
+            raise Damaged(f"kallsyms_names symbol {number} is not where kallsyms_markers says", path=where)
         if pos >= len(data):
-            raise Damaged(f"{where}kallsyms_names ends at symbol {number} of {count}")
+            raise Damaged(f"kallsyms_names ends at symbol {number} of {count}", path=where)
         length = data[pos]
         pos += 1
         if length & 0x80:  # a "big" symbol: the next byte holds bits 7-14
             if pos >= len(data):
-                raise Damaged(f"{where}kallsyms_names ends at symbol {number} of {count}")
+                raise Damaged(f"kallsyms_names ends at symbol {number} of {count}", path=where)
             length = (length & 0x7F) | (data[pos] << 7)
             pos += 1
         if length == 0 or pos + length > len(data):
-            raise Damaged(f"{where}kallsyms_names symbol {number} of {count} is broken (length {length})")
+            raise Damaged(f"kallsyms_names symbol {number} of {count} is broken (length {length})", path=where)
         out.add(b"".join(map(lookup, data[pos : pos + length])))
         pos += length
     if markers is not None and len(markers) != (count + 255) >> 8:
-        raise Damaged(f"{where}{count} symbols but {len(markers)} kallsyms_markers")
+        raise Damaged(f"{count} symbols but {len(markers)} kallsyms_markers", path=where)
     return out, pos
 
 
@@ -343,6 +344,6 @@ def decode_tokens(table: bytes, index: tuple[int, ...], path: str = "kallsyms") 
     for number, start in enumerate(index):
         end = table.find(b"\0", start)
         if start >= len(table) or end == -1:
-            raise Damaged(f"{path}: kallsyms token {number} at offset {start} runs past the token table")
+            raise Damaged(f"kallsyms token {number} at offset {start} runs past the token table", path=path)
         tokens.append(table[start:end])
     return tokens

@@ -35,23 +35,23 @@ _UNSAFE = re.compile(rb"[^\x21-\x7e]")  # would split a System.map line, drive a
 class SymbolText:
     """The symbols' texts (type character, then name) back to back, as kallsyms_names expands."""
 
-    __slots__ = ("_ends", "_text", "_where")
+    __slots__ = ("_ends", "_path", "_text")
 
     def __init__(self, path: str = "kallsyms") -> None:
         self._text = bytearray()
         self._ends = array("I")
-        self._where = f"{path}: " if path else ""
+        self._path = path or None
 
     def add(self, text: bytes) -> None:
         number = len(self._ends)
         if len(text) < 2:
-            raise Damaged(f"{self._where}kallsyms_names symbol {number} expands to {text!r}")
+            raise Damaged(f"kallsyms_names symbol {number} expands to {text!r}", path=self._path)
         if len(text) > KSYM_NAME_LEN:
-            raise Damaged(f"{self._where}kallsyms_names symbol {number} expands to {len(text)} bytes, "
-                          f"longer than any kernel allows ({KSYM_NAME_LEN})")
+            raise Damaged(f"kallsyms_names symbol {number} expands to {len(text)} bytes, "
+                          f"longer than any kernel allows ({KSYM_NAME_LEN})", path=self._path)
         if len(self._text) + len(text) > MAX_TEXT:
-            raise Damaged(f"{self._where}kallsyms_names expands to more than {MAX_TEXT >> 20} MiB "
-                          f"by symbol {number:,}")
+            raise Damaged(f"kallsyms_names expands to more than {MAX_TEXT >> 20} MiB "
+                          f"by symbol {number:,}", path=self._path)
         self._text += text
         self._ends.append(len(self._text))
 

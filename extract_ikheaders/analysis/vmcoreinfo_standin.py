@@ -34,8 +34,8 @@ def kallsyms(mem: PhysicalMemory, buf: Buffer, path: str) -> Kallsyms:
         return ksyms.read_memory(mem, path)
     table = ksyms.symbols_in_memory(mem, path)
     if not table.kaslr_known:
-        raise NotFound(f"{path}: the dump has no VMCOREINFO and the kernel's KASLR offset is unknown "
-                       "(known only for x86_64 kernels with CONFIG_IKCONFIG)")
+        raise NotFound("the dump has no VMCOREINFO and the kernel's KASLR offset is unknown "
+                       "(known only for x86_64 kernels with CONFIG_IKCONFIG)", path=path)
     mem.info = replace(mem.info, vmcoreinfo=_vmcoreinfo(mem, buf, table, path))
     return table
 
@@ -45,18 +45,18 @@ def _vmcoreinfo(mem: PhysicalMemory, buf: Buffer, table: Kallsyms, path: str) ->
 
     tops = pagewalk.qemu_cr3_tables(pagewalk.dump_notes(mem, buf))
     if not tops:
-        raise NotFound(f"{path}: the dump has neither VMCOREINFO nor a QEMU CPU note (CR3) to find the "
-                       "page tables by")
+        raise NotFound("the dump has neither VMCOREINFO nor a QEMU CPU note (CR3) to find the "
+                       "page tables by", path=path)
     stext = table.symbols.address_of("_stext")
     paddr = pagewalk.PageTables(mem, tops[0]).translate(stext) if stext is not None else None
     if stext is None or not isinstance(paddr, int):
-        raise NotFound(f"{path}: no VMCOREINFO, and the page tables of QEMU's CR3 do not map _stext")
+        raise NotFound("no VMCOREINFO, and the page tables of QEMU's CR3 do not map _stext", path=path)
     phys_base = paddr - (stext - pagewalk.START_KERNEL_MAP)
     pgd = _init_top_pgt(mem, tops[0].paddr, paddr)
     release = mem.info.release or _release(mem, paddr)
     if pgd is None or release is None:
         missing = "init_top_pgt (no page in the kernel image matches CR3's)" if pgd is None else "a banner"
-        raise NotFound(f"{path}: no VMCOREINFO, and the kernel image holds no {missing}")
+        raise NotFound(f"no VMCOREINFO, and the kernel image holds no {missing}", path=path)
     swapper = f"{pgd + pagewalk.START_KERNEL_MAP - phys_base:x}"
     return {"OSRELEASE": release, "PAGESIZE": str(pagewalk.PAGE), "SYMBOL(_stext)": f"{stext:x}",
             "SYMBOL(init_top_pgt)": swapper, "SYMBOL(swapper_pg_dir)": swapper,

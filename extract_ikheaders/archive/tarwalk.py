@@ -20,7 +20,7 @@ import re
 import tarfile
 from collections.abc import Callable, Iterator
 
-from ..errors import UnsafeArchive
+from ..errors import ParserSignal, UnsafeArchive
 from ..imagetext import shown
 
 BLOCK = tarfile.BLOCKSIZE
@@ -36,7 +36,7 @@ _SKIP_CHUNK = 1 << 20
 Reader = Callable[[int], bytes]  # up to n bytes of the tar, b"" at its end
 
 
-class BadTar(Exception):
+class BadTar(ParserSignal):
     """The tar data is malformed or ends early: its caller reports it as damage, with context."""
 
 

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import Damaged
+from ..errors import Damaged, ParserSignal
 
 Buffer = bytes | bytearray | mmap.mmap
 
@@ -252,7 +252,7 @@ _LZMA2_STORED = (0x01, 0x02)  # uncompressed chunks, with and without a dictiona
 _LZMA2_PROPS = 0xC0  # LZMA chunks from here on carry one more byte: new properties
 
 
-class SalvageStop(EOFError):
+class SalvageStop(ParserSignal, EOFError):
     """Where the trustworthy part of a damaged stream ends, and why (an EOFError: readers stop)."""
 
 

@@ -15,12 +15,33 @@ from typing import Any, NoReturn
 import click
 
 from .. import imagetext, pipeline
+from ..analysis import kallsyms
 from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
 from ..analysis.confined_cc import Limits
-from ..errors import Damaged, ExtractError, InputError, NotFound, UsageError
+from ..errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
 from ..model import Extracted, Found, Method
 
 PROG = "extract-ikheaders"
+
+# The exit code of each kind of failure (the Exit codes in EPILOG and the man page); the first
+# class an error is an instance of wins. Anything else, ParserSignal included, is a bug: 4.
+EXIT_CODES: tuple[tuple[type[ExtractError], int], ...] = (
+    (NotFound, 1), (UsageError, 2), (InputError, 2), (ToolError, 2), (Damaged, 3), (UnsafeArchive, 3),
+)
+INTERNAL = 4
+
+
+def exit_code(exc: ExtractError) -> int:
+    return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), INTERNAL)
+
+
+def failure_line(exc: ExtractError, image: str | None) -> tuple[int, str]:
+    """The exit code and the one line for an error about `image` (named when the error did not)."""
+    exc.located(path=image)
+    code = exit_code(exc)
+    if code == INTERNAL:
+        return code, f"internal error ({type(exc).__name__}: {exc}); please report it"
+    return code, str(exc)
 
 EPILOG = """\b
 Examples:
@@ -177,7 +198,8 @@ def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tupl
         try:
             return 0, work(image)
         except ExtractError as exc:
-            return exc.exit_code, [(True, f"{PROG}: {_with_image(str(exc), image)}")]
+            code, line = failure_line(exc, image)
+            return code, [(True, f"{PROG}: {line}")]
 
     if jobs > 1 and len(images) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -201,10 +223,6 @@ def _echo(line: str, err: bool = False) -> None:
 def _json(report: dict[str, Any]) -> str:
     """A JSON report line, with every string in it escaped as text lines are."""
     return json.dumps(imagetext.shown_json(report), sort_keys=True)
-
-
-def _with_image(message: str, image: str) -> str:
-    return message if message.startswith(image) else f"{image}: {message}"
 
 
 def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
@@ -242,8 +260,8 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             report["notes"].append(name_note)
             out.append((True, f"{PROG}: {image}: {name_note}"))
         if extracted.lost is not None:  # the xz stream was whole but the tar in it was not
-            raise Damaged(f"{found.path}: the headers archive is damaged; salvaged {extracted.members} members "
-                          f"into {extracted.directory}; lost: {extracted.lost}")
+            raise Damaged(f"the headers archive is damaged; salvaged {extracted.members} members "
+                          f"into {extracted.directory}; lost: {extracted.lost}", path=found.path)
         report["members"] = extracted.members
         report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written}
         report["incidents"] = [vars(i) for i in extracted.incidents]
@@ -326,7 +344,7 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
 
 def _symbols(image: str, dest: str) -> dict[str, Any]:
     """--symbols: the kernel's kallsyms as System.map lines, sorted by address."""
-    table = pipeline.find_symbols(image)
+    table = kallsyms.find_symbols(image)
     _write_archive(table.system_map(), dest)
     return {**table.as_dict(), "output": dest}
 
@@ -558,18 +576,17 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _with_input(message: str, argv: list[str] | None) -> str:
-    """Every failure line names the input file."""
+def _last_input(argv: list[str] | None) -> str | None:
+    """The input a failure outside any one image's work is about: the last non-option argument."""
     args = sys.argv[1:] if argv is None else argv
-    image = next((a for a in reversed(args) if not a.startswith("-")), None)
-    return message if image is None else _with_image(message, image)
+    return next((a for a in reversed(args) if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    _run(command, PROG, argv, lambda message: _with_input(message, argv))
+    _run(command, PROG, argv, _last_input(argv))
 
 
-def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, name_input: Callable[[str], str]) -> NoReturn:
+def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str | None) -> NoReturn:
     """Run a click command; every failure is one line on stderr and a documented exit code."""
     try:
         code = cmd.main(args=argv, prog_name=prog_name, standalone_mode=False)
@@ -579,7 +596,8 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, name_input:
         exc.show()
         sys.exit(2)
     except ExtractError as exc:
-        fail(name_input(str(exc)), exc.exit_code)
+        code, line = failure_line(exc, image)
+        fail(line, code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except BrokenPipeError:
@@ -648,4 +666,4 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
 def drgn_main(argv: list[str] | None = None) -> NoReturn:
     """`extract-ikheaders-drgn`: errors as one line, like the main command. (The error
     messages of open_program already name the dump.)"""
-    _run(drgn_command, f"{PROG}-drgn", argv, lambda message: message)
+    _run(drgn_command, f"{PROG}-drgn", argv, None)

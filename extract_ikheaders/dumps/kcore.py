@@ -49,9 +49,9 @@ def find_in_core(path: str, symbol_file: str) -> Found:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError("no such file", path=path) from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot open: {exc.strerror}") from None
+        raise InputError(f"cannot open: {exc.strerror}", path=path) from None
     try:
         symbols = symbol_addresses(symbol_file, START_SYMBOL, END_SYMBOL)
         start, end = symbols[START_SYMBOL], symbols[END_SYMBOL]
@@ -62,10 +62,10 @@ def find_in_core(path: str, symbol_file: str) -> Found:
     finally:
         os.close(fd)
     if len(archive) != end - start:
-        raise Damaged(f"{path}: the archive at {start:#x} is cut off after {len(archive)} bytes", offset=start)
+        raise Damaged(f"the archive at {start:#x} is cut off after {len(archive)} bytes", offset=start, path=path)
     info = xzstream.stream_end(archive, 0)
     if any(archive[info.end :]):
-        raise Damaged(f"{path}: the bytes at {start:#x} are not one xz stream", offset=start)
+        raise Damaged(f"the bytes at {start:#x} are not one xz stream", offset=start, path=path)
     layer = Layer("kernel core (virtual)", start, end - start, f"symbols from {symbol_file}")
     return Found(path=path, method=Method.SYMBOLS, offset=start, archive=archive, layers=(layer,),
                  notes=(f"read {START_SYMBOL}..{END_SYMBOL} only; the core was not scanned",))
@@ -75,17 +75,17 @@ def _file_offset(fd: int, path: str, vaddr: int, size: int) -> int:
     """Where virtual address `vaddr` lies in the core file, from its PT_LOAD headers."""
     header = os.pread(fd, 64, 0)
     if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
-        raise NotFound(f"{path}: not a 64-bit ELF core")
+        raise NotFound("not a 64-bit ELF core", path=path)
     endian = "<" if header[5] == 1 else ">"
     e_type, = struct.unpack_from(f"{endian}H", header, 16)
     phoff, = struct.unpack_from(f"{endian}Q", header, 32)
     phentsize, phnum = struct.unpack_from(f"{endian}HH", header, 54)
     if e_type != 4 or phentsize < 56 or phnum > 1 << 16:
-        raise NotFound(f"{path}: not an ELF core file")
+        raise NotFound("not an ELF core file", path=path)
     table = os.pread(fd, phentsize * phnum, phoff)
     for i in range(len(table) // phentsize):
         p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from(f"{endian}IIQQQQQQ", table,
                                                                            i * phentsize)
         if p_type == PT_LOAD and p_vaddr <= vaddr and vaddr + size <= p_vaddr + p_filesz:
             return int(p_offset + vaddr - p_vaddr)
-    raise Damaged(f"{path}: no segment holds {vaddr:#x}..{vaddr + size:#x}", offset=vaddr)
+    raise Damaged(f"no segment holds {vaddr:#x}..{vaddr + size:#x}", offset=vaddr, path=path)

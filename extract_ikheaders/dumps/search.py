@@ -108,7 +108,7 @@ def find_in_raw(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Found
     one further on, and names what it saw when there is none.
     """
     if len(buf) == 0:
-        raise NotFound(f"{path}: empty file")
+        raise NotFound("empty file", path=path)
     info = DumpInfo("raw memory", "no dump header: physical memory assumed to start at address 0")
     return _find(MappedMemory(buf, [Extent(0, len(buf), 0)], info), buf, path, layers)
 
@@ -273,10 +273,10 @@ def _not_found(path: str, mem: PhysicalMemory, misses: _Misses,
     if first is not None:
         more = f" ({misses.count - 1} more incomplete candidate(s))" if misses.count > 1 else ""
         why = f"; no page walk: {resolver.unavailable}" if resolver is not None and resolver.unavailable else ""
-        return Damaged(f"{path}: {first}{more}{why}", offset=first.offset)
-    return NotFound(f"{path}: cannot find kernel headers in the dump's memory ({_describe_memory(mem)}); "
+        return Damaged(f"{first}{more}{why}", path=path, offset=first.offset)
+    return NotFound(f"cannot find kernel headers in the dump's memory ({_describe_memory(mem)}); "
                     f"was the kernel built with CONFIG_IKHEADERS=y? (=m keeps them in a module, which a "
-                    f"dump holds only if kheaders.ko was loaded, and then scattered over vmalloc pages)")
+                    f"dump holds only if kheaders.ko was loaded, and then scattered over vmalloc pages)", path=path)
 
 
 def _describe_memory(mem: PhysicalMemory) -> str:

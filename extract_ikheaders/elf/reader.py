@@ -15,6 +15,8 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..errors import ParserSignal
+
 Buffer = bytes | bytearray | mmap.mmap
 
 ELF_MAGIC = b"\x7fELF"
@@ -42,11 +44,11 @@ class ElfType(enum.IntEnum):
     CORE = 4
 
 
-class CorruptElf(Exception):
+class CorruptElf(ParserSignal):
     """The ELF structures are inconsistent with the file; the raw bytes may still be useful."""
 
 
-class _TooManyMatches(Exception):
+class _TooManyMatches(ParserSignal):
     """find_symbols' fast path would take quadratic time on these tables."""
 
 
@@ -314,7 +316,7 @@ class ElfImage:
         pos = self.buf.find(needle, start, end)
         while pos != -1:
             if len(offsets) == _NAME_COPIES_MAX:
-                raise _TooManyMatches
+                raise _TooManyMatches("too many candidates for the fast path")
             offsets.append(pos - start)
             pos = self.buf.find(needle, pos + 1, end)
         return offsets
@@ -332,7 +334,7 @@ class ElfImage:
             else:
                 stray += 1
                 if stray > _STRAY_HITS_MAX:
-                    raise _TooManyMatches
+                    raise _TooManyMatches("too many candidates for the fast path")
             pos = self.buf.find(needle, pos + 1, end)
         return symbols
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from .. import compression
 from ..errors import Damaged, NotMine
 from ..model import Layer
+from .peeler import Format, Peeled, streamed
 
 Buffer = bytes | bytearray | mmap.mmap
 
@@ -76,17 +77,17 @@ def peel(data: Buffer, path: str) -> Payload:
     the file or at something that is not a known compressed stream.
     """
     if not is_zboot(data):
-        raise NotMine(f"{path}: not an EFI zboot image (no MZ/zimg header)")
+        raise NotMine("not an EFI zboot image (no MZ/zimg header)", path=path)
     if len(data) < HEADER_END:
-        raise Damaged(f"{path}: EFI zboot header is truncated ({len(data)} of {HEADER_END} bytes)",
-                      offset=len(data))
+        raise Damaged(f"EFI zboot header is truncated ({len(data)} of {HEADER_END} bytes)",
+                      offset=len(data), path=path)
     start, size = struct.unpack_from("<II", data, PAYLOAD_FIELDS)
     _check_span(data, path, start, size)
     declared = _comp_type(data)
     codec = compression.identify(data, start)
     if codec is None:
-        raise Damaged(f"{path}: EFI zboot payload at {start:#x} is not a known compressed stream "
-                      f"(header says {declared!r})", offset=start)
+        raise Damaged(f"EFI zboot payload at {start:#x} is not a known compressed stream "
+                      f"(header says {declared!r})", offset=start, path=path)
     detail = f"{_payload_detail(declared, codec)}, {describe_pe(data, start, start + size)}"
     return Payload(Layer("EFI zboot", start, size, detail), codec, start, start + size)
 
@@ -99,13 +100,13 @@ def payload_chunks(data: Buffer, path: str) -> tuple[tuple[Layer, ...], compress
 
 def _check_span(data: Buffer, path: str, start: int, size: int) -> None:
     if size == 0:
-        raise Damaged(f"{path}: EFI zboot header declares an empty payload", offset=PAYLOAD_FIELDS)
+        raise Damaged("EFI zboot header declares an empty payload", offset=PAYLOAD_FIELDS, path=path)
     if start < HEADER_END or start >= len(data):
-        raise Damaged(f"{path}: EFI zboot payload offset {start:#x} is outside the file "
-                      f"({len(data):#x} bytes)", offset=PAYLOAD_FIELDS)
+        raise Damaged(f"EFI zboot payload offset {start:#x} is outside the file "
+                      f"({len(data):#x} bytes)", offset=PAYLOAD_FIELDS, path=path)
     if start + size > len(data):
-        raise Damaged(f"{path}: EFI zboot payload {start:#x}+{size:#x} runs past the end of the file "
-                      f"({len(data):#x} bytes): truncated?", offset=len(data))
+        raise Damaged(f"EFI zboot payload {start:#x}+{size:#x} runs past the end of the file "
+                      f"({len(data):#x} bytes): truncated?", offset=len(data), path=path)
 
 
 def _comp_type(data: Buffer) -> str:
@@ -168,7 +169,7 @@ def arm64_image_layer(data: Buffer, path: str) -> Layer:
     Raises NotMine for anything else (a zboot image included).
     """
     if not is_arm64_image(data):
-        raise NotMine(f"{path}: not an arm64 Image (no ARM\\x64 magic at {ARM64_MAGIC_AT:#x})")
+        raise NotMine(f"not an arm64 Image (no ARM\\x64 magic at {ARM64_MAGIC_AT:#x})", path=path)
     return Layer("arm64 Image", 0, len(data), _arm64_detail(data))
 
 
@@ -206,3 +207,23 @@ def riscv_image_layer(data: Buffer) -> Layer:
     if bytes(data[:2]) == MZ_MAGIC:
         parts.append("EFI stub")
     return Layer("riscv Image", 0, len(data), ", ".join(parts))
+
+
+# The three formats this module reads, for images/registry.py ------------------------------------
+
+
+def _peel_zboot(data: Buffer, path: str) -> Peeled:
+    return streamed(*payload_chunks(data, path))
+
+
+def _peel_arm64(data: Buffer, path: str) -> Peeled:
+    return Peeled((arm64_image_layer(data, path),), data=data)
+
+
+def _peel_riscv(data: Buffer, path: str) -> Peeled:
+    return Peeled((riscv_image_layer(data),), data=data)
+
+
+ZBOOT = Format("EFI zboot", is_zboot, _peel_zboot)
+ARM64 = Format("arm64 Image", is_arm64_image, _peel_arm64)
+RISCV = Format("riscv Image", is_riscv_image, _peel_riscv)

@@ -20,6 +20,7 @@ from .. import compression
 from ..errors import NotFound, NotMine
 from ..model import Layer
 from .bzimage import Buffer, scan_payloads
+from .peeler import Format, Peeled, streamed
 
 MAGIC = 0x016F2818
 TABLE = struct.Struct("<III")  # magic, start, end
@@ -38,9 +39,9 @@ def payload_chunks(data: Buffer, path: str) -> tuple[tuple[Layer, ...], compress
     Raises NotMine for anything that is not a zImage, NotFound when no payload decodes.
     """
     if not is_zimage(data):
-        raise NotMine(f"{path}: not an ARM zImage (no 0x016f2818 at {TABLE_AT:#x})")
+        raise NotMine(f"not an ARM zImage (no 0x016f2818 at {TABLE_AT:#x})", path=path)
     if len(data) < HEADER_END:
-        raise NotFound(f"{path}: ARM zImage cut short inside its header ({len(data)} bytes)")
+        raise NotFound(f"ARM zImage cut short inside its header ({len(data)} bytes)", path=path)
     _, start, end = TABLE.unpack_from(data, TABLE_AT)
     size = end - start
     limit = size if HEADER_END < size <= len(data) else len(data)
@@ -51,4 +52,14 @@ def payload_chunks(data: Buffer, path: str) -> tuple[tuple[Layer, ...], compress
         layer = Layer("ARM zImage", payload.offset, limit - payload.offset,
                       f"{payload.codec} payload found by scanning, image {limit:#x} bytes{appended}")
         return (layer,), payload.chunks(data)
-    raise NotFound(f"{path}: ARM zImage without a decodable compressed kernel")
+    raise NotFound("ARM zImage without a decodable compressed kernel", path=path)
+
+
+def _peel_layer(data: Buffer, path: str) -> Peeled:
+    try:
+        return streamed(*payload_chunks(data, path))
+    except NotFound as exc:  # the magic without a payload (memory holding a zImage's header): search the bytes
+        raise NotMine(exc.reason, path=path) from None
+
+
+FORMAT = Format("ARM zImage", is_zimage, _peel_layer)

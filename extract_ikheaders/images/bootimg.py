@@ -21,6 +21,7 @@ import struct
 
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Layer
+from .peeler import Format, Peeled
 
 Buffer = bytes | bytearray | mmap.mmap
 
@@ -50,33 +51,33 @@ def peel(data: Buffer, path: str) -> Layer:
     image without a kernel (e.g. an init_boot image).
     """
     if not is_boot_image(data):
-        raise NotMine(f"{path}: not an Android boot image (no ANDROID! magic)")
+        raise NotMine("not an Android boot image (no ANDROID! magic)", path=path)
     version = _header_version(data, path)
     page = _page_size(data, path, version)
     kernel_size = _u32(data, KERNEL_SIZE)
     if kernel_size == 0:
-        raise NotFound(f"{path}: Android boot image (header v{version}) without a kernel")
+        raise NotFound(f"Android boot image (header v{version}) without a kernel", path=path)
     end = page + kernel_size
     if end > len(data):
-        raise Damaged(f"{path}: Android boot image kernel {page:#x}+{kernel_size:#x} runs past the end "
-                      f"of the file ({len(data):#x} bytes): truncated?", offset=len(data))
+        raise Damaged(f"Android boot image kernel {page:#x}+{kernel_size:#x} runs past the end "
+                      f"of the file ({len(data):#x} bytes): truncated?", offset=len(data), path=path)
     if bytes(data[page : page + len(BOOT_MAGIC)]) == BOOT_MAGIC:
-        raise NotFound(f"{path}: the Android boot image's kernel is another boot image")
+        raise NotFound("the Android boot image's kernel is another boot image", path=path)
     detail = f"header v{version}, page size {page}, kernel {kernel_size} bytes{_header_size_note(data, version)}"
     return Layer(LAYER_FORMAT, page, kernel_size, detail)
 
 
 def _header_version(data: Buffer, path: str) -> int:
     if len(data) < COMMON_END:
-        raise Damaged(f"{path}: Android boot image header is truncated ({len(data)} bytes)", offset=len(data))
+        raise Damaged(f"Android boot image header is truncated ({len(data)} bytes)", offset=len(data), path=path)
     version = _u32(data, HEADER_VERSION)
     fixed = FIXED_SIZES.get(version)
     if fixed is None:
-        raise NotFound(f"{path}: Android boot image header version {version} is not supported "
-                       f"(versions 0-{max(FIXED_SIZES)} are)")
+        raise NotFound(f"Android boot image header version {version} is not supported "
+                       f"(versions 0-{max(FIXED_SIZES)} are)", path=path)
     if len(data) < fixed:
-        raise Damaged(f"{path}: Android boot image header v{version} is truncated "
-                      f"({len(data)} of {fixed} bytes)", offset=len(data))
+        raise Damaged(f"Android boot image header v{version} is truncated "
+                      f"({len(data)} of {fixed} bytes)", offset=len(data), path=path)
     return version
 
 
@@ -85,8 +86,8 @@ def _page_size(data: Buffer, path: str, version: int) -> int:
         return V3_PAGE_SIZE
     page = _u32(data, PAGE_SIZE)
     if not PAGE_SIZE_MIN <= page <= PAGE_SIZE_MAX or page & (page - 1):
-        raise Damaged(f"{path}: Android boot image page size {page} is impossible "
-                      f"(a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX})", offset=PAGE_SIZE)
+        raise Damaged(f"Android boot image page size {page} is impossible "
+                      f"(a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX})", offset=PAGE_SIZE, path=path)
     return page
 
 
@@ -104,3 +105,11 @@ def _header_size_note(data: Buffer, version: int) -> str:
 def _u32(data: Buffer, offset: int) -> int:
     value: int = struct.unpack_from("<I", data, offset)[0]
     return value
+
+
+def _peel_layer(data: Buffer, path: str) -> Peeled:
+    layer = peel(data, path)
+    return Peeled((layer,), data=bytes(data[layer.offset : layer.offset + layer.length]), again=True)
+
+
+FORMAT = Format(LAYER_FORMAT, is_boot_image, _peel_layer)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 
 from .. import compression
 from ..archive import xzstream
-from ..errors import Damaged, NotFound, NotMine
+from ..errors import Damaged, NotFound, NotMine, ParserSignal
 from ..model import Layer
+from .peeler import Format, Peeled, streamed
 
 Buffer = bytes | bytearray | mmap.mmap
 
@@ -56,7 +57,7 @@ class Payload:
         return compression.decode_stream(self.codec, data, self.offset, end=self.end)
 
 
-class _HeaderUnusable(Exception):
+class _HeaderUnusable(ParserSignal):
     """The boot header cannot locate the payload; the message says why."""
 
 
@@ -71,7 +72,7 @@ def peel(data: Buffer, path: str) -> Payload:
     Raises NotMine for anything that is not a bzImage, NotFound when no payload can be found.
     """
     if not is_bzimage(data):
-        raise NotMine(f"{path}: not a bzImage (no boot flag, no HdrS header)")
+        raise NotMine("not a bzImage (no boot flag, no HdrS header)", path=path)
     try:
         return _payload_from_header(data)
     except _HeaderUnusable as exc:
@@ -79,7 +80,7 @@ def peel(data: Buffer, path: str) -> Payload:
     for payload in scan_payloads(data):
         layer = replace(payload.layer, detail=f"payload found by scanning ({reason}), {payload.codec}")
         return replace(payload, layer=layer)
-    raise NotFound(f"{path}: bzImage without a decodable compressed kernel ({reason})")
+    raise NotFound(f"bzImage without a decodable compressed kernel ({reason})", path=path)
 
 
 def payload_chunks(data: Buffer, path: str) -> tuple[tuple[Layer, ...], compression.Stream]:
@@ -156,3 +157,14 @@ def _u16(data: Buffer, offset: int) -> int | None:
 
 def _version(version: int) -> str:
     return f"{version >> 8}.{version & 0xFF:02d}"
+
+
+def _peel_layer(data: Buffer, path: str) -> Peeled:
+    try:
+        payload = peel(data, path)
+    except NotFound as exc:  # a boot sector without a kernel payload (a disk or memory image): search the bytes
+        raise NotMine(exc.reason, path=path) from None
+    return streamed((payload.layer,), payload.chunks(data))
+
+
+FORMAT = Format("bzImage", is_bzimage, _peel_layer)

@@ -13,6 +13,7 @@ from .. import compression
 from ..errors import NotFound, NotMine
 from ..model import Layer
 from .bzimage import Buffer, scan_payloads
+from .peeler import Format, Peeled, streamed
 
 EP_OFFSET = 0x10008
 EP_STRING = b"S390EP"
@@ -28,7 +29,17 @@ def payload_chunks(data: Buffer, path: str) -> tuple[tuple[Layer, ...], compress
     Raises NotMine for anything else, NotFound when no payload decodes.
     """
     if not is_s390_bzimage(data):
-        raise NotMine(f"{path}: not an s390 bzImage (no {EP_STRING.decode()} at {EP_OFFSET:#x})")
+        raise NotMine(f"not an s390 bzImage (no {EP_STRING.decode()} at {EP_OFFSET:#x})", path=path)
     for payload in scan_payloads(data, EP_OFFSET + len(EP_STRING), "s390 bzImage"):
         return (payload.layer,), payload.chunks(data)
-    raise NotFound(f"{path}: s390 bzImage without a decodable compressed kernel")
+    raise NotFound("s390 bzImage without a decodable compressed kernel", path=path)
+
+
+def _peel_layer(data: Buffer, path: str) -> Peeled:
+    try:
+        return streamed(*payload_chunks(data, path))
+    except NotFound as exc:  # the entry string without a payload (memory): search the bytes
+        raise NotMine(exc.reason, path=path) from None
+
+
+FORMAT = Format("s390 bzImage", is_s390_bzimage, _peel_layer)
