@@ -14,6 +14,7 @@ import re
 import struct
 
 from .archive.xzstream import Buffer
+from .images import arm64_image, armzimage, bzimage, s390
 from .model import Platform
 
 ELF_MAGIC = b"\x7fELF"
@@ -66,7 +67,6 @@ def _u32(buf: Buffer, offset: int, order: str = "<") -> int | None:
 def _arm_zimage(buf: Buffer) -> Platform | None:
     # The magic is stored little-endian even in big-endian zImages (head.S's `.word _magic_sig`
     # is byte-swapped by the ARM_BE8 macro); the 0x04030201 word that follows is not.
-    from .images import armzimage
 
     if not armzimage.is_zimage(buf):
         return None
@@ -75,8 +75,6 @@ def _arm_zimage(buf: Buffer) -> Platform | None:
 
 
 def _arm64_image(buf: Buffer) -> Platform | None:
-    from .images import arm64_image
-
     if not arm64_image.is_arm64_image(buf):
         return None
     flags = int.from_bytes(bytes(buf[0x18:0x20]), "little")
@@ -87,8 +85,6 @@ def _arm64_image(buf: Buffer) -> Platform | None:
 
 
 def _riscv_image(buf: Buffer) -> Platform | None:
-    from .images import arm64_image
-
     if not arm64_image.is_riscv_image(buf):
         return None
     pe = _pe(buf)
@@ -97,16 +93,12 @@ def _riscv_image(buf: Buffer) -> Platform | None:
 
 
 def _s390_bzimage(buf: Buffer) -> Platform | None:
-    from .images import s390
-
     if not s390.is_s390_bzimage(buf):
         return None
     return Platform("s390", "big", 64, "s390 bzImage (S390EP)")
 
 
 def _x86_bzimage(buf: Buffer) -> Platform | None:
-    from .images import bzimage
-
     # Both the boot flag and "HdrS" (bzimage.is_bzimage takes either): the flags below must be real.
     flag = int.from_bytes(bytes(buf[bzimage.BOOT_FLAG : bzimage.BOOT_FLAG + 2]), "little")
     if flag != bzimage.BOOT_FLAG_MAGIC or bytes(buf[bzimage.HEADER : bzimage.HEADER + 4]) != bzimage.HEADER_MAGIC:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,15 @@ def _find_corpus() -> Corpus | str:
 
 
 _CORPUS = _find_corpus()
+
+
+def corpus_params(cases: Callable[[Corpus], Iterable[tuple[str, Any]]]) -> list[Any]:
+    """One pytest.param per corpus case `(id, value)`, read from the corpus's records at collection.
+    Without a corpus, one case whose test then asks for the `corpus` fixture: it skips with the
+    reason, or fails when the corpus is required."""
+    if isinstance(_CORPUS, str):
+        return [pytest.param(None, id="corpus-unavailable")]
+    return [pytest.param(value, id=ident) for ident, value in cases(_CORPUS)]
 
 
 _PS_ROW = re.compile(r"^(\d+)\s+(\S+)\s+(.*)$")

@@ -78,14 +78,6 @@ def test_archive_is_the_builds_blob(corpus: Corpus, kernel: str, image: str) -> 
 
 
 @pytest.mark.parametrize(("kernel", "image"), CASES)
-def test_config_is_the_builds_dotconfig(corpus: Corpus, tmp_path: Path, kernel: str, image: str) -> None:
-    out = tmp_path / "config"
-    run = run_cli("--config", out, "--archive", "/dev/null", _image(corpus, kernel, image))
-    assert run.code == 0, run.stderr
-    assert out.read_bytes() == _truth(corpus, kernel, "config").read_bytes()
-
-
-@pytest.mark.parametrize(("kernel", "image"), CASES)
 def test_json_names_architecture_and_byte_order(corpus: Corpus, kernel: str, image: str) -> None:
     entry = _kernel(corpus, kernel)
     run = run_cli("--json", "--list", _image(corpus, kernel, image))

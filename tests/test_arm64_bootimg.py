@@ -14,7 +14,7 @@ import pytest
 from builders import headers_archive
 from builders_bootimg import arm64_image, boot_image, mkbootimg, mkbootimg_missing, zboot
 from builders_bzimage import compress
-from conftest import Corpus, run_cli
+from conftest import Corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -356,13 +356,3 @@ def test_find_synthetic_boot_zboot(tmp_path: Path) -> None:
     assert [layer.format for layer in found.layers] == ["android boot.img", "EFI zboot", "raw image"]
 
 
-@pytest.mark.parametrize(("name", "config"), [("Image", "config"), ("Image.gz", "config"), ("vmlinux", "config"),
-                                              ("vmlinuz.efi.gzip", "variants/gzip/config"),
-                                              ("vmlinuz.efi.zstd", "variants/zstd/config")])
-def test_arm64_config_is_the_builds_dotconfig(corpus: Corpus, tmp_path: Path, name: str, config: str) -> None:
-    if "k61arm64" not in corpus.manifest["recipe"]:
-        pytest.skip("this corpus has no arm64 stage (k61arm64)")
-    out = tmp_path / "config"
-    run = run_cli("--config", out, "-a", tmp_path / "a.tar.xz", corpus.file("k61arm64", name))
-    assert run.code == 0, run.stderr
-    assert out.read_bytes() == corpus.file("k61arm64", config).read_bytes()

@@ -108,3 +108,12 @@ def test_the_stages_are_folders() -> None:
         "extract_ikheaders.cli") for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+
+
+def test_no_function_local_import_of_the_packages_own_modules() -> None:
+    """Local imports hide cycles; the package's modules are imported at the top (third-party ones
+    that are heavy and needed on one path only, like pyelftools or drgn, may stay local)."""
+    local = [f"{module}:{line} imports {source}" for module in MODULES
+             for source, _, line in _imports(module, top_level_only=False)
+             if (source, line) not in {(s, n) for s, _, n in _imports(module, top_level_only=True)}]
+    assert local == []

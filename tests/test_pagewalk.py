@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Corpus, run_cli
+from conftest import Corpus, corpus_params, run_cli
 from dump_builders import PAGE, Seg, big_archive, elf_core, kdump_file, memory_image, pages_of
 
 from extract_ikheaders import Damaged, Method
@@ -250,52 +250,58 @@ def test_page_table_page_missing_from_the_dump() -> None:
 # The corpus ------------------------------------------------------------------------------------
 
 
-def qemu_dumps(corpus: Corpus) -> list[tuple[str, Path, int]]:
+def qemu_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, int]]]:
     dumps = []
     for kernel, levels in (("6.1-m", 5), ("6.1-m-4level", 4)):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         for kind, name in corpus.truth(kernel)["dumps"].items():
-            dumps.append((f"{kernel}/{kind}", boot / name, levels))
+            dumps.append((f"{kernel}/{kind}", (boot / name, levels)))
     return dumps
 
 
-def kdump_dumps(corpus: Corpus) -> list[tuple[str, Path, int, dict[str, Any]]]:
+def kdump_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, int, dict[str, Any]]]]:
     dumps = []
     for name, entry in corpus.manifest["kdump_m"].items():
         kdir = corpus.root / entry["dir"]
         files = {"vmcore": "vmcore", **entry["makedumpfile_outputs"]}
         for kind, file in files.items():
-            dumps.append((f"{name}/{kind}", kdir / file, entry["paging"], entry["ground_truth"]))
+            dumps.append((f"{name}/{kind}", (kdir / file, entry["paging"], entry["ground_truth"])))
     return dumps
 
 
-def test_cli_archive_from_qemu_dumps(corpus: Corpus) -> None:
-    dumps = qemu_dumps(corpus)
-    assert len(dumps) == 4
+def test_the_module_corpus_has_its_captures(corpus: Corpus) -> None:
     truth = corpus.truth("6.1-m")
+    assert len(qemu_dumps(corpus)) == 4
     assert corpus.truth("6.1-m-4level")["sha256"] == truth["sha256"] and truth["module_loaded"]
-    for name, path, levels in dumps:
-        run = run_cli("--archive", "-", path)
-        assert run.code == 0, (name, run.stderr)
-        assert sha256(run.stdout) == truth["sha256"], name
-        report = run_cli("--json", "--archive", "/dev/null", path).json
-        assert report["archive"]["method"] == "pagewalk", name
-        layer = report["layers"][-1]
-        assert layer["format"] == "virtual memory" and layer["offset"] >= 0xFFFFFFFFA0000000, name
-        assert layer["detail"] == f"pagewalk, {levels}-level, CR3 from QEMU note (CPU 0)", name
-
-
-def test_cli_archive_from_kdump_captures(corpus: Corpus) -> None:
     dumps = kdump_dumps(corpus)
-    assert {levels for *_, levels, _ in dumps} == {4, 5} and len(dumps) >= 8
-    for name, path, levels, truth in dumps:
-        assert truth["module_loaded"], name
-        run = run_cli("--archive", "-", path)
-        assert run.code == 0, (name, run.stderr)
-        assert sha256(run.stdout) == truth["sha256"], name
-        found = find_file(path)
-        assert found.method == Method.PAGEWALK, name
-        assert found.layers[-1].detail == f"pagewalk, {levels}-level, VMCOREINFO init_top_pgt", name
+    assert {levels for _, (_, levels, _) in dumps} == {4, 5} and len(dumps) >= 8
+
+
+def _archive_through_the_page_tables(path: Path, sha: str, tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "a.tar.xz"
+    run = run_cli("--json", "--archive", out, path)
+    assert run.code == 0, run.stderr
+    assert sha256(out.read_bytes()) == sha
+    report: dict[str, Any] = run.json
+    assert report["archive"]["method"] == "pagewalk"
+    layer = report["layers"][-1]
+    assert layer["format"] == "virtual memory" and layer["offset"] >= 0xFFFFFFFFA0000000
+    return layer
+
+
+@pytest.mark.parametrize("dump", corpus_params(qemu_dumps))
+def test_cli_archive_from_qemu_dumps(corpus: Corpus, tmp_path: Path, dump: tuple[Path, int]) -> None:
+    path, levels = dump
+    layer = _archive_through_the_page_tables(path, corpus.truth("6.1-m")["sha256"], tmp_path)
+    assert layer["detail"] == f"pagewalk, {levels}-level, CR3 from QEMU note (CPU 0)"
+
+
+@pytest.mark.parametrize("dump", corpus_params(kdump_dumps))
+def test_cli_archive_from_kdump_captures(corpus: Corpus, tmp_path: Path, dump: tuple[Path, int, dict[str, Any]]) -> None:
+    path, levels, truth = dump
+    assert truth["module_loaded"]
+    layer = _archive_through_the_page_tables(path, truth["sha256"], tmp_path)
+    assert layer["detail"] == f"pagewalk, {levels}-level, VMCOREINFO init_top_pgt"
 
 
 def test_kdump_capture_pages_are_scattered(corpus: Corpus) -> None:

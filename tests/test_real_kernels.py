@@ -128,25 +128,6 @@ def test_truncated_blob_inside_vmlinux_exits_3_and_writes_nothing(corpus: Corpus
     assert [p.name for p in tmp_path.iterdir()] == ["vmlinux"]
 
 
-CONFIG_INPUTS = [
-    ("k61y", "vmlinux", "config"),
-    ("k61y", "vmlinux.stripped", "config"),
-    ("k61y", "vmlinux.bin", "config"),
-    *[("k61y", f"bzImage.{c}", f"variants/{c}/config") for c in ("gzip", "bzip2", "lzma", "xz", "lzo", "lz4", "zstd")],
-    ("k61seed", "bzImage", "config"),
-    ("k612y", "vmlinux", "config"),
-    ("k612y", "bzImage", "config"),
-]
-
-
-@pytest.mark.parametrize(("stage", "name", "config"), CONFIG_INPUTS, ids=[f"{s}/{n}" for s, n, _ in CONFIG_INPUTS])
-def test_config_is_the_builds_dotconfig(corpus: Corpus, tmp_path: Path, stage: str, name: str, config: str) -> None:
-    out = tmp_path / "config"
-    run = run_cli("--config", out, "--archive", tmp_path / "a.tar.xz", corpus.file(stage, name))
-    assert run.code == 0, run.stderr
-    assert out.read_bytes() == corpus.file(stage, config).read_bytes()
-
-
 def test_config_without_headers_still_succeeds(corpus: Corpus, tmp_path: Path) -> None:
     """The =m kernel's bzImage has a .config but its headers are in kheaders.ko."""
     out = tmp_path / "config"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ParserSignal, UnsafeArchive
+from ..imagetext import decode, shown
 
 if TYPE_CHECKING:
     import subprocess
@@ -99,8 +100,6 @@ def _within(path: str, root: str) -> bool:
 
 
 def _shown(name: bytes) -> str:
-    from ..imagetext import decode, shown
-
     return f'"{shown(decode(name))}"'
 
 

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import pipeline
+from ..archive import unpack
 from ..cachekey import producer
 from ..errors import ExtractError, NotFound, ToolError
 from . import confined_cc
@@ -159,7 +161,6 @@ def build_types(image: str | os.PathLike[str], *, kernel_source: str | os.PathLi
                 cache: Path | None = None, limits: Limits | None = None) -> Types:
     """The types object for the kernel in `image` (any input find() takes), built once per archive;
     `limits` bound each compiler step (confined_cc: 60 s of wall clock by default)."""
-    from .. import pipeline
 
     found = pipeline.find(image)
     config = _config_or_none(image)
@@ -167,8 +168,6 @@ def build_types(image: str | os.PathLike[str], *, kernel_source: str | os.PathLi
 
 
 def _config_or_none(image: str | os.PathLike[str]) -> bytes | None:
-    from .. import pipeline
-
     try:
         return pipeline.find_config(image).text
     except ExtractError:
@@ -180,7 +179,6 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
                      limits: Limits | None = None) -> Types:
     """The types object for a headers archive (the .tar.xz bytes); `config` is the kernel's .config
     when known (checked against, or standing in for, the archive's autoconf.h)."""
-    from .. import pipeline
 
     sha = hashlib.sha256(archive).hexdigest()
     autoconf, configuration = _autoconf(archive, config)
@@ -196,7 +194,6 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{key}.", dir=out_dir.parent) as tmp:
         tree = Path(tmp) / "headers"
-        from ..archive import unpack
 
         unpack.extract(archive, tree)
         (tree / "include" / "generated" / "autoconf.h").write_bytes(autoconf)
@@ -279,7 +276,6 @@ _CONFIG_LINE = re.compile(rb"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", re.M)
 def _autoconf(archive: bytes, config: bytes | None) -> tuple[bytes, str]:
     """include/generated/autoconf.h: the archive's own (gen_kheaders.sh packs it) when it agrees with
     the .config, else one generated from the .config as kconfig writes it; and which it was."""
-    from .. import pipeline
 
     packed = pipeline.archive_member(archive, "include/generated/autoconf.h")
     if config is not None and packed is None:
@@ -345,8 +341,6 @@ _ARCH_FLAGS: dict[tuple[str, int], tuple[str, ...]] = {
 
 
 def target_for(archive: bytes, autoconf: bytes, release: str | None = None) -> Target:
-    from .. import pipeline
-
     platform = pipeline.archive_platform(archive, autoconf)
     if platform is None:
         raise NotFound("the headers archive has no arch/<arch>/include directory: unknown architecture")

@@ -25,10 +25,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from .. import pipeline
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..errors import InputError, NotFound, NotMine, ToolError
-from . import vmcoreinfo_standin
+from . import debuginfo, kernel_globals, vmcoreinfo_standin
 from .confined_cc import Limits
 from .debuginfo import TYPE_PREFIX, Types
 from .symtab import Symbol
@@ -68,7 +69,6 @@ def open_program(dump: str | os.PathLike[str], *, symbols: str | os.PathLike[str
     """A drgn Program over `dump` (a crash image drgn reads: ELF vmcore, kdump-compressed) with the
     kernel's types and symbols wired in. `symbols` is a System.map to use instead of kallsyms."""
     drgn = import_drgn()
-    from . import debuginfo
 
     name = os.fspath(dump)
     types = types or debuginfo.build_types(name, kernel_source=kernel_source, limits=limits)
@@ -88,7 +88,6 @@ def open_program(dump: str | os.PathLike[str], *, symbols: str | os.PathLike[str
 
 def _read_dump(dump: str, system_map: str | os.PathLike[str] | None) -> tuple[dict[str, str], Sequence[Symbol], str]:
     """The dump's VMCOREINFO (or its stand-in) and symbols: the System.map relocated, else kallsyms."""
-    from .. import pipeline
 
     with pipeline.open_input(dump) as buf:
         try:
@@ -181,8 +180,6 @@ class GlobalFinder:
 
     def _find_well_known(self, prog: drgn.Program) -> dict[str, int]:
         """Every global the symbols lack, found once (a search of the kernel image)."""
-        from .. import pipeline
-        from . import kernel_globals
 
         drgn = import_drgn()
         flags = prog.platform.flags if prog.platform is not None else drgn.PlatformFlags(0)

@@ -36,13 +36,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .. import pipeline
+from ..archive.unpack import write_file
 from ..archive.xzstream import Buffer
 from ..cachekey import producer
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..errors import Damaged, InputError, NotFound, NotMine
-from . import kernel_globals
+from ..pipeline import find_banner
+from ..version import __version__
+from . import debuginfo, kernel_globals, vmcoreinfo_standin
 from .confined_cc import Limits
+from .kallsyms import symbol_translation
 
 FORMAT_VERSION = "6.2.0"
 Desc = dict[str, Any]  # an ISF type descriptor
@@ -397,7 +402,6 @@ def write_isf(doc: dict[str, Any], dest: str) -> None:
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     if dest.endswith(".xz"):
         data = lzma.compress(data, preset=1)  # a few MB of JSON: fast beats small here
-    from ..archive.unpack import write_file
 
     try:
         write_file(data, dest)
@@ -431,8 +435,6 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
              types_object: Path | None = None, limits: Limits | None = None) -> IsfReport:
     """--isf for a crash dump: its kallsyms and banner with the --debuginfo types (built or cached for
     the dump's headers archive; `types_object` gives an existing one instead), written to dest."""
-    from .. import __version__, pipeline
-    from . import vmcoreinfo_standin
 
     with pipeline.open_input(image) as buf:
         try:
@@ -460,8 +462,6 @@ def _types(image: str, kernel_source: str | None, types_object: Path | None,
     compile and the conversion came from the cache."""
     compiled_cached = True
     if types_object is None:
-        from . import debuginfo
-
         built = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
         types_object, compiled_cached = built.path, built.cached
     types, converted_cached = cached_types(types_object)
@@ -498,7 +498,6 @@ def _named(found: dict[str, kernel_globals.Global], source: str) -> tuple[str, .
 
 def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: str) -> bytes | None:
     """The bytes of `linux_banner` (with its newline and NUL), read where kallsyms says it is."""
-    from .kallsyms import symbol_translation
 
     address = next((addr for addr, _, name in symbols if name == "linux_banner"), None)
     if address is None:
@@ -513,7 +512,6 @@ def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: 
 
 def _scanned_banner(buf: Buffer, path: str) -> bytes:
     """The first banner line in the dump when linux_banner cannot be read (Volatility matches it as text)."""
-    from ..pipeline import find_banner
 
     found = find_banner(buf)
     if found is None:

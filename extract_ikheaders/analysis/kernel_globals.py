@@ -26,7 +26,9 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
+from .kallsyms import symbol_translation
 
 Offsets = Callable[[str, str], int | None]  # (struct, member) -> byte offset, or None
 
@@ -123,7 +125,6 @@ def vmcoreinfo_symbols(info: dict[str, str]) -> dict[str, int]:
 def _from_image(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian: str, known: set[str],
                 path: str) -> dict[str, int]:
     """The globals not in `known` that the kernel image gives; needs VMCOREINFO's _stext."""
-    from .kallsyms import symbol_translation
 
     info = mem.info.vmcoreinfo
     if "SYMBOL(_stext)" not in info:
@@ -199,7 +200,6 @@ def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: i
     """`modules`: a list_head in the kernel's data near init_task whose entries (module space,
     read through the page tables) are struct modules linked back to it. x86_64 only; an empty
     list cannot be recognised."""
-    from ..dumps import pagewalk
 
     members = [offsets("module", name) for name in ("list", "state", "name")]
     top = pagewalk.vmcoreinfo_table(info)

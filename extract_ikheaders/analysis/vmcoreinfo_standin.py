@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..archive.xzstream import Buffer
+from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import banner_release
 from ..errors import NotFound
+from . import kallsyms as ksyms
 from .kallsyms import Kallsyms
 from .kernel_globals import IMAGE_SPAN
 
@@ -28,7 +30,6 @@ _HALF = 2048  # the kernel half of a 4 KiB top-level table: entries 256..511
 
 def kallsyms(mem: PhysicalMemory, buf: Buffer, path: str) -> Kallsyms:
     """The dump's kallsyms through VMCOREINFO; without one, located, and `mem` given a stand-in."""
-    from . import kallsyms as ksyms
 
     if mem.info.vmcoreinfo:
         return ksyms.read_memory(mem, path)
@@ -41,8 +42,6 @@ def kallsyms(mem: PhysicalMemory, buf: Buffer, path: str) -> Kallsyms:
 
 
 def _vmcoreinfo(mem: PhysicalMemory, buf: Buffer, table: Kallsyms, path: str) -> dict[str, str]:
-    from ..dumps import pagewalk
-
     tops = pagewalk.qemu_cr3_tables(pagewalk.dump_notes(mem, buf))
     if not tops:
         raise NotFound("the dump has neither VMCOREINFO nor a QEMU CPU note (CR3) to find the "

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import Damaged, ParserSignal
+from .tarwalk import names_at_start
 
 Buffer = bytes | bytearray | mmap.mmap
 
@@ -174,7 +175,6 @@ def looks_like_headers(buf: Buffer, start: int) -> bool:
                 break
     except lzma.LZMAError:
         pass
-    from .tarwalk import names_at_start
 
     return any(_HEADERS_MEMBER.match(name) for name in names_at_start(bytes(head)))
 

@@ -14,10 +14,13 @@ from typing import Any, NoReturn
 
 import click
 
-from .. import imagetext, pipeline
-from ..analysis import kallsyms
+from .. import imagetext, info, pipeline
+from ..analysis import debuginfo, isf, kallsyms
+from ..analysis import drgn_session as kdrgn
 from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
 from ..analysis.confined_cc import Limits
+from ..archive import unpack
+from ..archive.unpack import write_file
 from ..errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
 from ..model import Extracted, Found, Method
 
@@ -359,7 +362,6 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
 
 def _isf(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
     """--isf: a Volatility 3 symbol table for a crash dump."""
-    from ..analysis import isf
 
     return isf.make_isf(image, dest, kernel_source=kernel_source, limits=limits).as_dict()
 
@@ -379,7 +381,6 @@ def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
 
 def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
     """--debuginfo: the types object (built, or from the cache) copied to `dest`."""
-    from ..analysis import debuginfo
 
     types = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
     _write_archive(types.path.read_bytes(), dest)
@@ -387,8 +388,6 @@ def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits)
 
 
 def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
-    from .. import info
-
     report = info.describe(image)
     if as_json:
         return [(False, _json(report))]
@@ -443,8 +442,6 @@ def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
 
 
 def _member_lines(found: Found, opts: Options) -> list[str]:
-    from ..archive import unpack
-
     members = unpack.list_members(found.archive, max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
                                   max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
     return [m.name + ("/" if m.kind == "dir" else "") for m in members]
@@ -455,7 +452,6 @@ _UNPACK_LOCK = threading.Lock()
 
 def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
     """The unpacked tree, and a note when the image's release could not name it."""
-    from ..archive import unpack
 
     name_note = None
     if opts.output is not None:
@@ -486,7 +482,6 @@ def _inside(path: str, directory: Path) -> bool:
 def _reusable(target: Path, found: Found) -> Extracted | None:
     """A tree this tool made from the same archive in which every entry is ours and writable by us
     alone; None when there is none or it holds another archive."""
-    from ..archive import unpack
 
     if not target.exists() and not target.is_symlink():
         return None
@@ -555,7 +550,6 @@ def _write_archive(data: bytes | Iterable[bytes], dest: str) -> None:
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         return
-    from ..archive.unpack import write_file
 
     write_file(data, dest)
 
@@ -626,7 +620,6 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
 
     Starts drgn's interactive shell, or runs SCRIPT [ARGS] or -c CODE with drgn's usual globals.
     """
-    from ..analysis import drgn_session as kdrgn
 
     if script is not None and code is not None:
         raise UsageError("give either -c CODE or SCRIPT, not both")

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from .main import PROG, command
 
 

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from .. import imagetext
 from ..archive.xzstream import Buffer
+from ..compression import decode_lzo1x
 from ..errors import Damaged, NotMine
 from ..model import Layer
 from .physical import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, parse_vmcoreinfo, release_mapping
@@ -439,8 +440,6 @@ def _make_decoder(codec: int, page_size: int) -> Callable[[bytes], bytes]:
     if codec == ZLIB:
         return lambda data: zlib.decompressobj().decompress(data, page_size + 1)
     if codec == LZO:
-        from ..compression import decode_lzo1x
-
         return lambda data: decode_lzo1x(data, page_size)
     if codec == SNAPPY:
         import cramjam

@@ -27,6 +27,7 @@ from ..archive.xzstream import Buffer
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Found, Layer, Method
 from . import elfcore, flattened, kdump, lime
+from .pagewalk import Resolver, Unreachable, VirtualHit
 from .physical import DumpInfo, Extent, MappedMemory, PhysicalMemory, kernel_start
 
 if TYPE_CHECKING:
@@ -68,8 +69,6 @@ def find_in_dump(buf: Buffer, path: str, layers: tuple[Layer, ...] = (), progres
 
 def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...],
           progress: Progress | None = None) -> Found:
-    from .pagewalk import Resolver, VirtualHit
-
     regions, hint = _search_order(mem)
     resolver = Resolver(mem, buf)
     hit, misses = _carve(mem, regions, resolver, progress)
@@ -139,8 +138,6 @@ class _Misses:
         self._unreachable: Damaged | None = None
 
     def add(self, pos: int, damage: Damaged) -> None:
-        from .pagewalk import Unreachable
-
         if not self.count:
             self.first_at, self._first = pos, damage
         self.count += 1
@@ -159,7 +156,6 @@ def _carve(mem: PhysicalMemory, regions: list[tuple[int, int]], resolver: Resolv
     """The first complete headers archive in the regions, and the incomplete candidates seen.
     A candidate whose first page is mapped in module/vmalloc space is read through the page tables.
     Windows are made as they are searched: a dump may declare millions of ranges."""
-    from .pagewalk import VirtualHit
 
     misses = _Misses()
     total = sum(size for _, _, size in _windows(mem, regions)) if progress is not None else 0
