@@ -297,7 +297,8 @@ def test_cli_archive_from_qemu_dumps(corpus: Corpus, tmp_path: Path, dump: tuple
 
 
 @pytest.mark.parametrize("dump", corpus_params(kdump_dumps))
-def test_cli_archive_from_kdump_captures(corpus: Corpus, tmp_path: Path, dump: tuple[Path, int, dict[str, Any]]) -> None:
+def test_cli_archive_from_kdump_captures(corpus: Corpus, tmp_path: Path,
+                                         dump: tuple[Path, int, dict[str, Any]]) -> None:
     path, levels, truth = dump
     assert truth["module_loaded"]
     layer = _archive_through_the_page_tables(path, truth["sha256"], tmp_path)
