@@ -13,16 +13,10 @@ from __future__ import annotations
 import re
 import struct
 
-from .archive.xzstream import Buffer
+from .buffer import Buffer
+from .elf.reader import ELF_MAGIC, MACHINES
 from .images import arm64_image, armzimage, bzimage, s390
 from .model import Platform
-
-ELF_MAGIC = b"\x7fELF"
-
-# e_machine -> the kernel's architecture name
-ELF_MACHINES = {2: "sparc", 3: "x86", 8: "mips", 15: "parisc", 18: "sparc", 20: "powerpc", 21: "powerpc",
-                22: "s390", 40: "arm", 42: "sh", 43: "sparc", 50: "ia64", 62: "x86", 183: "arm64", 243: "riscv",
-                258: "loongarch"}
 
 # PE/COFF machine -> (architecture, bits); PE images are little-endian throughout.
 PE_MACHINES = {0x14C: ("x86", 32), 0x8664: ("x86", 64), 0x1C0: ("arm", 32), 0x1C2: ("arm", 32), 0x1C4: ("arm", 32),
@@ -46,7 +40,8 @@ def from_elf_header(buf: Buffer, source: str = "ELF header") -> Platform | None:
     if len(head) < 20 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
         return None
     machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-    arch = ELF_MACHINES.get(machine, f"machine {machine}")
+    known = MACHINES.get(machine)
+    arch = known[1] if known else f"machine {machine}"
     return Platform(arch, "little" if head[5] == 1 else "big", 32 if head[4] == 1 else 64, source)
 
 

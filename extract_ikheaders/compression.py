@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import bz2
 import lzma
-import mmap
 import struct
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from .buffer import ByteView
 from .errors import Damaged, InputError
 
 if TYPE_CHECKING:
     from zstandard import ZstdDecompressionObj
 
-Buffer = bytes | bytearray | memoryview | mmap.mmap
 Stream = Generator[bytes, None, None]
 
 MAGICS: dict[str, bytes] = {
@@ -92,7 +91,7 @@ LZOP_EXTRA_FIELD_MAX = 1 << 20
 _HEAD_SIZE = 32  # covers every fixed-size header checked below (zstd's is up to 18 bytes)
 
 
-def identify(data: Buffer, offset: int) -> str | None:
+def identify(data: ByteView, offset: int) -> str | None:
     """The codec whose stream header starts at `offset`, or None. Magic plus a cheap header check."""
     if not 0 <= offset < len(data):
         return None
@@ -103,11 +102,11 @@ def identify(data: Buffer, offset: int) -> str | None:
     return None
 
 
-def _gzip_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _gzip_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     return len(head) >= 10 and not head[3] & GZIP_FLAGS_RESERVED
 
 
-def _xz_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _xz_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     if len(head) < XZ_HEADER_SIZE:
         return False
     flags = head[6:8]
@@ -115,12 +114,12 @@ def _xz_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
     return flags[0] == 0 and not flags[1] & 0xF0 and crc == zlib.crc32(flags)
 
 
-def _bzip2_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _bzip2_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     # block size digit, then the first block's magic (an empty stream is no kernel)
     return len(head) >= 10 and head[3] in b"123456789" and head[4:10] == BZIP2_BLOCK_MAGIC
 
 
-def _lzma_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _lzma_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     """A plausible legacy .lzma header (props, dict size, uncompressed size), liblzma's rules."""
     if len(head) < LZMA_HEADER_SIZE or head[0] >= LZMA_PROPS_MAX:
         return False
@@ -136,7 +135,7 @@ def _lzma_dict_size_ok(size: int) -> bool:
     return size in (top, top | top >> 1)
 
 
-def _lzo_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _lzo_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     try:
         _lzop_header(data, offset, len(data))
     except Damaged:
@@ -144,14 +143,14 @@ def _lzo_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
     return True
 
 
-def _lz4_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _lz4_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     if len(head) < 8:
         return False
     size = int.from_bytes(head[4:8], "little")
     return 0 < size <= LZ4_LEGACY_BLOCK_INPUT_MAX
 
 
-def _zstd_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
+def _zstd_header_ok(data: ByteView, offset: int, head: bytes) -> bool:
     try:
         _zstd_frame_header(head, 0, len(head))
     except Damaged:
@@ -159,7 +158,7 @@ def _zstd_header_ok(data: Buffer, offset: int, head: bytes) -> bool:
     return True
 
 
-_HEADER_CHECKS: dict[str, Callable[[Buffer, int, bytes], bool]] = {
+_HEADER_CHECKS: dict[str, Callable[[ByteView, int, bytes], bool]] = {
     "gzip": _gzip_header_ok,
     "xz": _xz_header_ok,
     "bzip2": _bzip2_header_ok,
@@ -173,7 +172,7 @@ _HEADER_CHECKS: dict[str, Callable[[Buffer, int, bytes], bool]] = {
 # Public decoding API --------------------------------------------------------------------------
 
 
-def decode_stream(name: str, data: Buffer, offset: int, *, chunk: int = DEFAULT_CHUNK,
+def decode_stream(name: str, data: ByteView, offset: int, *, chunk: int = DEFAULT_CHUNK,
                   end: int | None = None) -> Stream:
     """Decompressed pieces of the `name` stream starting at `offset`, lazily.
 
@@ -193,7 +192,7 @@ def decode_stream(name: str, data: Buffer, offset: int, *, chunk: int = DEFAULT_
     return decoder(src, chunk * OUTPUT_PER_CHUNK)
 
 
-def decode_all(name: str, data: Buffer, offset: int, *, limit: int = MAX_IMAGE,
+def decode_all(name: str, data: ByteView, offset: int, *, limit: int = MAX_IMAGE,
                end: int | None = None) -> bytearray:
     """The whole decompressed stream, in one buffer grown in place (never copied: a copy would
     double the peak); InputError if it is longer than `limit` bytes or does not fit in memory."""
@@ -238,7 +237,7 @@ class _Input:
     """The compressed bytes data[start:stop] and a read cursor over them."""
 
     codec: str
-    data: Buffer = field(repr=False)
+    data: ByteView = field(repr=False)
     start: int
     stop: int
     exact_end: bool  # stop is the container's word for where the stream ends, not just EOF
@@ -365,7 +364,7 @@ class _LzopHeader:
     method: int
 
 
-def _lzop_header(data: Buffer, offset: int, stop: int) -> _LzopHeader:
+def _lzop_header(data: ByteView, offset: int, stop: int) -> _LzopHeader:
     """Parse and verify lzop's file header (lzop.c read_header); Damaged if it is not one."""
     src = _Input("lzo", data, offset, stop, exact_end=False)
     if src.take(len(MAGICS["lzo"]), "magic") != MAGICS["lzo"]:
@@ -546,7 +545,7 @@ class _ZstdFrameHeader:
     has_checksum: bool
 
 
-def _zstd_frame_header(data: Buffer, offset: int, stop: int) -> _ZstdFrameHeader:
+def _zstd_frame_header(data: ByteView, offset: int, stop: int) -> _ZstdFrameHeader:
     """Frame_Header (RFC 8878 3.1.1.1): its size and whether a Content_Checksum closes the frame."""
     src = _Input("zstd", data, offset, stop, exact_end=False)
     if src.take(4, "magic") != MAGICS["zstd"]:

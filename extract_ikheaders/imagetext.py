@@ -13,8 +13,27 @@ Two rules, each in one place:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 MAX_NAME_PART = 64  # __NEW_UTS_LEN
 _SURROGATES = range(0xDC80, 0xDD00)  # what "surrogateescape" makes of the bytes 0x80..0xff
+# The kernel's banner (init/version.c linux_banner): "Linux version <release> (<builder>) ..."
+BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \([^\n\x00]*")
+BANNER_START = b"Linux version "
+BANNER_MAX = 512  # bytes read at each candidate
+
+
+def banner_at(read: Callable[[int], bytes], find: Callable[[int], int]) -> tuple[str, str, int] | None:
+    """(release, whole banner line, where) of the first banner: `find(pos)` gives the next
+    BANNER_START at or after pos (-1: none), `read(at)` the bytes there (BANNER_MAX of them)."""
+    pos = find(0)
+    while pos != -1:
+        match = BANNER.match(read(pos))
+        if match:
+            return decode(match.group(1)), decode(match.group(0)).strip(), pos
+        pos = find(pos + 1)
+    return None
 
 
 def decode(raw: bytes) -> str:

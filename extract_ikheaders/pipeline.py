@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import arch, imagetext
 from .archive import locate, tarwalk, unpack, xzstream
-from .archive.xzstream import Buffer
+from .buffer import Buffer
 from .dumps import kcore, search
 from .dumps.physical import PhysicalMemory
 from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage
@@ -25,7 +25,6 @@ from .images import registry
 from .images.peeler import Peeled
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 
-_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \([^\n\x00]*")
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
 
 
@@ -430,21 +429,11 @@ def _found(source: Peeled, path: str, span: locate.Span) -> Found:
 # Release -------------------------------------------------------------------------------------
 
 
-def banner_release(buf: Buffer) -> str | None:
-    """The release from the `Linux version ... (` banner, without copying the whole buffer."""
-    banner = find_banner(buf)
-    return banner[0] if banner else None
-
-
 def find_banner(buf: Buffer) -> tuple[str, str] | None:
     """(release, whole banner line) from the first `Linux version X (...` in buf."""
-    pos = buf.find(b"Linux version ")
-    while pos != -1:
-        match = _BANNER.match(bytes(buf[pos : pos + 512]))
-        if match:
-            return imagetext.decode(match.group(1)), imagetext.decode(match.group(0)).strip()
-        pos = buf.find(b"Linux version ", pos + 1)
-    return None
+    found = imagetext.banner_at(lambda at: bytes(buf[at : at + imagetext.BANNER_MAX]),
+                                lambda at: buf.find(imagetext.BANNER_START, at))
+    return found[:2] if found else None
 
 
 class _BannerScanner:

@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import corpus as corpus_builder  # noqa: E402  (fixtures/corpus.py, on the path above)
 from builders_bzimage import CODECS, require  # noqa: E402  (needs the path above)
 
 # The compiled-types cache of the tests is their own, never the user's (in-process and child runs
 # alike); its entries are keyed by the code that built them, so it persists across sessions safely.
 TYPES_CACHE_ENV = "EXTRACT_IKHEADERS_TYPES_CACHE"
-os.environ.setdefault(TYPES_CACHE_ENV, str(Path(os.environ.get("EXTRACT_IKHEADERS_CACHE", Path.home() / ".cache" /
-                                                                 "extract-ikheaders")) / "tests" / "types"))
+os.environ.setdefault(TYPES_CACHE_ENV, str(corpus_builder.CACHE / "tests" / "types"))
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,7 @@ class Corpus:
     def kernel_source(self, version: str) -> Path:
         """Debian's linux-source-<version> tree the corpus was built from, where fixtures/corpus.py
         keeps it (under $EXTRACT_IKHEADERS_CACHE, for the installed package's version)."""
-        import corpus as builder
-
-        return Path(builder.source_tree(version))
+        return Path(corpus_builder.source_tree(version))
 
     def release(self, kernel: str) -> str:
         """The kernel's release as its build recorded it (Debian's source decides, not the tests)."""
@@ -65,9 +63,7 @@ def _find_corpus() -> Corpus | str:
     if override:
         return Corpus(Path(override), json.loads((Path(override) / "manifest.json").read_text()))
     try:
-        import corpus as builder
-
-        root = builder.corpus_dir()
+        root = corpus_builder.corpus_dir()
     # the recipe asks dpkg and the tools for their versions: on a machine without them, no corpus
     except (OSError, subprocess.SubprocessError, LookupError, ValueError) as exc:
         return f"kernel corpus unavailable ({type(exc).__name__}: {exc})"

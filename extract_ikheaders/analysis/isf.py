@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import pipeline
 from ..archive.unpack import write_file
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..cachekey import producer
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .. import pipeline
 from ..archive import locate
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..elf.reader import SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section

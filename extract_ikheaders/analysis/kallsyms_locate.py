@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..errors import Damaged, NotFound
 from .symtab import KSYM_NAME_LEN, MAX_SYMS, SymbolTable, SymbolText
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import banner_release

@@ -14,11 +14,11 @@ from __future__ import annotations
 import lzma
 from dataclasses import dataclass
 
+from ..buffer import Buffer
 from ..elf.reader import CorruptElf, ElfImage
 from ..errors import Damaged
 from ..model import Method
 from . import xzstream
-from .xzstream import Buffer
 
 START_SYMBOL = "kernel_headers_data"
 END_SYMBOL = "kernel_headers_data_end"

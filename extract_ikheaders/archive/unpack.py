@@ -795,14 +795,15 @@ def write_file(data: bytes | Iterable[bytes], dest: str | os.PathLike[str]) -> N
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if target.exists() and not target.is_file():
             with target.open("wb") as f:
-                _write_chunks(f, data)
+                write_chunks(f, data)
             return
         _write_beside(data, target)
     except OSError as exc:
         raise UsageError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
 
-def _write_chunks(f: BinaryIO, data: bytes | Iterable[bytes]) -> None:
+def write_chunks(f: BinaryIO, data: bytes | Iterable[bytes]) -> None:
+    """Write bytes, or chunks of them, to an open binary file (a file of ours, or stdout)."""
     for chunk in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
         f.write(chunk)
 
@@ -814,7 +815,7 @@ def _write_beside(data: bytes | Iterable[bytes], target: Path) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
         with os.fdopen(fd, "wb") as f:
-            _write_chunks(f, data)
+            write_chunks(f, data)
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)

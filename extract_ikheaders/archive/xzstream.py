@@ -8,17 +8,15 @@ at the index, whose records give every block's size; all of it is CRC32-protecte
 from __future__ import annotations
 
 import lzma
-import mmap
 import re
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..buffer import Buffer
 from ..errors import Damaged, ParserSignal
 from .tarwalk import names_at_start
-
-Buffer = bytes | bytearray | mmap.mmap
 
 MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"

@@ -20,7 +20,6 @@ from ..analysis import drgn_session as kdrgn
 from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
 from ..analysis.confined_cc import Limits
 from ..archive import unpack
-from ..archive.unpack import write_file
 from ..errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
 from ..model import Extracted, Found, Method
 
@@ -546,12 +545,10 @@ def _summary(found: Found, extracted: Extracted) -> str:
 
 def _write_archive(data: bytes | Iterable[bytes], dest: str) -> None:
     if dest == "-":
-        for chunk in (data,) if isinstance(data, bytes | bytearray) else data:
-            sys.stdout.buffer.write(chunk)
+        unpack.write_chunks(sys.stdout.buffer, data)
         sys.stdout.buffer.flush()
         return
-
-    write_file(data, dest)
+    unpack.write_file(data, dest)
 
 
 def _report(found: Found) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from array import array
 
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..elf.reader import ELF_MAGIC, PT_LOAD, CorruptElf, ElfImage, ElfType, SegmentTable
 from ..errors import Damaged, NotMine
 from .physical import DumpInfo, ExtentTable, Gap, MappedMemory, parse_vmcoreinfo

@@ -15,7 +15,7 @@ import itertools
 import struct
 from array import array
 
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..errors import Damaged, NotMine
 from ..model import Layer
 from . import kdump

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import imagetext
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..compression import decode_lzo1x
 from ..errors import Damaged, NotMine
 from ..model import Layer

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..errors import Damaged, NotMine
 from .physical import DumpInfo, ExtentTable, Gap, MappedMemory
 

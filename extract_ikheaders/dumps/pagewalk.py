@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..archive import xzstream
-from ..archive.xzstream import MAX_ARCHIVE, Buffer
-from ..elf.reader import CorruptElf, ElfImage
+from ..archive.xzstream import MAX_ARCHIVE
+from ..buffer import Buffer
+from ..elf.reader import CorruptElf, ElfImage, parse_notes
 from ..errors import Damaged
 from .kdump import (
     KdumpMemory,
@@ -121,21 +122,7 @@ def _kdump_notes(mem: KdumpMemory) -> list[tuple[str, bytes]]:
     offset, size = sub.get("offset_note", 0), sub.get("size_note", 0)
     if not (offset > 0 and 0 < size <= _MAX_NOTES and offset + size <= len(src)):
         return []
-    return parse_notes(src.read(offset, size))
-
-
-def parse_notes(data: bytes) -> list[tuple[str, bytes]]:
-    """Little-endian ELF notes (4-byte aligned); stops at the first one that does not fit."""
-    notes, pos = [], 0
-    while pos + 12 <= len(data):
-        namesz, descsz, _ = struct.unpack_from("<III", data, pos)
-        desc_at = pos + 12 + ((namesz + 3) & ~3)
-        if desc_at + descsz > len(data):
-            break
-        name = data[pos + 12 : pos + 12 + namesz].split(b"\0", 1)[0].decode("ascii", "replace")
-        notes.append((name, data[desc_at : desc_at + descsz]))
-        pos = desc_at + ((descsz + 3) & ~3)
-    return notes
+    return [(note.name, note.desc) for note in parse_notes(src.read(offset, size))]
 
 
 def qemu_cr3_tables(notes: list[tuple[str, bytes]]) -> list[TopTable]:

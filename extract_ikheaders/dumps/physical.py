@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .. import imagetext
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..errors import Damaged
 from ..model import Layer
 

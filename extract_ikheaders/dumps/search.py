@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .. import imagetext
 from ..archive import xzstream
-from ..archive.xzstream import Buffer
+from ..buffer import Buffer
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Found, Layer, Method
 from . import elfcore, flattened, kdump, lime
@@ -38,7 +38,6 @@ _PROBE = 64 * 1024
 _PAGE = 4096  # the smallest page size: the stream header's page is contiguous with it
 _KERNEL_WINDOW = 128 << 20  # searched first, from the kernel's physical start (VMCOREINFO)
 _BANNER_WINDOW = 64 << 20  # either side of the archive, for the `Linux version` banner
-_BANNER = re.compile(rb"Linux version (\d+\.\d+[^\s\x00]*) \(")
 
 
 # The search ----------------------------------------------------------------------------------
@@ -327,10 +326,6 @@ def utsname_release(mem: PhysicalMemory) -> tuple[str, int] | None:
 
 def banner_release(mem: PhysicalMemory, lo: int, hi: int) -> tuple[str, int] | None:
     """The release of the first `Linux version X (` banner in physical [lo, hi), and where it is."""
-    at = mem.find(b"Linux version ", lo, hi)
-    while at != -1:
-        match = _BANNER.match(mem.read_some(at, 200))
-        if match:
-            return imagetext.decode(match.group(1)), at
-        at = mem.find(b"Linux version ", at + 1, hi)
-    return None
+    found = imagetext.banner_at(lambda at: mem.read_some(at, imagetext.BANNER_MAX),
+                                lambda at: mem.find(imagetext.BANNER_START, max(at, lo), hi))
+    return (found[0], found[2]) if found else None

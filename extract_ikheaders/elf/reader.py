@@ -9,15 +9,13 @@ bounds-checked; a malformed file raises CorruptElf, which callers treat as "use 
 from __future__ import annotations
 
 import enum
-import mmap
 import struct
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..buffer import Buffer
 from ..errors import ParserSignal
-
-Buffer = bytes | bytearray | mmap.mmap
 
 ELF_MAGIC = b"\x7fELF"
 PT_LOAD = 1
@@ -33,8 +31,12 @@ _NAME_MAX = 256  # section names are short; a longer one is read only this far
 _NAME_COPIES_MAX = 16  # more copies of a wanted name in .strtab: one pass over the symbols instead
 _STRAY_HITS_MAX = 4096  # misaligned matches of a name offset in .symtab before giving up on bytes.find
 
-MACHINES = {3: "i386", 8: "mips", 20: "powerpc", 21: "powerpc64", 22: "s390", 40: "arm", 62: "x86_64",
-            183: "arm64", 243: "riscv", 258: "loongarch"}
+# e_machine -> (the name an ELF header calls it, the kernel's architecture name): the one table
+# describe() and arch.py read.
+MACHINES = {2: ("sparc", "sparc"), 3: ("i386", "x86"), 8: ("mips", "mips"), 15: ("parisc", "parisc"),
+            18: ("sparc32plus", "sparc"), 20: ("powerpc", "powerpc"), 21: ("powerpc64", "powerpc"),
+            22: ("s390", "s390"), 40: ("arm", "arm"), 42: ("sh", "sh"), 43: ("sparcv9", "sparc"), 50: ("ia64", "ia64"),
+            62: ("x86_64", "x86"), 183: ("arm64", "arm64"), 243: ("riscv", "riscv"), 258: ("loongarch", "loongarch")}
 
 
 class ElfType(enum.IntEnum):
@@ -134,7 +136,8 @@ class ElfImage:
 
     @property
     def machine_name(self) -> str:
-        return MACHINES.get(self.machine, f"machine {self.machine}")
+        known = MACHINES.get(self.machine)
+        return known[0] if known else f"machine {self.machine}"
 
     def describe(self) -> str:
         kind = ElfType(self.type).name if self.type in {t.value for t in ElfType} else str(self.type)
@@ -263,22 +266,9 @@ class ElfImage:
         for seg in (table[i] for i in table.indices_of(PT_NOTE)):
             if seg.filesz <= max_segment:
                 self._check_span("note segment", seg.offset, seg.filesz)
-                notes.extend(self._parse_notes(bytes(self.buf[seg.offset : seg.offset + seg.filesz])))
+                data = bytes(self.buf[seg.offset : seg.offset + seg.filesz])
+                notes.extend(parse_notes(data, self.endian, strict=True))
         return tuple(notes)
-
-    def _parse_notes(self, data: bytes) -> list[Note]:
-        notes, pos = [], 0
-        while pos + 12 <= len(data):
-            namesz, descsz, n_type = struct.unpack_from(f"{self.endian}III", data, pos)
-            name_at = pos + 12
-            desc_at = name_at + ((namesz + 3) & ~3)
-            end = desc_at + ((descsz + 3) & ~3)
-            if desc_at + descsz > len(data):
-                raise CorruptElf(f"note at {pos:#x} in a PT_NOTE segment runs past its end")
-            name = data[name_at : name_at + namesz].split(b"\0", 1)[0].decode("ascii", "replace")
-            notes.append(Note(name, n_type, data[desc_at : desc_at + descsz]))
-            pos = end
-        return notes
 
     # Symbols -------------------------------------------------------------------------------
 
@@ -374,3 +364,21 @@ class ElfImage:
             raise CorruptElf(f"symbol {symbol.name} is in {section.name}, which has no file data")
         self._check_span(f"section {section.name} (holding {symbol.name})", section.offset, section.size)
         return section.offset + relative
+
+
+def parse_notes(data: bytes, endian: str = "<", *, strict: bool = False) -> list[Note]:
+    """ELF notes (4-byte aligned, as Linux writes them in cores and kdump files). A note that runs
+    past the data is CorruptElf when `strict`, else where the list stops."""
+    notes, pos = [], 0
+    while pos + 12 <= len(data):
+        namesz, descsz, n_type = struct.unpack_from(f"{endian}III", data, pos)
+        name_at = pos + 12
+        desc_at = name_at + ((namesz + 3) & ~3)
+        if desc_at + descsz > len(data):
+            if strict:
+                raise CorruptElf(f"note at {pos:#x} in a PT_NOTE segment runs past its end")
+            break
+        name = data[name_at : name_at + namesz].split(b"\0", 1)[0].decode("ascii", "replace")
+        notes.append(Note(name, n_type, data[desc_at : desc_at + descsz]))
+        pos = desc_at + ((descsz + 3) & ~3)
+    return notes

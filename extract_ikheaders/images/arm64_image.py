@@ -17,16 +17,14 @@ but it never has "zimg" at 4.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from dataclasses import dataclass
 
 from .. import compression
+from ..buffer import Buffer
 from ..errors import Damaged, NotMine
 from ..model import Layer
 from .peeler import Format, Peeled, streamed
-
-Buffer = bytes | bytearray | mmap.mmap
 
 MZ_MAGIC = b"MZ"
 ZIMG_MAGIC = b"zimg"

@@ -17,9 +17,10 @@ from __future__ import annotations
 import struct
 
 from .. import compression
+from ..buffer import Buffer
 from ..errors import NotFound, NotMine
 from ..model import Layer
-from .bzimage import Buffer, scan_payloads
+from .bzimage import scan_payloads
 from .peeler import Format, Peeled, streamed
 
 MAGIC = 0x016F2818

@@ -16,14 +16,12 @@ module only says where it lies.
 
 from __future__ import annotations
 
-import mmap
 import struct
 
+from ..buffer import Buffer
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Layer
 from .peeler import Format, Peeled
-
-Buffer = bytes | bytearray | mmap.mmap
 
 BOOT_MAGIC = b"ANDROID!"
 KERNEL_SIZE = 8

@@ -14,18 +14,16 @@ it is believed, so false hits cost almost nothing.
 from __future__ import annotations
 
 import heapq
-import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from .. import compression
 from ..archive import xzstream
+from ..buffer import Buffer
 from ..errors import Damaged, NotFound, NotMine, ParserSignal
 from ..model import Layer
 from .peeler import Format, Peeled, streamed
-
-Buffer = bytes | bytearray | mmap.mmap
 
 SECTOR_SIZE = 512
 SETUP_SECTS = 0x1F1  # u8; 0 means 4 (very old kernels)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import compression
 from ..archive import xzstream
-from ..elf.reader import Buffer
+from ..buffer import Buffer
 from ..errors import ExtractError
 from ..model import Layer
 from .peeler import Format, Peeled

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 
 from .. import imagetext
-from ..elf.reader import ELF_MAGIC, Buffer, CorruptElf, ElfImage, ElfType
+from ..buffer import Buffer
+from ..elf.reader import ELF_MAGIC, CorruptElf, ElfImage, ElfType
 from ..errors import NotFound
 from ..model import Layer
 from .peeler import Format, Peeled

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import compression
-from ..elf.reader import Buffer, ElfImage
+from ..buffer import Buffer
+from ..elf.reader import ElfImage
 from ..model import Layer, Platform
 
 

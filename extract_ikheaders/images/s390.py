@@ -10,9 +10,10 @@ bzImage with an unusable header). Every codec but gzip has the 4-byte uncompress
 from __future__ import annotations
 
 from .. import compression
+from ..buffer import Buffer
 from ..errors import NotFound, NotMine
 from ..model import Layer
-from .bzimage import Buffer, scan_payloads
+from .bzimage import scan_payloads
 from .peeler import Format, Peeled, streamed
 
 EP_OFFSET = 0x10008
