@@ -289,7 +289,7 @@ def test_flattened_with_rewrites_and_shuffled_records() -> None:
 def test_flattened_reads_holes_as_zeros() -> None:
     data = kdump_file(pages_of(memory_image(8 * PAGE, {5000: ARCHIVE})))
     flat = bytearray(flatten(data, rewrites=False))
-    stream = flattened.open(bytes(flat))
+    stream = flattened.open_memory(bytes(flat))
     assert isinstance(stream.source, flattened.FlattenedFile)
     virtual = stream.source
     assert len(virtual) == len(data)
@@ -461,7 +461,7 @@ def test_real_elf_dump_truncated_in_the_blob(kdump_dir: Path, tmp_path: Path) ->
     src = kdump_dir / "vmcore.elf-d31"
     paddr, size = _blob(src)
     with mapped(src) as m:
-        mem = elfcore.open(m)
+        mem = elfcore.open_memory(m)
         extent = next(e for e in mem.extents if e.paddr <= paddr < e.paddr + e.size)
     cut_at = extent.offset + paddr - extent.paddr + size // 2
     out = tmp_path / "vmcore.truncated"
@@ -477,7 +477,7 @@ def test_real_kdump_truncated_in_the_blob(kdump_dir: Path, tmp_path: Path) -> No
     paddr, size = _blob(src)
     middle_pfn = (paddr + size // 2) // PAGE
     with mapped(src) as m:
-        location = kdump.open(m).page_location(middle_pfn)
+        location = kdump.open_memory(m).page_location(middle_pfn)
     assert location is not None
     out = tmp_path / "vmcore.truncated"
     truncated_copy(src, out, location[0] + 10)
@@ -490,7 +490,7 @@ def test_real_flattened_truncated_in_the_blob(kdump_dir: Path, tmp_path: Path) -
     paddr, size = _blob(src)
     middle_pfn = (paddr + size // 2) // PAGE
     with mapped(src) as m:
-        mem = flattened.open(m)
+        mem = flattened.open_memory(m)
         location = mem.page_location(middle_pfn)
         assert location is not None and isinstance(mem.source, flattened.FlattenedFile)
         cut_at = mem.source.source_offset(location[0])

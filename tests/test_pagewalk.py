@@ -357,7 +357,7 @@ def scramble_module_pages(src: Path, dst: Path) -> tuple[int, int, int]:
     is not contiguous any more. Returns (vaddr, size, physical address of the stream header)."""
     shutil.copyfile(src, dst)
     with mapped(dst, write=True) as m:
-        mem = elfcore.open(m)
+        mem = elfcore.open_memory(m)
         found = search.find_in_dump(m, str(dst))
         vaddr, size = found.offset, found.size
         tables = pagewalk.PageTables(mem, pagewalk.top_tables(mem, m)[0])

@@ -16,7 +16,7 @@ from ..errors import Damaged, NotMine
 from .physical import DumpInfo, ExtentTable, Gap, MappedMemory, parse_vmcoreinfo
 
 
-def open(buf: Buffer) -> MappedMemory:
+def open_memory(buf: Buffer) -> MappedMemory:
     """The core's physical memory; NotMine unless `buf` is an ELF ET_CORE."""
     if len(buf) < 64 or bytes(buf[:4]) != ELF_MAGIC:
         raise NotMine("not ELF")

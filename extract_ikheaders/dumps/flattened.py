@@ -75,7 +75,7 @@ class FlattenedFile:
         return bytes(out)
 
 
-def open(buf: Buffer) -> kdump.KdumpMemory:
+def open_memory(buf: Buffer) -> kdump.KdumpMemory:
     """The memory of the kdump file the stream rebuilds; NotMine without the flattened signature."""
     if bytes(buf[: len(SIGNATURE)]) != SIGNATURE:
         raise NotMine("no makedumpfile flattened signature")

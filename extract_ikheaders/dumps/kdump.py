@@ -106,7 +106,7 @@ class Header:
     vmcoreinfo: dict[str, str]
 
 
-def open(buf: Buffer) -> KdumpMemory:
+def open_memory(buf: Buffer) -> KdumpMemory:
     """A kdump-compressed file's physical memory; NotMine unless it starts with `KDUMP   `."""
     if bytes(buf[:8]) != SIGNATURE:
         raise NotMine("no KDUMP signature")

@@ -16,7 +16,7 @@ MAGIC = 0x4C694D45
 _HEADER = struct.Struct("<IIQQ8x")
 
 
-def open(buf: Buffer) -> MappedMemory:
+def open_memory(buf: Buffer) -> MappedMemory:
     """The image's physical memory; NotMine unless it starts with a LiME range header."""
     if len(buf) < _HEADER.size or _HEADER.unpack_from(buf, 0)[0] != MAGIC:
         raise NotMine("no LiME header")

@@ -38,7 +38,7 @@ class Gap:
         return f"physical {span} is not in the dump ({self.why})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class DumpInfo:
     """What a reader learnt from the dump's metadata."""
 

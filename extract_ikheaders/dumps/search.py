@@ -45,7 +45,7 @@ _BANNER_WINDOW = 64 << 20  # either side of the archive, for the `Linux version`
 
 def open_dump(buf: Buffer) -> PhysicalMemory:
     """The reader for this dump's format; NotMine if it is none of them."""
-    for reader in (elfcore.open, kdump.open, flattened.open, lime.open):
+    for reader in (elfcore.open_memory, kdump.open_memory, flattened.open_memory, lime.open_memory):
         try:
             return reader(buf)
         except NotMine:
