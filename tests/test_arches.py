@@ -122,6 +122,7 @@ def _unpacked(corpus: Corpus, kernel: str, tmp_path: Path) -> Path:
     return tree
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", sorted(COMPILERS))
 def test_default_unpack_is_the_archive(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
     tree = _unpacked(corpus, kernel, tmp_path)
@@ -146,6 +147,7 @@ def _compile_flags(tree: Path, arch: str) -> list[str]:
             "-include", f"{tree}/include/linux/compiler_types.h"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", sorted(COMPILERS))
 def test_unpacked_headers_compile_for_their_architecture(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
     """-fsyntax-only over <linux/sched.h> for the headers' architecture; a broken twin proves the compile is real."""

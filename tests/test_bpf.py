@@ -62,6 +62,7 @@ def compile_bpf(tree: Path, work: Path) -> subprocess.CompletedProcess[bytes]:
 
 @pytest.mark.parametrize(("stage", "image"), [("k61y", "vmlinux"), ("k612y", "bzImage"), ("k61y", "bzImage.zstd"),
                                              ("kdump-6.1-y", "vmcore.kdump-lzo-d31")])
+@pytest.mark.slow
 def test_kprobe_program_compiles_against_extracted_headers(corpus: Corpus, tmp_path: Path, stage: str,
                                                            image: str) -> None:
     run = run_cli("-o", tmp_path / "kheaders", corpus.file(stage, image))
@@ -73,6 +74,7 @@ def test_kprobe_program_compiles_against_extracted_headers(corpus: Corpus, tmp_p
     assert b"kprobe/wake_up_new_task" in obj
 
 
+@pytest.mark.slow
 def test_compile_fails_without_kconfig_h(corpus: Corpus, tmp_path: Path) -> None:
     """Proves the test checks the tree: BCC's classic failure when kconfig.h is missing."""
     run = run_cli("-o", tmp_path / "kheaders", corpus.file("k61y", "vmlinux"))

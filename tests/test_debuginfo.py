@@ -39,6 +39,7 @@ def _kbuild_object(corpus: Corpus, stage: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_layouts_equal_the_kernel_builds_own(corpus: Corpus, stage: str, tmp_path: Path) -> None:
     kbuild = _kbuild_object(corpus, stage)
@@ -56,6 +57,7 @@ def test_layouts_equal_the_kernel_builds_own(corpus: Corpus, stage: str, tmp_pat
         assert ELFFile(f)["e_machine"] == MACHINES.get(stage, "EM_X86_64")
 
 
+@pytest.mark.slow
 def test_second_build_is_a_cache_hit(corpus: Corpus, tmp_path: Path) -> None:
     archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
     first = debuginfo.build_types_from(archive, cache=tmp_path)
@@ -79,6 +81,7 @@ def _dwarf_names(path: Path) -> dict[str, dict[str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_globals_have_their_types(corpus: Corpus, tmp_path: Path) -> None:
     """A declaration and a __kheaders_type_<name> typedef for each well-known global."""
     types = debuginfo.build_types_from(corpus.file("k61y", "kheaders_data.tar.xz").read_bytes(), cache=tmp_path)
@@ -93,6 +96,7 @@ def test_globals_have_their_types(corpus: Corpus, tmp_path: Path) -> None:
     assert "nr_cpu_ids" in types.skipped and "nr_cpu_ids" not in types.globals
 
 
+@pytest.mark.slow
 def test_kernel_source_adds_private_types(corpus: Corpus, tmp_path: Path) -> None:
     source = corpus.kernel_source("6.1")
     archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
@@ -107,6 +111,7 @@ def test_kernel_source_adds_private_types(corpus: Corpus, tmp_path: Path) -> Non
     assert full.path != plain.path and full.kernel_source == str(Path(source).resolve())
 
 
+@pytest.mark.slow
 def test_cli_debuginfo_writes_elf_and_reports_the_cache(corpus: Corpus, cli: Any, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(debuginfo.CACHE_ENV, str(tmp_path / "cache"))
@@ -191,6 +196,7 @@ def test_a_clean_builds_archive_agrees_with_its_config(corpus: Corpus, tmp_path:
     assert {d: packed.get(d) for d in STALE} == {d: b"1" for d in STALE}
 
 
+@pytest.mark.slow
 def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path: Path) -> None:
     """A stale archive (autoconf.h older than the .config the kernel was compiled with) built on
     purpose from the corpus one: the .config wins, and says so."""
@@ -212,6 +218,7 @@ def test_the_embedded_config_wins_over_a_stale_autoconf(corpus: Corpus, tmp_path
         "the archive's autoconf.h, equal to the .config")
 
 
+@pytest.mark.slow
 def test_cli_debuginfo_takes_the_config_over_a_stale_archive(corpus: Corpus, cli: Any, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The same through the CLI: an image holding the stale archive and the kernel's own .config
@@ -246,6 +253,7 @@ include/linux/a.h:1:1: warning: something
     assert debuginfo._what("#include <linux/irq.h>") == "linux/irq.h"
 
 
+@pytest.mark.slow
 def test_an_incomplete_cache_entry_is_rebuilt(corpus: Corpus, tmp_path: Path) -> None:
     archive = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()
     first = debuginfo.build_types_from(archive, cache=tmp_path)

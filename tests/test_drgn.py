@@ -81,6 +81,7 @@ def _ps_args(comm: str, argv: list[str] | None) -> str:
     return line if Path(argv[0]).name == comm else f"{{{comm}}} {line}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("capture", ["kdump-6.1-y", "kdump-6.1-m", "kdump-6.1-m-4level"])
 def test_drgn_lists_the_guests_processes(corpus: Corpus, capture: str) -> None:
     captures = _captures(corpus)
@@ -114,6 +115,7 @@ def _qemu_dump(corpus: Corpus, kernel: str, kind: str) -> Path:
     return corpus.root / corpus.manifest["kernels"][kernel]["boot"] / corpus.truth(kernel)["dumps"][kind]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["6.1-m-4level", "6.1-m", "6.1-y-gzip", "6.12-y"])
 def test_drgn_on_a_qemu_dump_without_vmcoreinfo(corpus: Corpus, kernel: str) -> None:
     """QEMU's dump-guest-memory has no VMCOREINFO (no -device vmcoreinfo): the stand-in built from the
@@ -129,6 +131,7 @@ def test_drgn_on_a_qemu_dump_without_vmcoreinfo(corpus: Corpus, kernel: str) -> 
     _assert_ps(tasks, ps, later)
 
 
+@pytest.mark.slow
 def test_qemu_dump_globals_and_modules_equal_the_system_map(corpus: Corpus) -> None:
     """On the stand-in VMCOREINFO, the globals found from the data sit where the build's System.map,
     moved by the stand-in's KASLR offset, puts them; the loaded module is listed."""
@@ -144,6 +147,7 @@ def test_qemu_dump_globals_and_modules_equal_the_system_map(corpus: Corpus) -> N
     assert run.returncode == 0 and run.stdout == "['kheaders']\n", run.stderr
 
 
+@pytest.mark.slow
 def test_drgn_names_the_flattened_format_it_cannot_read(corpus: Corpus) -> None:
     dump = _qemu_dump(corpus, "6.1-m-4level", "kdump-zlib")  # QEMU writes kdump in makedumpfile's flattened format
     run = run_drgn("-q", "-c", "pass", dump)
@@ -152,6 +156,7 @@ def test_drgn_names_the_flattened_format_it_cannot_read(corpus: Corpus) -> None:
                                        f"format; reassemble it first: makedumpfile -R NEWFILE < {dump}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("capture", ["kdump-6.1-y", "kdump-6.1-m"])
 def test_globals_found_from_data_equal_the_system_map(corpus: Corpus, capture: str) -> None:
     """kallsyms without CONFIG_KALLSYMS_ALL has no data symbols: init_task & co. are found from the
@@ -166,6 +171,7 @@ def test_globals_found_from_data_equal_the_system_map(corpus: Corpus, capture: s
     assert ours == theirs
 
 
+@pytest.mark.slow
 def test_modules_of_the_m_kernel(corpus: Corpus) -> None:
     captures = _captures(corpus)
     if "kdump-6.1-m" not in captures:
@@ -178,6 +184,7 @@ def test_modules_of_the_m_kernel(corpus: Corpus) -> None:
     assert run.stdout.splitlines() == ["['kheaders']", corpus.release("6.1-m")]
 
 
+@pytest.mark.slow
 def test_drgn_reads_kdump_compressed_files(corpus: Corpus) -> None:
     entry = corpus.manifest["kdump"]
     outputs = entry["makedumpfile_outputs"]
@@ -201,6 +208,7 @@ def test_drgn_entry_errors_are_one_line(tmp_path: Path) -> None:
     assert run.returncode == 2 and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_drgn_shell_reads_commands_from_stdin(corpus: Corpus, tmp_path: Path) -> None:
     vmcore = _captures(corpus)["kdump-6.1-y"][0]
     proc = subprocess.run([sys.executable, "-m", "extract_ikheaders.cli.drgn_console", vmcore],
@@ -222,6 +230,7 @@ print(json.dumps({"log": records, "mounts": mounts, "files": files}))
 """
 
 
+@pytest.mark.slow
 def test_kernel_source_gives_the_log_mounts_and_paths(corpus: Corpus) -> None:
     """struct mount and the printk ring buffer's types come only from the source tree: with it,
     drgn's printk and fs helpers work; the log equals what the guest printed on its console."""

@@ -173,6 +173,7 @@ def test_archive_made_like_the_kernel_round_trips(tmp_path: Path) -> None:
     assert [m.name for m in unpack.list_members(made.read_bytes())][:3] == ["arch", "arch/x86", "arch/x86/include"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar needed")
 def test_real_kernel_archive_matches_gnu_tar(corpus: Corpus, tmp_path: Path) -> None:
     data = corpus.file("k61y", "kheaders_data.tar.xz").read_bytes()

@@ -31,6 +31,8 @@ from hypothesis import strategies as st
 from extract_ikheaders import pipeline
 from extract_ikheaders.errors import Damaged, NotFound
 
+pytestmark = pytest.mark.slow  # a sweep: run by CI and on demand, outside the per-commit suite
+
 EXAMPLES = 200
 PER_EXAMPLE_SECONDS = 10.0  # the hang guard; hypothesis's own deadline flags slow (not hung) inputs
 

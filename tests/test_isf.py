@@ -170,6 +170,7 @@ def _flat(types: isf.DwarfTypes, name: str, base: int = 0) -> dict[str, tuple[in
 
 
 # Not riscv64: pyelftools cannot apply RISC-V relocations to an object's DWARF (read_dwarf says so).
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["k61y", "k612y", "k61arm64", "k61arm", "k61ppc64be", "k61s390x"])
 def test_isf_types_equal_those_of_the_kernel_builds_own_compile(corpus: Corpus, stage: str) -> None:
     """The converter on the --debuginfo object and on kbuild's own `-g` kernel/fork.o give the same
@@ -232,6 +233,7 @@ def test_isf_of_a_dump_without_vmcoreinfo_or_qemu_note(corpus: Corpus, tmp_path:
         "tables by"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dump.elf", "dump.kdump-zlib"])
 def test_isf_of_a_qemu_dump_without_vmcoreinfo(corpus: Corpus, tmp_path: Path, name: str) -> None:
     """QEMU's dump-guest-memory has no VMCOREINFO: a stand-in from the dump itself (kallsyms by shape,
@@ -255,6 +257,7 @@ def test_isf_of_a_qemu_dump_without_vmcoreinfo(corpus: Corpus, tmp_path: Path, n
     assert report["kaslr_offset"] != 0 and report["banner"].startswith(f"Linux version {corpus.release('6.1-m')} ")
 
 
+@pytest.mark.slow
 def test_volatility_pslist_on_a_qemu_dump(corpus: Corpus, tmp_path: Path) -> None:
     dump = corpus.file("boot-6.1-m-4level", "dump.elf")  # no5lvl: 4-level paging, which Volatility walks
     out = tmp_path / "symbols"
@@ -314,6 +317,7 @@ def four_level(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return stage, out, run.json["isf"]
 
 
+@pytest.mark.slow
 def test_volatility_pslist_lists_the_guests_processes(four_level: tuple[Path, Path, dict[str, Any]],
                                                       tmp_path: Path) -> None:
     stage, symbols, _ = four_level
@@ -324,6 +328,7 @@ def test_volatility_pslist_lists_the_guests_processes(four_level: tuple[Path, Pa
     assert all(pid > max(truth) for pid in later) and len(later) <= 2
 
 
+@pytest.mark.slow
 def test_volatility_psaux_reads_command_lines(four_level: tuple[Path, Path, dict[str, Any]],
                                               tmp_path: Path) -> None:
     stage, symbols, _ = four_level
@@ -340,6 +345,7 @@ def test_volatility_psaux_reads_command_lines(four_level: tuple[Path, Path, dict
 
 @pytest.mark.parametrize(("dump", "kernel"), [("kdump-6.1-m-4level", "k61m"), ("kdump-6.1-m", "k61m"),
                                               ("kdump-6.1-y", "k61y")])
+@pytest.mark.slow
 def test_isf_symbols_match_the_kernel_build(corpus: Corpus, tmp_path: Path, dump: str, kernel: str) -> None:
     stage = _stage(corpus, dump)
     run = run_cli("--json", "--isf", tmp_path / "kernel.json", stage / "vmcore")
@@ -368,6 +374,7 @@ def test_isf_symbols_match_the_kernel_build(corpus: Corpus, tmp_path: Path, dump
     assert doc["user_types"]["task_struct"]["size"] > 1000
 
 
+@pytest.mark.slow
 def test_volatility_lsmod_lists_the_loaded_module(four_level: tuple[Path, Path, dict[str, Any]],
                                                   tmp_path: Path) -> None:
     stage, symbols, report = four_level
@@ -377,6 +384,7 @@ def test_volatility_lsmod_lists_the_loaded_module(four_level: tuple[Path, Path, 
     assert [row["Module Name"] for row in rows] == ["kheaders"]
 
 
+@pytest.mark.slow
 def test_second_isf_run_uses_cached_types(four_level: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
     stage, symbols, _ = four_level
     run = run_cli("--json", "--isf", tmp_path / "again.json", stage / "vmcore")
@@ -385,6 +393,7 @@ def test_second_isf_run_uses_cached_types(four_level: tuple[Path, Path, dict[str
     assert again == json.loads(lzma.decompress((symbols / "kernel.json.xz").read_bytes()))
 
 
+@pytest.mark.slow
 def test_five_level_capture_is_beyond_stock_volatility(corpus: Corpus, tmp_path: Path) -> None:
     """Volatility 3 walks 4-level page tables only (its issue #1938): on a la57 kernel it finds no tasks."""
     stage = _stage(corpus, "kdump-6.1-m")
@@ -397,6 +406,7 @@ def test_five_level_capture_is_beyond_stock_volatility(corpus: Corpus, tmp_path:
     assert _vol(tmp_path, out, stage / "vmcore", "linux.pslist") == []
 
 
+@pytest.mark.slow
 def test_kernel_source_adds_mounts_and_open_files(corpus: Corpus, four_level: tuple[Path, Path, dict[str, Any]],
                                                   tmp_path: Path) -> None:
     """struct mount is private to fs/mount.h: with the matching source tree, lsof and mountinfo work."""

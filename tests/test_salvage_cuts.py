@@ -19,6 +19,8 @@ from conftest import Corpus
 
 from extract_ikheaders.archive import unpack
 
+pytestmark = pytest.mark.slow  # a sweep: run by CI and on demand, outside the per-commit suite
+
 # An LZMA2 chunk decodes to at most 2 MiB: a damaged chunk costs at most that much before the damage.
 CHUNK_OUTPUT = 2 << 20
 

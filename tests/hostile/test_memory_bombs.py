@@ -19,6 +19,8 @@ from dump_builders import CODEC_FLAGS, PAGE, kdump_file, memory_image, pages_of
 from hostile.inputs import LZO_UNIT_OUTPUT, lzo_bzimage, lzo_expanding
 from hostile.limited import run
 
+pytestmark = pytest.mark.slow  # a sweep: run by CI and on demand, outside the per-commit suite
+
 ARCHIVE = headers_archive()
 BOMBS = {
     # five bytes that declare 4 GiB: cramjam allocates the declared length before decoding

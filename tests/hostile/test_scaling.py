@@ -32,6 +32,7 @@ def test_two_megabytes_of_config_markers(tmp_path: Path) -> None:
     assert (tmp_path / "config").read_bytes() == b"CONFIG_IKCONFIG=y\n"
 
 
+@pytest.mark.slow
 def test_many_duplicate_members(tmp_path: Path) -> None:
     image = tmp_path / "dups.tar.xz"
     image.write_bytes(duplicate_members(100_000))

@@ -27,6 +27,7 @@ BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("bomb", BOMBS)
 def test_metadata_bombs_are_refused(tmp_path: Path, bomb: str, action: str) -> None:
