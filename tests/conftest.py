@@ -162,13 +162,37 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> Run:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
             os.chdir(before)
-        return Run(code, stdout.getvalue(), stderr.getvalue().decode(errors="replace"))
+        run = Run(code, stdout.getvalue(), stderr.getvalue().decode(errors="replace"))
+    if "--json" in map(str, args):
+        check_records(run.stdout)
+    return run
+
+
+_SCHEMA_VALIDATOR: Any = None
+
+
+def check_records(stdout: bytes) -> list[dict[str, Any]]:
+    """Every line of a --json run's stdout is a record the package's JSON Schema accepts."""
+    global _SCHEMA_VALIDATOR
+    if _SCHEMA_VALIDATOR is None:
+        import jsonschema
+
+        from extract_ikheaders.cli import records
+
+        _SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(records.schema())
+    parsed = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    for record in parsed:
+        errors = sorted(_SCHEMA_VALIDATOR.iter_errors(record), key=str)
+        assert not errors, f"record breaks report.schema.json: {errors[0].message} at {list(errors[0].absolute_path)}"
+    return parsed
 
 
 def run_cli_process(*args: str | Path, cwd: Path | None = None) -> Run:
     """Run the tool as a user would: a separate process, `python -m extract_ikheaders`."""
     proc = subprocess.run([sys.executable, "-m", "extract_ikheaders", *map(str, args)], cwd=cwd,
                           capture_output=True, timeout=600)
+    if "--json" in map(str, args):
+        check_records(proc.stdout)
     return Run(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
 
 

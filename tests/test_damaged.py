@@ -85,7 +85,8 @@ def run_on(tmp_path: Path, data: bytes, code: int, *fragments: str) -> Outcome:
     else:
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"extract-ikheaders: {image}"), run.stderr
-        assert run.stdout == b""
+        error = json.loads(run.stdout)["error"]  # the one JSON record says what the one line says
+        assert (error["exit"], f"extract-ikheaders: {error['message']}") == (code, lines[0])
         assert snapshot(tmp_path) == before, "a failure wrote something"
     for fragment in fragments:
         assert fragment in run.stderr, run.stderr

@@ -9,7 +9,7 @@ import pytest
 
 import extract_ikheaders
 from extract_ikheaders import pipeline
-from extract_ikheaders.cli import main as cli
+from extract_ikheaders.cli import records as cli
 from extract_ikheaders.errors import Damaged, ExtractError, NotFound, NotMine, ParserSignal
 
 

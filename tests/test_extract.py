@@ -342,7 +342,7 @@ def test_hostile_archive_refused_over_an_existing_tree(tmp_path: Path, build: Ca
 
 def test_too_many_members(tmp_path: Path) -> None:
     data = archive(*(file(f"./f{i}", b"") for i in range(50)))
-    refused(tmp_path, data, UnsafeArchive, "./f9", "more than 10 members", "max_members", "--max-members",
+    refused(tmp_path, data, UnsafeArchive, "./f9", "more than 10 members", "--max-members",
             max_members=10)
     assert len(unpack.extract(data, tmp_path / "out", max_members=51).incidents) == 0
     with pytest.raises(Damaged, match="more than 10 members"):
@@ -351,7 +351,7 @@ def test_too_many_members(tmp_path: Path) -> None:
 
 def test_member_over_max_bytes_is_refused_up_front(tmp_path: Path) -> None:
     data = archive(file("./small", b"s" * 1000), file("./big", os.urandom(1 << 20)))
-    refused(tmp_path, data, UnsafeArchive, "./big", "100,000 bytes", "max_bytes", "--max-size", max_bytes=100_000)
+    refused(tmp_path, data, UnsafeArchive, "./big", "100,000 bytes", "--max-size", max_bytes=100_000)
     assert unpack.extract(data, tmp_path / "out", max_bytes=1000 + (1 << 20)).bytes_written == 1000 + (1 << 20)
 
 

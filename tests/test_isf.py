@@ -202,7 +202,7 @@ def test_isf_of_a_file_that_is_no_dump(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--isf", "-"], "--isf needs a file, not stdout"),
-    (["--isf", "x.json", "--list"], "cannot be combined with --archive, --list"),
+    (["--isf", "x.json", "--list"], "--list and --isf cannot be combined"),
 ])
 def test_isf_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     dump = tmp_path / "vmcore"

@@ -72,12 +72,15 @@ def test_batch_of_twenty_gives_a_json_line_each_and_the_worst_exit_code(vmlinux:
         inputs.append(path)
     run = run_cli("--json", "-j", "4", *inputs, cwd=tmp_path)
     assert run.code == 1  # the worst: some inputs have no headers
-    lines = run.stdout.decode().splitlines()
-    assert len(lines) == 16  # one JSON report per input that had headers, in input order
-    reports = [json.loads(line) for line in lines]
-    assert [r["input"] for r in reports] == [str(p) for p in inputs if int(p.name[3:]) % 5]
-    assert {r["archive"]["sha256"] for r in reports} == {hashlib.sha256(ARCHIVE).hexdigest()}
-    assert len({r["output"]["directory"] for r in reports}) == 1  # identical archives unpacked once
+    reports = [json.loads(line) for line in run.stdout.decode().splitlines()]
+    assert [r["input"] for r in reports] == [str(p) for p in inputs]  # one record per input, in input order
+    good = [r for r in reports if r["error"] is None]
+    assert [r["input"] for r in good] == [str(p) for p in inputs if int(p.name[3:]) % 5]
+    assert {r["archive"]["sha256"] for r in good} == {hashlib.sha256(ARCHIVE).hexdigest()}
+    assert len({r["output"]["directory"] for r in good}) == 1  # identical archives unpacked once
+    failed = [r for r in reports if r["error"] is not None]
+    assert [(r["error"]["kind"], r["error"]["exit"], r["action"]) for r in failed] == [("not-found", 1, "unpack")] * 4
+    assert all(r["error"]["message"].startswith(f"{r['input']}: cannot find kernel headers") for r in failed)
     assert run.stderr.count("cannot find kernel headers") == 4
 
 

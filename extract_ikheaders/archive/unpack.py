@@ -30,6 +30,7 @@ import lzma
 import math
 import os
 import re
+import select
 import shutil
 import stat
 import tarfile
@@ -192,7 +193,7 @@ class _Stream:
         if self._members > self._limits.max_members:
             raise self._limits.error(f"{_shown(info.name)}: the archive has more than "
                                      f"{self._limits.max_members:,} members; raise the limit with "
-                                     "max_members= (--max-members)")
+                                     "--max-members")
         size = _data_size(info)
         if size < 0:
             raise Damaged(f"{_shown(info.name)}: negative size {size}")
@@ -649,7 +650,7 @@ def _reason(exc: BaseException) -> str:
 
 def _over_size(name: str, size: int, max_bytes: int) -> str:
     return (f"{_shown(name)}: {size:,} more bytes would take the file data past the limit of "
-            f"{max_bytes:,} bytes; raise it with max_bytes= (--max-size)")
+            f"{max_bytes:,} bytes; raise the limit with --max-size")
 
 
 def _mtime_ns(info: tarfile.TarInfo) -> int | None:
@@ -803,9 +804,17 @@ def write_file(data: bytes | Iterable[bytes], dest: str | os.PathLike[str]) -> N
 
 
 def write_chunks(f: BinaryIO, data: bytes | Iterable[bytes]) -> None:
-    """Write bytes, or chunks of them, to an open binary file (a file of ours, or stdout)."""
+    """Write bytes, or chunks of them, to an open binary file (a file of ours, or stdout). An
+    unbuffered stream (PYTHONUNBUFFERED, python -u) may write part of a chunk: the rest follows, so
+    a reader that went away is an error (EPIPE), never a silently shortened output."""
     for chunk in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
-        f.write(chunk)
+        view = memoryview(chunk)
+        while view:
+            written = f.write(view)
+            if written is None:  # a non-blocking stream that is full: wait until it takes more
+                select.select([], [f], [])
+                continue
+            view = view[written:]
 
 
 def _write_beside(data: bytes | Iterable[bytes], target: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -20,30 +19,13 @@ from ..analysis import drgn_session as kdrgn
 from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
 from ..analysis.confined_cc import Limits
 from ..archive import unpack
-from ..errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
+from ..errors import Damaged, ExtractError, InputError, NotFound, UsageError
 from ..model import Extracted, Found, Method
+from . import options as choose
+from . import records
+from .records import failure_line
 
 PROG = "extract-ikheaders"
-
-# The exit code of each kind of failure (the Exit codes in EPILOG and the man page); the first
-# class an error is an instance of wins. Anything else, ParserSignal included, is a bug: 4.
-EXIT_CODES: tuple[tuple[type[ExtractError], int], ...] = (
-    (NotFound, 1), (UsageError, 2), (InputError, 2), (ToolError, 2), (Damaged, 3), (UnsafeArchive, 3),
-)
-INTERNAL = 4
-
-
-def exit_code(exc: ExtractError) -> int:
-    return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), INTERNAL)
-
-
-def failure_line(exc: ExtractError, image: str | None) -> tuple[int, str]:
-    """The exit code and the one line for an error about `image` (named when the error did not)."""
-    exc.located(path=image)
-    code = exit_code(exc)
-    if code == INTERNAL:
-        return code, f"internal error ({type(exc).__name__}: {exc}); please report it"
-    return code, str(exc)
 
 EPILOG = """\b
 Examples:
@@ -60,11 +42,14 @@ Examples:
 
 \b
 Exit codes:
-  0  headers found (and written)
-  1  no kernel headers in IMAGE ("Cannot find kernel headers")
-  2  usage error, or IMAGE cannot be read
-  3  headers found but damaged (truncated or corrupt), or the archive is unsafe to unpack
-  4  internal error (a bug: please report it)
+  0    headers found (and written)
+  1    no kernel headers in IMAGE ("cannot find kernel headers"), or not a kernel image
+  2    usage error, IMAGE cannot be read, or a tool the action needs is missing
+  3    headers found but damaged (truncated or corrupt), or the archive is unsafe to unpack
+  4    internal error (a bug: please report it)
+  130  interrupted (Ctrl-C)
+  141  stdout was closed before the output was written (a reader such as head exited)
+  With several IMAGEs: the highest of their codes.
 """
 
 
@@ -140,8 +125,8 @@ class Options:
 @click.option("--salvage", is_flag=True,
               help="When the archive is damaged, unpack the members that decoded completely before the damage "
                    "and say what was lost (still exit 3).")
-@click.option("--max-size", type=click.IntRange(min=1), default=None, metavar="BYTES",
-              help="Refuse to unpack more than BYTES of file data (default 1 GiB).")
+@click.option("--max-size", type=choose.ByteSize(), default=None, metavar="SIZE",
+              help="Refuse to unpack more than SIZE bytes of file data (default 1G; K, M, G, T: powers of 1024).")
 @click.option("--max-members", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse to unpack more than N members (default 200000).")
 @click.version_option(package_name="extract-ikheaders", prog_name=PROG)
@@ -159,20 +144,45 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
     ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
     """
-    if live or not images:
-        images = (_live_source(root),)
+    ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage)
-    _check_options(opts, len(images))
-    if kernel_source is not None and debuginfo_out is None and isf_out is None:
-        raise UsageError("--kernel-source goes with --debuginfo or --isf")
-    if symbols_out is not None or debuginfo_out is not None or isf_out is not None:
-        outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
-        _check_analysis(outputs, len(images), as_json, opts)
-        return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json))
-    if info_only:
-        return _run_all(images, jobs, lambda image: _info(image, as_json))
-    return _run_all(images, jobs, lambda image: _one(image, opts))
+    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
+    try:
+        action = choose.action(ctx)
+        choose.check_applicable(ctx, action, images)
+        _check_options(opts, len(images))
+        if action == "analysis":
+            _check_analysis(outputs, len(images), as_json)
+        if kernel_source is not None and debuginfo_out is None and isf_out is None:
+            raise UsageError("--kernel-source goes with --debuginfo or --isf")
+    except UsageError as exc:
+        if as_json:  # a record for every input all the same, so a batch report has one per input
+            for image in images or ("-",):
+                click.echo(records.error_record(action if "action" in locals() else "unpack", image, exc))
+        raise
+    try:
+        return _dispatch(action, images, jobs, opts, outputs, live, root)
+    except BrokenPipeError:
+        raise StdoutClosed from None  # not an OSError: click would turn that into exit 1
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away: the run ends quietly with 141 (cli._run)."""
+
+
+def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,
+              root: str) -> int:
+    as_json = opts.as_json
+    if live or not images:
+        images = (_live_source(root),)
+    if action == "analysis":
+        return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json), as_json and action)
+    if action == "info":
+        return _run_all(images, jobs, lambda image: _info(image, as_json), as_json and action)
+    if action == "config":
+        return _run_all(images, jobs, lambda image: _config_only(image, opts), as_json and action)
+    return _run_all(images, jobs, lambda image: _one(image, opts), as_json and _unpack_action(opts))
 
 
 def _check_options(opts: Options, count: int) -> None:
@@ -192,16 +202,24 @@ def _check_options(opts: Options, count: int) -> None:
         raise UsageError("--env prints shell lines; it cannot be combined with --archive, --list or --json")
 
 
-def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tuple[bool, str]]]) -> int:
+def _unpack_action(opts: Options) -> str:
+    return "archive" if opts.archive_out is not None else "list" if opts.list_only else "unpack"
+
+
+def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tuple[bool, str]]],
+             json_action: str | bool = False) -> int:
     """Run `work` on every image (N at a time), print each one's lines in input order, and
-    return the worst exit code."""
+    return the worst exit code. With `json_action`, a failed image gets its JSON record too."""
 
     def guarded(image: str) -> tuple[int, list[tuple[bool, str]]]:
         try:
             return 0, work(image)
         except ExtractError as exc:
             code, line = failure_line(exc, image)
-            return code, [(True, f"{PROG}: {line}")]
+            lines = [(True, f"{PROG}: {line}")]
+            if isinstance(json_action, str):
+                lines.append((False, records.error_record(json_action, image, exc)))
+            return code, lines
 
     if jobs > 1 and len(images) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -222,11 +240,6 @@ def _echo(line: str, err: bool = False) -> None:
     click.echo(imagetext.shown(line), err=err)
 
 
-def _json(report: dict[str, Any]) -> str:
-    """A JSON report line, with every string in it escaped as text lines are."""
-    return json.dumps(imagetext.shown_json(report), sort_keys=True)
-
-
 def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     """Everything asked for one image; returns the lines to print as (to_stderr, text)."""
     out: list[tuple[bool, str]] = []
@@ -243,7 +256,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             raise
         out.append((True, f"{PROG}: {exc}; wrote only the .config"))
         if opts.as_json:
-            out.append((False, _json({"input": image, "config": config_report, "archive": None})))
+            out.append((False, records.record(_unpack_action(opts), image, {"config": config_report, "archive": None})))
         return out
     report = _report(found)
     if config_report is not None:
@@ -276,8 +289,18 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     if opts.as_json:
         platform = pipeline.platform_of(found)
         report["platform"] = platform.as_dict() if platform is not None else None
-        out.append((False, _json(report)))
+        out.append((False, records.record(_unpack_action(opts), image, report)))
     return out
+
+
+def _config_only(image: str, opts: Options) -> list[tuple[bool, str]]:
+    """--config FILE IMAGE on its own: the kernel's .config and nothing else."""
+    assert opts.config_out is not None
+    report = _write_config(image, opts.config_out)
+    if opts.as_json:
+        return [(False, records.record("config", image, {"config": report}))]
+    where = "" if opts.config_out == "-" else f" written to {opts.config_out}"
+    return [(True, f"{PROG}: {image}: .config ({report['size']:,} bytes, {report['method']}){where}")]
 
 
 @contextmanager
@@ -296,7 +319,7 @@ def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-def _check_analysis(outputs: Analysis, count: int, as_json: bool, opts: Options) -> None:
+def _check_analysis(outputs: Analysis, count: int, as_json: bool) -> None:
     if count > 1:
         raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
     if outputs.isf_out == "-":
@@ -305,9 +328,6 @@ def _check_analysis(outputs: Analysis, count: int, as_json: bool, opts: Options)
         raise UsageError("--symbols - and --json both want stdout")
     if outputs.debuginfo_out == "-":
         raise UsageError("--debuginfo needs a file, not stdout")
-    if opts.archive_out is not None or opts.list_only or opts.env or opts.config_out is not None:
-        raise UsageError("--symbols, --debuginfo and --isf cannot be combined with --archive, --list, --env or "
-                         "--config")
 
 
 @dataclass(frozen=True)
@@ -341,7 +361,7 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
     if symbols_out is not None:
         report["symbols"] = _symbols(image, symbols_out)
         lines.append((True, _symbols_line(image, report["symbols"])))
-    return [(False, _json(report))] if as_json else lines
+    return [(False, records.record("analysis", image, report))] if as_json else lines
 
 
 def _symbols(image: str, dest: str) -> dict[str, Any]:
@@ -389,7 +409,7 @@ def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits)
 def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
     report = info.describe(image)
     if as_json:
-        return [(False, _json(report))]
+        return [(False, records.record("info", image, report))]
     headers, config = report["headers"], report["config"]
     lines = [f"image:    {image}", f"release:  {report.get('release') or 'unknown'}",
              f"arch:     {_arch_line(report)}"]
@@ -562,6 +582,14 @@ def _report(found: Found) -> dict[str, Any]:
     }
 
 
+def _stdout_closed() -> NoReturn:
+    """The reader of stdout went away (`| head`): end quietly, as a shell reports SIGPIPE (141),
+    with stdout pointed at /dev/null so that the interpreter's last flush cannot complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)
+
+
 def fail(message: str, code: int) -> NoReturn:
     _echo(f"{PROG}: {message}", err=True)
     sys.exit(code)
@@ -591,8 +619,8 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str 
         fail(line, code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    except BrokenPipeError:
-        sys.exit(0)
+    except (StdoutClosed, BrokenPipeError):
+        _stdout_closed()
     except Exception as exc:  # never a traceback: the one line says what and where
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it", 4)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,156 @@
+"""The contract a scripted user relies on (issue 20): options that cannot apply are errors naming
+both, --config alone writes only the .config, sizes as a user types them, the documented exit
+codes (141 for a closed pipe), and --json records (one per input, failures too) that follow the
+JSON Schema shipped in the package. run_cli checks every --json line against that schema."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builders import headers_archive
+from conftest import check_records, run_cli
+
+from extract_ikheaders.cli import records
+
+ARCHIVE = headers_archive()
+
+# (options, the two names the message must hold) for every pair where one cannot apply
+CLASHES = [
+    (["-l", "--info"], "--list and --info cannot be combined"),
+    (["--info", "--env"], "--info and --env cannot be combined"),
+    (["-a", "x", "-l"], "--archive and --list cannot be combined"),
+    (["-a", "x", "-o", "d"], "--archive and --output cannot be combined"),
+    (["-a", "x", "--salvage"], "--archive and --salvage cannot be combined"),
+    (["-a", "x", "--force"], "--archive and --force cannot be combined"),
+    (["-a", "x", "--max-size", "1M"], "--archive and --max-size cannot be combined"),
+    (["-l", "-o", "d"], "--list and --output cannot be combined"),
+    (["-l", "--salvage"], "--list and --salvage cannot be combined"),
+    (["--info", "-o", "d"], "--info and --output cannot be combined"),
+    (["--info", "--config", "c"], "--info and --config cannot be combined"),
+    (["--info", "--max-members", "5"], "--info and --max-members cannot be combined"),
+    (["--symbols", "s", "-o", "d"], "--symbols and --output cannot be combined"),
+    (["--symbols", "s", "--config", "c"], "--symbols and --config cannot be combined"),
+    (["--symbols", "s", "-j", "2"], "--symbols and --jobs cannot be combined"),
+    (["--symbols", "s", "--system-map", "m"], "--symbols and --system-map cannot be combined"),
+    (["--compile-timeout", "5"], "--compile-timeout goes with --debuginfo or --isf"),
+    (["--kernel-source", "/"], "--kernel-source goes with --debuginfo or --isf"),
+    (["--config", "c", "--system-map", "m"], "--config and --system-map cannot be combined"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), CLASHES, ids=[" ".join(o) for o, _ in CLASHES])
+def test_an_option_that_cannot_apply_is_a_usage_error_naming_both(tmp_path: Path, options: list[str],
+                                                                   message: str) -> None:
+    image = tmp_path / "vmlinux"
+    image.write_bytes(b"\0" * 64)
+    run = run_cli(*options, image, cwd=tmp_path)
+    assert run.code == 2, run.stderr
+    assert run.stderr == f"extract-ikheaders: {image}: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vmlinux"]  # nothing written
+
+
+@pytest.mark.parametrize("option", [["--live"], ["--root", "/"]])
+def test_live_options_with_an_image_are_a_usage_error(tmp_path: Path, option: list[str]) -> None:
+    image = tmp_path / "vmlinux"
+    image.write_bytes(b"\0" * 64)
+    run = run_cli(*option, image)
+    assert run.code == 2
+    assert f"{option[0]} reads the running system; it cannot be combined with IMAGE" in run.stderr
+
+
+CONFIG = (b"#\n# Automatically generated file; DO NOT EDIT.\n# Linux/x86 6.1.0 Kernel Configuration\n#\n"
+          b"CONFIG_IKCONFIG=y\n")
+
+
+def test_config_alone_writes_only_the_config(tmp_path: Path) -> None:
+    image = tmp_path / "Image"
+    image.write_bytes(b"\0" * 4096 + b"IKCFG_ST" + gzip.compress(CONFIG, mtime=0) + b"IKCFG_ED" + b"\0" * 4096)
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_cli("--config", tmp_path / "config", image, cwd=work)
+    assert run.code == 0, run.stderr
+    assert (tmp_path / "config").read_bytes() == CONFIG
+    assert list(work.iterdir()) == []  # no ./kheaders-<release> unpacked
+    assert run.stdout == b"" and f"{image}: .config (" in run.stderr and "written to" in run.stderr
+    report = run_cli("--json", "--config", tmp_path / "c2", image, cwd=work).json
+    assert (report["action"], report["error"]) == ("config", None)
+    assert report["config"]["sha256"] == hashlib.sha256((tmp_path / "config").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("typed", "limit"), [("1M", 1 << 20), ("64KiB", 64 << 10), ("2g", 2 << 30),
+                                               ("1048576", 1 << 20), ("3 MB", 3 << 20)])
+def test_max_size_takes_a_size_as_typed(vmlinux: Path, tmp_path: Path, typed: str, limit: int) -> None:
+    run = run_cli("-o", tmp_path / "out", "--max-size", typed, vmlinux)
+    assert run.code == 0, run.stderr
+
+
+@pytest.mark.parametrize("typed", ["1X", "M", "-1", "1.5M", "0K"])
+def test_max_size_refuses_what_is_not_a_size(vmlinux: Path, tmp_path: Path, typed: str) -> None:
+    run = run_cli("-o", tmp_path / "out", "--max-size", typed, vmlinux)
+    assert run.code == 2 and "Invalid value for '--max-size'" in run.stderr
+
+
+def test_a_small_max_size_names_the_option_not_the_api(vmlinux: Path, tmp_path: Path) -> None:
+    run = run_cli("-o", tmp_path / "out", "--max-size", "1K", vmlinux)
+    assert run.code == 3 and "raise the limit with --max-size" in run.stderr and "max_bytes" not in run.stderr
+
+
+def test_a_closed_stdout_ends_the_run_quietly_with_141(tmp_path: Path) -> None:
+    archive = tmp_path / "kheaders.tar.xz"  # larger than a pipe's buffer, so the writer meets the closed end
+    archive.write_bytes(headers_archive({"./include/linux/big.h": random.Random(1).randbytes(1 << 20)}))
+    proc = subprocess.Popen([sys.executable, "-m", "extract_ikheaders", "-a", "-", archive],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()  # as `| head -c1` does
+    stderr = proc.stderr.read()
+    assert (proc.wait(timeout=60), stderr) == (141, b"")
+
+
+def test_every_record_has_the_schema_keys_and_the_schema_ships(vmlinux: Path, tmp_path: Path) -> None:
+    schema = records.schema()
+    assert schema["properties"]["schema"] == {"const": records.SCHEMA_VERSION}
+    assert set(schema["required"]) == {"schema", "input", "action", "error"}
+    for action, args in (("unpack", ["-o", tmp_path / "o"]), ("archive", ["-a", tmp_path / "a"]), ("list", ["-l"]),
+                         ("info", ["--info"])):
+        report = run_cli("--json", *args, vmlinux).json
+        assert (report["schema"], report["action"], report["error"], report["input"]) == (
+            records.SCHEMA_VERSION, action, None, str(vmlinux))
+
+
+def test_a_usage_error_still_gives_a_record_per_input(vmlinux: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_bytes(b"x")
+    run = run_cli("--json", "-l", "--salvage", vmlinux, other)
+    assert run.code == 2
+    reports = check_records(run.stdout)
+    assert [r["input"] for r in reports] == [str(vmlinux), str(other)]
+    assert {(r["error"]["kind"], r["error"]["exit"]) for r in reports} == {("usage", 2)}
+
+
+def test_a_damaged_input_has_kind_offset_and_layer(tmp_path: Path) -> None:
+    from builders_bzimage import kernel_like
+
+    image = tmp_path / "k.gz"
+    whole = gzip.compress(kernel_like(64 << 10) + ARCHIVE + kernel_like(4 << 10))
+    image.write_bytes(whole[: len(whole) * 3 // 4])
+    run = run_cli("--json", "-a", tmp_path / "a", image)
+    assert run.code == 3
+    error = run.json["error"]
+    assert (error["kind"], error["exit"], error["layer"]) == ("damaged", 3, "gzip")
+    assert isinstance(error["offset"], int)
+
+
+def test_the_schema_rejects_a_record_that_breaks_it() -> None:
+    good = {"schema": records.SCHEMA_VERSION, "input": "x", "action": "list", "error": None, "members": 3}
+    check_records(json.dumps(good).encode())
+    for broken in ({**good, "members": -1}, {**good, "surprise": 1}, {k: v for k, v in good.items() if k != "error"}):
+        with pytest.raises(AssertionError, match=r"breaks report\.schema\.json"):
+            check_records(json.dumps(broken).encode())
