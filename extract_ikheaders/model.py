@@ -83,9 +83,10 @@ class Found:
 class Member:
     """One archive member as listed or unpacked."""
 
-    name: str
+    name: str  # without the leading "./" the kernel's archives store
     size: int
     kind: str  # "file", "dir", "symlink", ...
+    stored: str = ""  # the name as the archive stores it, as `tar -t` prints it (a directory ends in "/")
 
 
 @dataclass(frozen=True)

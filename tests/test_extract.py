@@ -121,16 +121,16 @@ def test_normal_tree_unpacks_exactly(tmp_path: Path) -> None:
 
 def test_listing_matches_archive_order(tmp_path: Path) -> None:
     assert unpack.list_members(NORMAL) == (
-        Member("include", 0, "dir"),
-        Member("include/linux", 0, "dir"),
-        Member("include/linux/types.h", 1040, "file"),
-        Member("include/linux/kernel.h", 25, "file"),
-        Member("include/linux/alias.h", 0, "symlink"),
-        Member("include/up", 0, "symlink"),
-        Member("arch", 0, "dir"),
-        Member("arch/x86/include/asm", 0, "dir"),
-        Member("arch/x86/include/asm/page.h", 22, "file"),
-        Member("arch/x86/tool.sh", 10, "file"),
+        Member("include", 0, "dir", "./include/"),
+        Member("include/linux", 0, "dir", "./include/linux/"),
+        Member("include/linux/types.h", 1040, "file", "./include/linux/types.h"),
+        Member("include/linux/kernel.h", 25, "file", "./include/linux/kernel.h"),
+        Member("include/linux/alias.h", 0, "symlink", "./include/linux/alias.h"),
+        Member("include/up", 0, "symlink", "./include/up"),
+        Member("arch", 0, "dir", "./arch/"),
+        Member("arch/x86/include/asm", 0, "dir", "./arch/x86/include/asm/"),
+        Member("arch/x86/include/asm/page.h", 22, "file", "./arch/x86/include/asm/page.h"),
+        Member("arch/x86/tool.sh", 10, "file", "./arch/x86/tool.sh"),
     )
 
 

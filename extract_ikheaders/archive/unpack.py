@@ -75,14 +75,16 @@ _STREAM_ERRORS = (lzma.LZMAError, EOFError, ValueError, tarwalk.BadTar)
 
 
 def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Member, ...]:
-    """The members in archive order, names without their leading "./", the root entry left out."""
+                 max_bytes: int = DEFAULT_MAX_BYTES, root: bool = False) -> tuple[Member, ...]:
+    """The members in archive order, names without their leading "./"; the root entry ("./")
+    only with `root`, as `tar -t` lists it."""
     members: list[Member] = []
     with _open_stream(archive, _Limits(max_bytes, max_members, Damaged)) as stream:
         for info in stream:
             name = _listed_name(info.name)
-            if name:
-                members.append(Member(name, info.size if info.isreg() else 0, _kind(info)))
+            if name or root:
+                stored = info.name.rstrip("/") + "/" if info.isdir() else info.name
+                members.append(Member(name, info.size if info.isreg() else 0, _kind(info), stored))
     return tuple(members)
 
 

@@ -265,8 +265,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         _write_archive(found.archive, opts.archive_out)
         report["output"] = {"archive": opts.archive_out}
     elif opts.list_only:
-        names = _member_lines(found, opts)
-        report["members"] = len(names)
+        names, report["members"] = _member_lines(found, opts)
         if not opts.as_json:
             out.extend((False, name) for name in names)
     else:
@@ -460,10 +459,12 @@ def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
                   offset=damage.offset)
 
 
-def _member_lines(found: Found, opts: Options) -> list[str]:
+def _member_lines(found: Found, opts: Options) -> tuple[list[str], int]:
+    """What `tar -t` prints for the archive (the root "./" included), and the count of members
+    without the root (the JSON `members`)."""
     members = unpack.list_members(found.archive, max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
-                                  max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
-    return [m.name + ("/" if m.kind == "dir" else "") for m in members]
+                                  max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS, root=True)
+    return [m.stored for m in members], sum(1 for m in members if m.name)
 
 
 _UNPACK_LOCK = threading.Lock()
