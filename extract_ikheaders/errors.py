@@ -67,6 +67,10 @@ class ToolError(ExtractError):
     """A program or library this action needs (a compiler, drgn) is missing or cannot do the job."""
 
 
+class StdoutClosed(ExtractError):
+    """The reader of stdout went away (`| head`): the run ends quietly, as a shell reports SIGPIPE."""
+
+
 class ParserSignal(ExtractError):
     """Private branch: raised by a parser and caught by its caller. One that escapes is a bug."""
 

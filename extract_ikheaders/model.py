@@ -107,6 +107,7 @@ class Extracted:
     bytes_written: int
     incidents: tuple[Incident, ...] = ()
     lost: str | None = None  # salvage: what a damaged archive could not give
+    reused: bool = False  # an earlier run's tree of the same archive, left as it was
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,10 @@ def test_output_dir_and_force(vmlinux: Path, tmp_path: Path) -> None:
         assert (out / "old").read_text() == "keep me"
     (out / "old").unlink()
     assert run_cli("-o", out, vmlinux).code == 0
+    rerun = run_cli("-o", out, vmlinux)  # the same tree: a rerun just works
+    assert rerun.code == 0 and "reusing" in rerun.stderr
     (out / "old").write_text("added since")
-    again = run_cli("-o", out, vmlinux)
+    again = run_cli("-o", out, vmlinux)  # no longer the archive's tree
     assert again.code == 2 and "--force" in again.stderr
     forced = run_cli("-o", out, "--force", vmlinux)
     assert forced.code == 0, forced.stderr

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from builders import headers_archive
+from builders import HEADERS, headers_archive
 from conftest import check_records, run_cli
 
 from extract_ikheaders.cli import records
@@ -154,3 +154,47 @@ def test_the_schema_rejects_a_record_that_breaks_it() -> None:
     for broken in ({**good, "members": -1}, {**good, "surprise": 1}, {k: v for k, v in good.items() if k != "error"}):
         with pytest.raises(AssertionError, match=r"breaks report\.schema\.json"):
             check_records(json.dumps(broken).encode())
+
+
+# Reruns and batches ------------------------------------------------------------------------------
+
+
+def test_running_the_same_command_twice_reuses_the_tree(vmlinux: Path, tmp_path: Path) -> None:
+    first = run_cli("--json", vmlinux, cwd=tmp_path).json
+    second = run_cli("--json", vmlinux, cwd=tmp_path)
+    assert second.code == 0, second.stderr
+    assert "reusing" in second.stderr
+    report = second.json
+    assert report["output"] == {**first["output"], "bytes": 0, "reused": True}
+    assert report["members"] == first["members"] and first["output"]["reused"] is False
+
+
+def test_another_archive_under_the_same_release_goes_beside_it(vmlinux: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.tar.xz"
+    other.write_bytes(headers_archive({**HEADERS, "./include/linux/extra.h": b"/* */\n"}))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_cli(vmlinux, cwd=work).code == 0
+    run = run_cli("--json", other, cwd=work)
+    assert run.code == 0, run.stderr
+    sha = hashlib.sha256(other.read_bytes()).hexdigest()
+    expected = f"kheaders-6.1.0-synthetic-{sha[:12]}"
+    report = run.json
+    assert report["output"]["directory"] == expected and (work / expected / "include/linux/extra.h").is_file()
+    assert f"kheaders-6.1.0-synthetic holds another archive's tree: unpacked into {expected}" in report["notes"]
+    assert not (work / "kheaders-6.1.0-synthetic/include/linux/extra.h").exists()  # the first tree is untouched
+    again = run_cli("--json", other, cwd=work)  # and a rerun of that finds its own tree again
+    assert again.code == 0 and again.json["output"]["reused"] is True
+
+
+def test_two_runs_at_once_both_succeed(vmlinux: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-m", "extract_ikheaders", "--json", vmlinux], cwd=work,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err for _, err in outputs]
+    reports = [json.loads(out) for out, _ in outputs]
+    assert sorted(r["output"]["reused"] for r in reports) == [False, True, True]
+    assert {r["output"]["directory"] for r in reports} == {"kheaders-6.1.0-synthetic"}
+    assert sorted(p.name for p in work.iterdir()) == ["kheaders-6.1.0-synthetic"]  # no half trees left

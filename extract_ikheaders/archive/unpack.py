@@ -25,7 +25,9 @@ stream is Damaged; failing to write the output (disk full, ...) is UsageError.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
+import json
 import lzma
 import math
 import os
@@ -335,7 +337,7 @@ def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits, salvage: boo
             # Everything before the break decoded in order, so it is what the archive holds;
             # the member being written when the data broke off, and all after it, are lost.
             tree.lost = _lost(tree, exc)
-        _write_stamp(tmp, archive)
+        _write_stamp(tmp, archive, tree)
         tree.finish()  # last: directory times
     finally:
         tree.close()
@@ -670,12 +672,12 @@ def _mtime_ns(info: tarfile.TarInfo) -> int | None:
 # The target directory -------------------------------------------------------------------------
 
 
-def _write_stamp(tree: Path, archive: bytes) -> None:
-    import hashlib
-    import json
-
-    stamp = {"sha256": hashlib.sha256(archive).hexdigest(), "tool": "extract-ikheaders"}
-    (tree / STAMP).write_text(json.dumps(stamp, sort_keys=True) + "\n")
+def _write_stamp(directory: Path, archive: bytes, tree: _Tree) -> None:
+    """What a later run needs to reuse the tree: the archive's sha256, and whether the tree holds
+    all of it (a salvaged tree does not, and is never reused)."""
+    stamp = {"sha256": hashlib.sha256(archive).hexdigest(), "tool": "extract-ikheaders", "members": tree.members,
+             "bytes": tree.bytes_written, "complete": tree.lost is None, "tree": tree_digest(directory)}
+    (directory / STAMP).write_text(json.dumps(stamp, sort_keys=True) + "\n")
 
 
 def has_stamp(directory: Path) -> bool:
@@ -688,16 +690,37 @@ def has_stamp(directory: Path) -> bool:
 
 def stamped_sha256(directory: Path) -> str | None:
     """The archive sha256 in a tree's stamp, if the tree has one (read without following links)."""
-    import json
+    sha = read_stamp(directory).get("sha256")
+    return sha if isinstance(sha, str) else None
 
+
+def tree_digest(directory: Path) -> str:
+    """A digest of what the tree holds, the stamp aside: every entry's path and kind, and a file's
+    size, mode and time. A file added, removed, resized or rewritten since the stamp changes it."""
+    lines = []
+    for top, dirs, files in os.walk(directory):
+        dirs.sort()
+        rel = os.path.relpath(top, directory)
+        for name in sorted(dirs):
+            lines.append(f"d {os.path.join(rel, name)}")
+        for name in sorted(files):
+            if rel == "." and name == STAMP:
+                continue
+            st = os.lstat(os.path.join(top, name))
+            lines.append(f"f {os.path.join(rel, name)} {st.st_size} {stat.S_IMODE(st.st_mode):o} {st.st_mtime_ns}"
+                         if stat.S_ISREG(st.st_mode) else f"o {os.path.join(rel, name)} {st.st_mode:o}")
+    return hashlib.sha256("\n".join(lines).encode(errors="surrogateescape")).hexdigest()
+
+
+def read_stamp(directory: Path) -> dict[str, object]:
+    """A tree's stamp ({} without one): sha256, members, bytes, complete."""
     try:
         fd = os.open(directory / STAMP, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
             stamp = json.loads(f.read(4096))
     except (OSError, ValueError):
-        return None
-    sha = stamp.get("sha256") if isinstance(stamp, dict) else None
-    return sha if isinstance(sha, str) else None
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def untrusted_entry(directory: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -19,7 +20,7 @@ from ..analysis import drgn_session as kdrgn
 from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
 from ..analysis.confined_cc import Limits
 from ..archive import unpack
-from ..errors import Damaged, ExtractError, InputError, NotFound, UsageError
+from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, UsageError
 from ..model import Extracted, Found, Method
 from . import options as choose
 from . import records
@@ -164,11 +165,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     try:
         return _dispatch(action, images, jobs, opts, outputs, live, root)
     except BrokenPipeError:
-        raise StdoutClosed from None  # not an OSError: click would turn that into exit 1
-
-
-class StdoutClosed(Exception):
-    """The reader of stdout went away: the run ends quietly with 141 (cli._run)."""
+        raise StdoutClosed("stdout was closed") from None  # not an OSError: click would make that exit 1
 
 
 def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,
@@ -277,7 +274,8 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             raise Damaged(f"the headers archive is damaged; salvaged {extracted.members} members "
                           f"into {extracted.directory}; lost: {extracted.lost}", path=found.path)
         report["members"] = extracted.members
-        report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written}
+        report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written,
+                            "reused": extracted.reused}
         report["incidents"] = [vars(i) for i in extracted.incidents]
         out.extend((True, f"{PROG}: {i.member}: {i.problem} ({i.action})") for i in extracted.incidents)
         if opts.env:
@@ -471,8 +469,12 @@ _UNPACK_LOCK = threading.Lock()
 
 
 def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
-    """The unpacked tree, and a note when the image's release could not name it."""
+    """The unpacked tree, and a note when the directory is not ./kheaders-<release>.
 
+    A rerun is a success: a tree this tool made from the same archive, that only we can write, is
+    reused as it is. Under the default name, another archive's tree (or anything else) stays, and
+    this archive goes to kheaders-<release>-<its sha256's first 12 hex digits>. Runs into one
+    parent directory take turns (a lock on it), so two at once cannot unpack over each other."""
     name_note = None
     if opts.output is not None:
         target = Path(opts.output)
@@ -482,16 +484,50 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
     if opts.force and _inside(found.path, target):
         raise UsageError(f"{found.path} lies inside {target}, which --force would replace; "
                          "move the image or choose another directory")
-    with _UNPACK_LOCK:
+    with _UNPACK_LOCK, _locked_parent(target):
         key = (found.sha256, str(target))
         if key in opts.unpacked:
             return opts.unpacked[key], name_note
-        reused = _reusable(target, found) if opts.env and not opts.force else None
-        result = reused or unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
-                                          max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
-                                          max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
+        if not opts.force:
+            reused = _reusable(target, found)
+            if reused is None and opts.output is None and _taken(target):
+                other = target.with_name(f"{target.name}-{found.sha256[:12]}")
+                name_note = f"{target} holds another archive's tree: unpacked into {other}"
+                target = other
+                reused = _reusable(target, found)
+            if reused is not None:
+                opts.unpacked[key] = reused
+                return reused, name_note
+        result = unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
+                                max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
+                                max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
         opts.unpacked[key] = result
     return result, name_note
+
+
+@contextmanager
+def _locked_parent(target: Path) -> Iterator[None]:
+    """An exclusive flock on the target's parent directory (when it exists: else unpack says why)."""
+    try:
+        fd = os.open(target.parent if str(target.parent) else ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _taken(target: Path) -> bool:
+    """Whether something other than an empty directory is at `target`."""
+    if not target.exists() and not target.is_symlink():
+        return False
+    try:
+        return target.is_symlink() or not target.is_dir() or any(target.iterdir())
+    except OSError:
+        return True
 
 
 def _inside(path: str, directory: Path) -> bool:
@@ -500,10 +536,13 @@ def _inside(path: str, directory: Path) -> bool:
 
 
 def _reusable(target: Path, found: Found) -> Extracted | None:
-    """A tree this tool made from the same archive in which every entry is ours and writable by us
-    alone; None when there is none or it holds another archive."""
-
-    if not target.exists() and not target.is_symlink():
+    """A complete tree this tool made from the same archive, unchanged since (its stamp's digest),
+    in which every entry is ours and writable by us alone; None when there is none or it holds
+    something else."""
+    if not target.is_dir() or target.is_symlink():
+        return None
+    stamp = unpack.read_stamp(target)
+    if stamp.get("sha256") != found.sha256 or stamp.get("complete") is False:
         return None
     try:
         untrusted = unpack.untrusted_entry(target)
@@ -512,9 +551,11 @@ def _reusable(target: Path, found: Found) -> Extracted | None:
     if untrusted is not None:
         raise UsageError(f"{target}: exists but is not a tree of ours that only we can write ({untrusted}); "
                          f"remove it or use --force")
-    if unpack.stamped_sha256(target) != found.sha256:
-        return None
-    return Extracted(directory=str(target), members=0, bytes_written=0)
+    if stamp.get("tree") != unpack.tree_digest(target):
+        return None  # changed since it was unpacked: not the archive's tree any more
+    members = stamp.get("members")
+    return Extracted(directory=str(target), members=members if isinstance(members, int) else 0, bytes_written=0,
+                     reused=True)
 
 
 def _env_lines(directory: str) -> list[str]:
@@ -558,7 +599,7 @@ def _live_release(base: Path) -> str:
 
 def _summary(found: Found, extracted: Extracted) -> str:
     release = found.release or "unknown release"
-    if extracted.members == 0 and extracted.bytes_written == 0:
+    if extracted.reused:
         return f"{PROG}: {release}: reusing {extracted.directory} (same archive, sha256 {found.sha256[:16]}...)"
     return (f"{PROG}: {release}: {extracted.members} members, {extracted.bytes_written:,} bytes "
             f"from {found.path} ({found.method}, archive at {found.offset:#x}, {found.size:,} bytes)")
@@ -615,13 +656,13 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str 
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
+    except (StdoutClosed, BrokenPipeError):
+        _stdout_closed()
     except ExtractError as exc:
         code, line = failure_line(exc, image)
         fail(line, code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    except (StdoutClosed, BrokenPipeError):
-        _stdout_closed()
     except Exception as exc:  # never a traceback: the one line says what and where
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it", 4)
     sys.exit(code if isinstance(code, int) else 0)

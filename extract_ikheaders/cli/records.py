@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from .. import imagetext
-from ..errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
+from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, ToolError, UnsafeArchive, UsageError
 
 SCHEMA_VERSION = "1.0"
 
@@ -22,7 +22,7 @@ SCHEMA_VERSION = "1.0"
 # a bug: 4.
 EXIT_CODES: tuple[tuple[type[ExtractError], int, str], ...] = (
     (NotFound, 1, "not-found"), (UsageError, 2, "usage"), (InputError, 2, "input"), (ToolError, 2, "tool"),
-    (Damaged, 3, "damaged"), (UnsafeArchive, 3, "unsafe"),
+    (Damaged, 3, "damaged"), (UnsafeArchive, 3, "unsafe"), (StdoutClosed, 141, "stdout-closed"),
 )
 INTERNAL = 4
 
