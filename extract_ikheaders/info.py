@@ -8,7 +8,8 @@ from typing import Any
 
 from . import arch, imagetext, pipeline
 from .errors import Damaged, NotFound
-from .model import Found, Platform
+from .images import bzimage
+from .model import Found, Method, Platform
 
 # CONFIG_ options BPF and tracing users ask about first.
 OPTIONS = ("IKHEADERS", "IKCONFIG", "BPF", "BPF_SYSCALL", "BPF_JIT", "BPF_EVENTS", "DEBUG_INFO_BTF",
@@ -22,18 +23,51 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     config_text = _config(name, report)
     options = _options(config_text, found)
     report["options"] = options
+    title = _config_title(config_text)
+    if report.get("release") is None:
+        release = title[1] if title is not None else _release_without_headers(name)
+        if release is not None:
+            report["release"] = release
     if found is None and options.get("IKHEADERS") == "m":
         report["headers"]["status"] = "module"
-        report["headers"]["hint"] = "CONFIG_IKHEADERS=m: the headers are in kheaders.ko; give that file"
+        report["headers"]["hint"] = module_hint(report.get("release"))
+    if found is None and report["config"]["status"] == "absent" and report.get("release") is None:
+        raise NotFound("not a kernel image (no kernel headers, no .config, no Linux banner or version)", path=name)
     platform = _platform(name, found, config_text)
     report["platform"] = platform.as_dict() if platform is not None else None
     report["arch"] = platform.arch if platform is not None else None
     report["endian"] = platform.endian if platform is not None else None
-    title = _config_title(config_text)
     if title is not None:
-        report.setdefault("release", title[1])
         report["arch"] = report["arch"] or title[0]
     return report
+
+
+def explained(exc: NotFound, name: str) -> NotFound:
+    """`exc`, saying where the headers are when the image's .config says CONFIG_IKHEADERS=m."""
+    try:
+        config = pipeline.find_config(name)
+    except (NotFound, Damaged):
+        return exc
+    if _options(config.text, None).get("IKHEADERS") != "m":
+        return exc
+    title = _config_title(config.text)
+    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}", path=exc.path,
+                    layer=exc.layer)
+
+
+def module_hint(release: str | None) -> str:
+    """Where a CONFIG_IKHEADERS=m kernel keeps its headers."""
+    where = (f" (/lib/modules/{imagetext.name_part(release)}/kernel/kernel/kheaders.ko on a system running it)"
+             if imagetext.name_part(release) else "")
+    return f"CONFIG_IKHEADERS=m: the headers are in the module kheaders.ko{where}; give that file"
+
+
+def _release_without_headers(name: str) -> str | None:
+    """An image without headers still says its release: an x86 bzImage's setup header, else the
+    `Linux version` banner of an uncompressed image."""
+    with pipeline.open_input(name) as buf:
+        banner = pipeline.find_banner(buf)
+        return bzimage.kernel_version(buf) or (banner[0] if banner else None)
 
 
 def _config_title(config_text: bytes | None) -> tuple[str, str] | None:
@@ -65,11 +99,24 @@ def _headers(name: str, report: dict[str, Any]) -> Found | None:
         report["headers"] = {"status": "damaged", "reason": str(exc), "offset": exc.offset}
         return None
     report["headers"] = {"status": "present", "method": str(found.method), "offset": found.offset,
-                         "size": found.size, "sha256": found.sha256}
+                         "size": found.size, "sha256": found.sha256, "in": _container(found)}
     report["release"] = found.release
     report["banner"] = found.banner
     report["layers"] = [layer.as_dict() for layer in found.layers]
     return found
+
+
+def _container(found: Found) -> str:
+    """What holds the archive: the kernel itself, a module (kheaders.ko), a crash dump's memory,
+    or nothing (the input is the archive)."""
+    if found.method == Method.WHOLE:
+        return "archive"
+    formats = {layer.format for layer in found.layers}
+    if formats & {"physical memory", "virtual memory"}:
+        return "dump"
+    if any(layer.format == "elf" and layer.detail.startswith("ET_REL") for layer in found.layers):
+        return "module"
+    return "kernel"
 
 
 def _config(name: str, report: dict[str, Any]) -> bytes | None:

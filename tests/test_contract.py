@@ -198,3 +198,34 @@ def test_two_runs_at_once_both_succeed(vmlinux: Path, tmp_path: Path) -> None:
     assert sorted(r["output"]["reused"] for r in reports) == [False, True, True]
     assert {r["output"]["directory"] for r in reports} == {"kheaders-6.1.0-synthetic"}
     assert sorted(p.name for p in work.iterdir()) == ["kheaders-6.1.0-synthetic"]  # no half trees left
+
+
+# --info on any file --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["/bin/ls", "text"])
+def test_info_on_what_is_not_a_kernel_is_exit_1(tmp_path: Path, name: str) -> None:
+    path = Path(name)
+    if name == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("not a kernel\n" * 100)
+    run = run_cli("--info", path)
+    assert run.code == 1
+    assert run.stderr == (f"extract-ikheaders: {path}: not a kernel image (no kernel headers, no .config, "
+                          f"no Linux banner or version)\n")
+
+
+def test_info_takes_the_release_from_a_bzimage_header(tmp_path: Path) -> None:
+    """A distribution vmlinuz has no headers or .config inside, but its setup header names it."""
+    from builders_bzimage import bzimage, compress, kernel_like
+
+    image = bytearray(bzimage(compress("gzip", kernel_like(64 << 10))).image)
+    version = b"6.1.0-13-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1\0"
+    image[0x400 : 0x400 + len(version)] = version  # inside the setup sectors
+    image[0x20E:0x210] = (0x400 - 0x200).to_bytes(2, "little")
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(bytes(image))
+    report = run_cli("--json", "--info", path).json
+    assert (report["release"], report["headers"]["status"], report["config"]["status"]) == (
+        "6.1.0-13-amd64", "absent", "absent")
+    assert "release:  6.1.0-13-amd64" in run_cli("--info", path).stdout.decode()

@@ -155,3 +155,21 @@ def test_info_on_vmlinux(corpus: Corpus) -> None:
     assert f"release:  {corpus.truth('6.1-y-gzip')['release']}" in text
     assert "arch:     x86" in text and "headers:  built in (symbols" in text and "IKHEADERS=y" in text
     assert corpus.truth("6.1-y-gzip")["sha256"] in text
+
+
+def test_info_on_kheaders_ko_says_module(corpus: Corpus) -> None:
+    run = run_cli("--info", corpus.file("k61m", "kheaders.ko"))
+    assert run.code == 0, run.stderr
+    assert "headers:  in this module (symbols," in run.stdout.decode()
+    assert run_cli("--json", "--info", corpus.file("k61m", "kheaders.ko")).json["headers"]["in"] == "module"
+
+
+def test_a_modular_bzimage_says_where_its_headers_are(corpus: Corpus, tmp_path: Path) -> None:
+    release = corpus.release("6.1-m")
+    run = run_cli("-a", tmp_path / "a", corpus.file("k61m", "bzImage"))
+    assert run.code == 1
+    assert run.stderr.endswith(f": no kernel headers built in: CONFIG_IKHEADERS=m: the headers are in the module "
+                               f"kheaders.ko (/lib/modules/{release}/kernel/kernel/kheaders.ko on a system running "
+                               f"it); give that file\n")
+    info = run_cli("--json", "--info", corpus.file("k61m", "bzImage")).json
+    assert info["headers"]["status"] == "module" and f"/lib/modules/{release}/" in info["headers"]["hint"]

@@ -250,7 +250,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         _salvage(image, exc, opts)
     except NotFound as exc:
         if config_report is None:
-            raise
+            raise info.explained(exc, image) from None
         out.append((True, f"{PROG}: {exc}; wrote only the .config"))
         if opts.as_json:
             out.append((False, records.record(_unpack_action(opts), image, {"config": config_report, "archive": None})))
@@ -415,7 +415,9 @@ def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
     chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
     lines.append(f"layers:   {chain or '(none)'}")
     if headers["status"] == "present":
-        lines.append(f"headers:  built in ({headers['method']}, {headers['size']:,} bytes at {headers['offset']:#x}, "
+        where = {"kernel": "built in", "module": "in this module", "dump": "in the dump's memory",
+                 "archive": "the input is the archive"}[headers["in"]]
+        lines.append(f"headers:  {where} ({headers['method']}, {headers['size']:,} bytes at {headers['offset']:#x}, "
                      f"sha256 {headers['sha256']})")
     else:
         lines.append(f"headers:  {headers['status']}: {headers.get('hint') or headers['reason']}")

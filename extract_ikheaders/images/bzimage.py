@@ -14,11 +14,12 @@ it is believed, so false hits cost almost nothing.
 from __future__ import annotations
 
 import heapq
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from .. import compression
+from .. import compression, imagetext
 from ..archive import xzstream
 from ..buffer import Buffer
 from ..errors import Damaged, NotFound, NotMine, ParserSignal
@@ -62,6 +63,23 @@ class _HeaderUnusable(ParserSignal):
 def is_bzimage(data: Buffer) -> bool:
     """The boot sector flag or the setup header magic; either survives if the other is damaged."""
     return _u16(data, BOOT_FLAG) == BOOT_FLAG_MAGIC or bytes(data[HEADER : HEADER + 4]) == HEADER_MAGIC
+
+
+KERNEL_VERSION = 0x20E  # u16: the kernel_version string's offset, less 0x200 (boot protocol 2.00+)
+KERNEL_VERSION_MAX = 256
+
+
+def kernel_version(data: Buffer) -> str | None:
+    """The release from the setup header's kernel_version string ("6.1.0-13-amd64 (debian-kernel@...)
+    #1 SMP ..."): every x86 bzImage has it, with or without headers inside."""
+    if bytes(data[HEADER : HEADER + 4]) != HEADER_MAGIC or (_u16(data, VERSION) or 0) < 0x0200:
+        return None
+    pointer = _u16(data, KERNEL_VERSION)
+    if not pointer:
+        return None
+    raw = bytes(data[pointer + 0x200 : pointer + 0x200 + KERNEL_VERSION_MAX]).split(b"\0", 1)[0]
+    release = raw.split(b" ", 1)[0]
+    return imagetext.decode(release) if re.fullmatch(rb"\d+\.\d+[!-~]*", release) else None
 
 
 def peel(data: Buffer, path: str) -> Payload:
