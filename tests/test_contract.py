@@ -229,3 +229,20 @@ def test_info_takes_the_release_from_a_bzimage_header(tmp_path: Path) -> None:
     assert (report["release"], report["headers"]["status"], report["config"]["status"]) == (
         "6.1.0-13-amd64", "absent", "absent")
     assert "release:  6.1.0-13-amd64" in run_cli("--info", path).stdout.decode()
+
+
+# extract-ikheaders-drgn -------------------------------------------------------------------------
+
+
+def test_the_drgn_entry_keeps_drgns_option_meanings() -> None:
+    from click.testing import CliRunner
+
+    from extract_ikheaders.cli.main import drgn_command
+
+    help_text = CliRunner().invoke(drgn_command, ["--help"]).output
+    for needle in ("-e, --exec", "--system-map", "stack_trace needs `runqueues`", "crashed_thread()",
+                   "needs the dump's crash_notes"):
+        assert needle in help_text, needle
+    for drgns_own in (["-c", "x"], ["-s", "System.map"]):  # drgn's core and symbols options: not ours
+        result = CliRunner().invoke(drgn_command, [*drgns_own, "vmcore"])
+        assert result.exit_code == 2 and f"No such option '{drgns_own[0]}'" in result.output

@@ -88,7 +88,7 @@ def test_drgn_lists_the_guests_processes(corpus: Corpus, capture: str) -> None:
     if capture not in captures:
         pytest.skip(f"corpus has no {capture} capture")
     vmcore, truth, _ = captures[capture]
-    run = run_drgn("-q", "-c", TASKS, vmcore)
+    run = run_drgn("-q", "-e", TASKS, vmcore)
     assert run.returncode == 0, run.stderr
     tasks = {pid: (comm, argv) for pid, comm, argv in json.loads(run.stdout)}
     crashed = {pid for pid, (_, argv) in tasks.items() if argv == ["/bin/sh", "/kdump-arm"]}
@@ -122,7 +122,7 @@ def test_drgn_on_a_qemu_dump_without_vmcoreinfo(corpus: Corpus, kernel: str) -> 
     dump (kallsyms by shape, KASLR from .config, CR3 from QEMU's note) lets drgn list the tasks. ps ran
     in the guest just before the dump; what started after it (pid above all of ps's) may be there too."""
     dump = _qemu_dump(corpus, kernel, "elf")
-    run = run_drgn("-q", "-c", TASKS, dump)
+    run = run_drgn("-q", "-e", TASKS, dump)
     assert run.returncode == 0, run.stderr
     tasks = {pid: (comm, argv) for pid, comm, argv in json.loads(run.stdout)}
     ps = _ps(corpus.truth(kernel))
@@ -137,20 +137,20 @@ def test_qemu_dump_globals_and_modules_equal_the_system_map(corpus: Corpus) -> N
     moved by the stand-in's KASLR offset, puts them; the loaded module is listed."""
     dump = _qemu_dump(corpus, "6.1-m-4level", "elf")
     assert corpus.truth("6.1-m-4level")["module_loaded"] is True
-    derived = run_drgn("-q", "-c", ADDRESSES, dump)
-    mapped = run_drgn("-q", "-s", corpus.file("k61m", "System.map"), "-c", ADDRESSES, dump)
+    derived = run_drgn("-q", "-e", ADDRESSES, dump)
+    mapped = run_drgn("-q", "--system-map", corpus.file("k61m", "System.map"), "-e", ADDRESSES, dump)
     assert derived.returncode == 0 and mapped.returncode == 0, derived.stderr + mapped.stderr
     ours, theirs = json.loads(derived.stdout), json.loads(mapped.stdout)
     assert None not in theirs.values()
     assert ours == theirs
-    run = run_drgn("-q", "-c", "print([m.name.string_().decode() for m in for_each_module(prog)])", dump)
+    run = run_drgn("-q", "-e", "print([m.name.string_().decode() for m in for_each_module(prog)])", dump)
     assert run.returncode == 0 and run.stdout == "['kheaders']\n", run.stderr
 
 
 @pytest.mark.slow
 def test_drgn_names_the_flattened_format_it_cannot_read(corpus: Corpus) -> None:
     dump = _qemu_dump(corpus, "6.1-m-4level", "kdump-zlib")  # QEMU writes kdump in makedumpfile's flattened format
-    run = run_drgn("-q", "-c", "pass", dump)
+    run = run_drgn("-q", "-e", "pass", dump)
     assert run.returncode == 2
     assert run.stderr.splitlines() == [f"extract-ikheaders: {dump}: drgn cannot read makedumpfile's flattened "
                                        f"format; reassemble it first: makedumpfile -R NEWFILE < {dump}"]
@@ -162,8 +162,8 @@ def test_globals_found_from_data_equal_the_system_map(corpus: Corpus, capture: s
     """kallsyms without CONFIG_KALLSYMS_ALL has no data symbols: init_task & co. are found from the
     data. The build's System.map (relocated by KASLR) must place every one at the same address."""
     vmcore, _, stage = _captures(corpus)[capture]
-    derived = run_drgn("-q", "-c", ADDRESSES, vmcore)
-    mapped = run_drgn("-q", "-s", corpus.file(stage, "System.map"), "-c", ADDRESSES, vmcore)
+    derived = run_drgn("-q", "-e", ADDRESSES, vmcore)
+    mapped = run_drgn("-q", "--system-map", corpus.file(stage, "System.map"), "-e", ADDRESSES, vmcore)
     assert derived.returncode == 0 and mapped.returncode == 0, derived.stderr + mapped.stderr
     ours, theirs = json.loads(derived.stdout), json.loads(mapped.stdout)
     expect_missing = {"modules"} if stage == "k61y" else set()  # CONFIG_MODULES=n there
@@ -179,7 +179,7 @@ def test_modules_of_the_m_kernel(corpus: Corpus) -> None:
     vmcore = captures["kdump-6.1-m"][0]
     code = ("print([m.name.string_().decode() for m in for_each_module(prog)])\n"
             "print(prog['init_uts_ns'].name.release.string_().decode())")
-    run = run_drgn("-q", "-c", code, vmcore)
+    run = run_drgn("-q", "-e", code, vmcore)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["['kheaders']", corpus.release("6.1-m")]
 
@@ -192,7 +192,7 @@ def test_drgn_reads_kdump_compressed_files(corpus: Corpus) -> None:
     if name is None:
         pytest.skip("no kdump-zlib output in the corpus")
     dump = corpus.root / entry["dir"] / outputs[name]
-    run = run_drgn("-q", "-c", "print(sorted(t.pid.value_() for t in for_each_task(prog)))", dump)
+    run = run_drgn("-q", "-e", "print(sorted(t.pid.value_() for t in for_each_task(prog)))", dump)
     assert run.returncode == 0, run.stderr
     ps = set(_ps(entry["ground_truth"]))
     assert ps - set(json.loads(run.stdout)) == {pid for pid, (comm, _) in _ps(entry["ground_truth"]).items()
@@ -202,9 +202,9 @@ def test_drgn_reads_kdump_compressed_files(corpus: Corpus) -> None:
 def test_drgn_entry_errors_are_one_line(tmp_path: Path) -> None:
     dump = tmp_path / "zeros"
     dump.write_bytes(b"\0" * 8192)
-    run = run_drgn("-c", "pass", dump)
+    run = run_drgn("-e", "pass", dump)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and str(dump) in run.stderr
-    run = run_drgn("-c", "pass", tmp_path / "missing")
+    run = run_drgn("-e", "pass", tmp_path / "missing")
     assert run.returncode == 2 and "Traceback" not in run.stderr
 
 
@@ -236,9 +236,9 @@ def test_kernel_source_gives_the_log_mounts_and_paths(corpus: Corpus) -> None:
     drgn's printk and fs helpers work; the log equals what the guest printed on its console."""
     source = corpus.kernel_source("6.1")
     kdump = corpus.root / corpus.manifest["kdump"]["dir"]
-    without = run_drgn("-q", "-c", "list(for_each_mount(prog))", kdump / "vmcore")
+    without = run_drgn("-q", "-e", "list(for_each_mount(prog))", kdump / "vmcore")
     assert without.returncode == 1 and "struct mount" in without.stderr  # the archive alone cannot
-    run = run_drgn("-q", "--kernel-source", source, "-c", PRIVATE, kdump / "vmcore")
+    run = run_drgn("-q", "--kernel-source", source, "-e", PRIVATE, kdump / "vmcore")
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout)
     console = (kdump / "console.log").read_text(errors="replace").replace("\r", "").splitlines()

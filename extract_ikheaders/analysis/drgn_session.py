@@ -11,7 +11,7 @@
   else from kernel_globals.well_known (VMCOREINFO's SYMBOL(name), or the kernel image in the dump's
   physical memory: kallsyms holds only functions unless the kernel has CONFIG_KALLSYMS_ALL).
 
-Run `extract-ikheaders-drgn VMCORE` for drgn's interactive shell, or add `-c CODE` or
+Run `extract-ikheaders-drgn VMCORE` for drgn's interactive shell, or add `-e CODE` or
 `SCRIPT [ARGS]` (cli.drgn_main). drgn is the `analysis` extra.
 """
 

@@ -674,8 +674,9 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str 
 @click.argument("dump", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("-c", "--command", "code", help="Run this Python code with drgn's globals (prog, helpers), then exit.")
-@click.option("-s", "--symbols", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
+@click.option("-e", "--exec", "code", help="Run this Python code with drgn's globals (prog, helpers), then exit "
+              "(drgn's own -e). drgn's -c (core) and -s (symbols) have no equivalent here: DUMP is the core.")
+@click.option("--system-map", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
@@ -687,11 +688,18 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
     """drgn on DUMP with no vmlinux: the kernel's types from its embedded headers (--debuginfo) and its
     symbols from kallsyms (--symbols), so drgn's helpers work (for_each_task, cmdline, for_each_module...).
 
-    Starts drgn's interactive shell, or runs SCRIPT [ARGS] or -c CODE with drgn's usual globals.
+    Starts drgn's interactive shell, or runs SCRIPT [ARGS] or -e CODE with drgn's usual globals.
+
+    \b
+    Without the kernel's debug info, what works is what these types and symbols carry:
+    for_each_task, find_task, cmdline, for_each_module, d_path, the task and mm structures; with
+    --kernel-source also get_dmesg and for_each_mount. stack_trace needs `runqueues` (a per-cpu
+    variable: CONFIG_KALLSYMS_ALL or --system-map) and the unwinder's data; prog.crashed_thread()
+    needs the dump's crash_notes (a kdump, not a QEMU capture).
     """
 
     if script is not None and code is not None:
-        raise UsageError("give either -c CODE or SCRIPT, not both")
+        raise UsageError("give either -e CODE or SCRIPT, not both")
     opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source,
                                 limits=Limits(seconds=compile_timeout))
     if not quiet:
@@ -707,7 +715,7 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
     namespace = drgn.cli.default_globals(opened.prog)
     try:
         if code is not None:
-            sys.argv = ["-c", *args]  # as `python -c`; -c and SCRIPT exclude each other (checked above)
+            sys.argv = ["-e", *args]  # as `python -c`; -e and SCRIPT exclude each other (checked above)
             exec(compile(code, "<command>", "exec"), namespace)
         else:
             import runpy
