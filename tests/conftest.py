@@ -144,7 +144,7 @@ class Run:
         return json.loads(self.stdout)
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None) -> Run:
+def run_cli(*args: str | Path, cwd: Path | None = None, stdin: bytes | None = None) -> Run:
     """Run the tool's entry point (cli.main.main: the same parsing, error lines and exit codes as the
     installed command) in this process, its stdin empty and stdout/stderr captured by click's runner.
     A process per run cost most of the suite's time; run_cli_process keeps true end-to-end runs."""
@@ -153,7 +153,7 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> Run:
     from extract_ikheaders.cli.main import main
 
     before = os.getcwd()
-    with CliRunner().isolation() as (stdout, stderr, _):
+    with CliRunner().isolation(input=stdin) as (stdout, stderr, _):
         try:
             if cwd is not None:
                 os.chdir(cwd)

@@ -246,3 +246,26 @@ def test_the_drgn_entry_keeps_drgns_option_meanings() -> None:
     for drgns_own in (["-c", "x"], ["-s", "System.map"]):  # drgn's core and symbols options: not ours
         result = CliRunner().invoke(drgn_command, [*drgns_own, "vmcore"])
         assert result.exit_code == 2 and f"No such option '{drgns_own[0]}'" in result.output
+
+
+# - reads the image from stdin ----------------------------------------------------------------------
+
+
+def test_an_image_piped_into_dash(vmlinux: Path, tmp_path: Path) -> None:
+    run = run_cli("--json", "-a", tmp_path / "a.tar.xz", "-", stdin=vmlinux.read_bytes())
+    assert run.code == 0, run.stderr
+    assert (tmp_path / "a.tar.xz").read_bytes() == ARCHIVE
+    report = run.json
+    assert report["input"] == "-" and "extract-ikheaders-stdin-" not in run.stdout.decode()
+
+
+def test_what_is_piped_into_dash_is_named_dash_in_errors(tmp_path: Path) -> None:
+    run = run_cli("--json", "-l", "-", stdin=b"not a kernel" * 100)
+    assert run.code == 1
+    assert run.stderr == "extract-ikheaders: -: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)\n"
+    assert run.json["input"] == "-" and run.json["error"]["message"].startswith("-: ")
+
+
+def test_dash_twice_is_a_usage_error(tmp_path: Path) -> None:
+    run = run_cli("-l", "-", "-", stdin=b"x")
+    assert run.code == 2 and "- (stdin) can be given once" in run.stderr

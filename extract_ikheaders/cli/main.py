@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -73,7 +75,7 @@ class Options:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=True, allow_dash=False, path_type=str))
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, path_type=str))
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Unpack into DIR instead of ./kheaders-<release>.")
 @click.option("--force", is_flag=True,
               help="Replace a non-empty output directory (only once the new tree is complete).")
@@ -170,16 +172,62 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
 
 def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,
               root: str) -> int:
-    as_json = opts.as_json
     if live or not images:
         images = (_live_source(root),)
-    if action == "analysis":
-        return _run_all(images, 1, lambda image: _analysis(image, outputs, as_json), as_json and action)
-    if action == "info":
-        return _run_all(images, jobs, lambda image: _info(image, as_json), as_json and action)
-    if action == "config":
-        return _run_all(images, jobs, lambda image: _config_only(image, opts), as_json and action)
-    return _run_all(images, jobs, lambda image: _one(image, opts), as_json and _unpack_action(opts))
+    with _stdin_spooled(images) as (paths, shown_as):
+        return _run_action(action, paths, jobs, opts, outputs, shown_as)
+
+
+def _run_action(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis,
+                shown_as: dict[str, str]) -> int:
+    as_json = opts.as_json
+    work: Callable[[str], list[tuple[bool, str]]] = {
+        "analysis": lambda image: _analysis(image, outputs, as_json),
+        "info": lambda image: _info(image, as_json),
+        "config": lambda image: _config_only(image, opts),
+    }.get(action, lambda image: _one(image, opts))
+    if shown_as:  # the spooled stdin: every line says "-", never the temporary file's name
+        work = _renamed(work, shown_as)
+    return _run_all(images, 1 if action == "analysis" else jobs, work, as_json and _json_action(action, opts),
+                    shown_as)
+
+
+def _json_action(action: str, opts: Options) -> str:
+    return _unpack_action(opts) if action == "unpack" else action
+
+
+@contextmanager
+def _stdin_spooled(images: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], dict[str, str]]]:
+    """IMAGE `-` is stdin (`adb exec-out cat /dev/block/by-name/boot | extract-ikheaders -`), copied
+    to a private temporary file first: the readers map and seek their input."""
+    if "-" not in images:
+        yield images, {}
+        return
+    if images.count("-") > 1:
+        raise UsageError("- (stdin) can be given once")
+    if sys.stdin.isatty():
+        raise UsageError("- reads the image from stdin, which is a terminal; pipe or redirect the image into it")
+    with tempfile.TemporaryDirectory(prefix="extract-ikheaders-stdin-") as tmp:
+        spool = os.path.join(tmp, "stdin")
+        try:
+            with open(spool, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        except OSError as exc:
+            raise UsageError(f"cannot copy stdin to {tmp}: {exc.strerror or exc}") from None
+        yield tuple(spool if image == "-" else image for image in images), {spool: "-"}
+
+
+def _renamed(work: Callable[[str], list[tuple[bool, str]]],
+             shown_as: dict[str, str]) -> Callable[[str], list[tuple[bool, str]]]:
+    """`work`, with the spooled file's name shown as the user gave it."""
+
+    def renamed(image: str) -> list[tuple[bool, str]]:
+        lines = work(image)
+        for real, shown in shown_as.items():
+            lines = [(err, line.replace(real, shown)) for err, line in lines]
+        return lines
+
+    return renamed
 
 
 def _check_options(opts: Options, count: int) -> None:
@@ -204,7 +252,7 @@ def _unpack_action(opts: Options) -> str:
 
 
 def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tuple[bool, str]]],
-             json_action: str | bool = False) -> int:
+             json_action: str | bool = False, shown_as: dict[str, str] | None = None) -> int:
     """Run `work` on every image (N at a time), print each one's lines in input order, and
     return the worst exit code. With `json_action`, a failed image gets its JSON record too."""
 
@@ -212,10 +260,13 @@ def _run_all(images: tuple[str, ...], jobs: int, work: Callable[[str], list[tupl
         try:
             return 0, work(image)
         except ExtractError as exc:
-            code, line = failure_line(exc, image)
+            shown = (shown_as or {}).get(image, image)
+            if exc.path == image:
+                exc.path = shown
+            code, line = failure_line(exc, shown)
             lines = [(True, f"{PROG}: {line}")]
             if isinstance(json_action, str):
-                lines.append((False, records.error_record(json_action, image, exc)))
+                lines.append((False, records.error_record(json_action, shown, exc)))
             return code, lines
 
     if jobs > 1 and len(images) > 1:
