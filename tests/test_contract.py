@@ -262,7 +262,8 @@ def test_an_image_piped_into_dash(vmlinux: Path, tmp_path: Path) -> None:
 def test_what_is_piped_into_dash_is_named_dash_in_errors(tmp_path: Path) -> None:
     run = run_cli("--json", "-l", "-", stdin=b"not a kernel" * 100)
     assert run.code == 1
-    assert run.stderr == "extract-ikheaders: -: cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)\n"
+    assert run.stderr == ("extract-ikheaders: -: cannot find kernel headers "
+                          "(was the kernel built with CONFIG_IKHEADERS?)\n")
     assert run.json["input"] == "-" and run.json["error"]["message"].startswith("-: ")
 
 
