@@ -403,6 +403,10 @@ def test_five_level_capture_is_beyond_stock_volatility(corpus: Corpus, tmp_path:
     out.mkdir()
     run = run_cli("--isf", out / "kernel.json", stage / "vmcore")
     assert run.code == 0, run.stderr
+    assert f"{stage / 'vmcore'}: warning: the dump's kernel uses 5-level paging (LA57)" in run.stderr
+    assert "no5lvl" in run.stderr and "extract-ikheaders-drgn" in run.stderr
+    report = run_cli("--json", "--isf", out / "again.json", stage / "vmcore").json["isf"]
+    assert report["paging_levels"] == 5 and report["warnings"] == [isf.FIVE_LEVEL_WARNING]
     assert _vol(tmp_path, out, stage / "vmcore", "linux.pslist") == []
 
 
@@ -435,3 +439,9 @@ def run_report_banner(stage: Path) -> str:
         if "Linux version " in line:
             return line[line.index("Linux version "):].strip()
     raise AssertionError("no banner on the console")
+
+
+@pytest.mark.slow
+def test_a_four_level_dump_gets_no_paging_warning(four_level: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, _, report = four_level
+    assert (report["paging_levels"], report["warnings"]) == (4, [])

@@ -40,6 +40,7 @@ from .. import pipeline
 from ..archive.unpack import write_file
 from ..buffer import Buffer
 from ..cachekey import producer
+from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..errors import Damaged, InputError, NotFound, NotMine
@@ -357,9 +358,16 @@ class IsfReport:
     missing_types: tuple[str, ...]  # of REQUIRED_TYPES: Volatility refuses the table without them
     types_object: str
     types_cached: bool
+    paging_levels: int | None = None  # of the dump's kernel page tables (QEMU's CR4.LA57, VMCOREINFO)
+    warnings: tuple[str, ...] = ()  # what will keep Volatility from using the table, and what to do
 
     def as_dict(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in vars(self).items()}
+
+
+FIVE_LEVEL_WARNING = ("the dump's kernel uses 5-level paging (LA57), which stock Volatility 3 cannot translate: "
+                      "its plugins will list nothing. Capture a kernel booted with no5lvl, or read this dump "
+                      "with extract-ikheaders-drgn, which walks 5-level tables")
 
 
 def build_isf(types: DwarfTypes, symbols: Iterable[tuple[int, str, str]], kaslr_offset: int, banner: bytes,
@@ -445,6 +453,7 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
         types, cached, types_object = _types(image, kernel_source, types_object, limits)
         found = _DumpSymbols.gather(mem, types, table.symbols, image)
         banner = dump_banner(mem, found.symbols, image) or _scanned_banner(buf, image)
+        levels = max((top.levels for top in pagewalk.top_tables(mem, buf)), default=None)
     doc = build_isf(types, found.symbols, table.kaslr_offset, banner, __version__)
     write_isf(doc, dest)
     return IsfReport(output=dest, banner=banner.rstrip(b"\0\n").decode(errors="replace"),
@@ -453,7 +462,8 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
                      typed_symbols=sum(1 for s in doc["symbols"].values() if s["type"] != VOID),
                      recovered=found.recovered, from_vmcoreinfo=found.from_vmcoreinfo,
                      missing_types=tuple(t for t in REQUIRED_TYPES if t not in types.user_types),
-                     types_object=str(types_object), types_cached=cached)
+                     types_object=str(types_object), types_cached=cached, paging_levels=levels,
+                     warnings=(FIVE_LEVEL_WARNING,) if levels == 5 else ())
 
 
 def _types(image: str, kernel_source: str | None, types_object: Path | None,

@@ -440,6 +440,7 @@ def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
     if report["recovered"]:
         lines.append((True, f"{PROG}: {image}: kallsyms has no data symbols (no CONFIG_KALLSYMS_ALL); found "
                             f"{', '.join(report['recovered'])} in the kernel image"))
+    lines.extend((True, f"{PROG}: {image}: warning: {warning}") for warning in report["warnings"])
     if report["missing_types"]:
         lines.append((True, f"{PROG}: {image}: warning: the types lack {', '.join(report['missing_types'])}, "
                             "which Volatility 3 requires"))
