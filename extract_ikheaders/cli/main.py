@@ -367,6 +367,23 @@ def _progress_bar(image: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
+@contextmanager
+def _status(image: str, doing: str) -> Iterator[None]:
+    """A line on stderr while a slow step runs (compiling the types, starting drgn), erased when it
+    ends; only when stderr is a terminal, so that scripts' stderr stays clean."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    click.echo(f"{PROG}: {os.path.basename(image)}: {doing}...", err=True, nl=False)
+    try:
+        yield
+    finally:
+        click.echo("\r\x1b[K", err=True, nl=False)
+
+
+TYPES_STEP = "building the kernel's types from its headers (a first run for an archive takes 10-40 s)"
+
+
 def _check_analysis(outputs: Analysis, count: int, as_json: bool) -> None:
     if count > 1:
         raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
@@ -430,7 +447,8 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
 def _isf(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
     """--isf: a Volatility 3 symbol table for a crash dump."""
 
-    return isf.make_isf(image, dest, kernel_source=kernel_source, limits=limits).as_dict()
+    with _status(image, TYPES_STEP):
+        return isf.make_isf(image, dest, kernel_source=kernel_source, limits=limits).as_dict()
 
 
 def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
@@ -450,7 +468,8 @@ def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
 def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
     """--debuginfo: the types object (built, or from the cache) copied to `dest`."""
 
-    types = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
+    with _status(image, TYPES_STEP):
+        types = debuginfo.build_types(image, kernel_source=kernel_source, limits=limits)
     _write_archive(types.path.read_bytes(), dest)
     return {**types.as_dict(), "output": dest, "cache": str(types.path)}
 
@@ -752,8 +771,9 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
 
     if script is not None and code is not None:
         raise UsageError("give either -e CODE or SCRIPT, not both")
-    opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source,
-                                limits=Limits(seconds=compile_timeout))
+    with _status(dump, f"{TYPES_STEP}, then starting drgn"):
+        opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source,
+                                    limits=Limits(seconds=compile_timeout))
     if not quiet:
         types = opened.types
         _echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"

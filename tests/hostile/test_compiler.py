@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,18 @@ def test_a_computed_include_of_dev_zero_hits_the_limits(tmp_path: Path) -> None:
     assert err.count("\n") == 1 and ("MiB of memory" in err or "longer than 5 s" in err or "signal" in err), err
     assert not out.exists()
     assert {k for k in snapshot(tmp_path).keys() - before.keys() if not k.startswith("cache")} == {"image.tar.xz"}
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux's script provides the terminal")
+def test_the_slow_step_shows_a_status_line_on_a_terminal_only(tmp_path: Path) -> None:
+    image = tmp_path / "image.tar.xz"
+    image.write_bytes(headers_archive({**BASE, "./include/linux/sched.h": b"struct task_struct { int pid; };\n"}))
+    env = {**os.environ, "EXTRACT_IKHEADERS_TYPES_CACHE": str(tmp_path / "cache")}
+    command = f"{sys.executable} -m extract_ikheaders --debuginfo {tmp_path / 'a.o'} {image}"
+    on_tty = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, env=env, cwd=tmp_path)
+    assert on_tty.returncode == 0, on_tty.stdout
+    assert b"image.tar.xz: building the kernel's types from its headers" in on_tty.stdout
+    assert b"\r\x1b[K" in on_tty.stdout  # erased once done
+    piped = run("--debuginfo", tmp_path / "b.o", image, cwd=tmp_path, env={"EXTRACT_IKHEADERS_TYPES_CACHE":
+                                                                             str(tmp_path / "cache")})
+    assert piped.code == 0 and "building" not in piped.err and piped.err.count("\n") == 1
