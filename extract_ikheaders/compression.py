@@ -502,11 +502,14 @@ def _decode_lz4(src: _Input, max_piece: int) -> Stream:
     input, at a zero size or at the 4-byte size trailer; a repeated magic starts a new frame.
     Without a known end, a size field equal to the output so far is the trailer too, and an
     impossible or undecodable block after good ones is whatever follows the stream."""
-    import lz4.block
+    import cramjam  # the snappy and lz4 decoder; loaded only for these codecs
 
     if src.take(4, "magic") != MAGICS["lz4"]:
         raise src.corrupt("no lz4 legacy magic", src.start)
     produced = blocks = 0
+    # decoded into a buffer of the legacy block size: a block cannot write past it (cramjam fails
+    # on an overrun) and says how much it wrote
+    buffer = bytearray(LZ4_LEGACY_BLOCK)
     while src.remaining > 4:
         block_at = src.pos
         size = src.peek_u32le()
@@ -522,11 +525,11 @@ def _decode_lz4(src: _Input, max_piece: int) -> Stream:
         src.pos += 4
         block = src.take(size, "block")
         try:
-            out = lz4.block.decompress(block, uncompressed_size=LZ4_LEGACY_BLOCK)
-        except lz4.block.LZ4BlockError as exc:
+            out = bytes(memoryview(buffer)[: cramjam.lz4.decompress_block_into(block, buffer)])
+        except cramjam.DecompressionError as exc:
             if blocks and not src.exact_end:
                 return
-            raise src.corrupt(str(exc), block_at) from exc
+            raise src.corrupt(f"lz4 block does not decode ({exc})", block_at) from exc
         blocks += 1
         produced += len(out)
         yield from _pieces(out, max_piece)
