@@ -6,10 +6,29 @@
     >>> extract_ikheaders.extract("vmlinux", "headers/")
 """
 
-from .errors import Damaged, ExtractError, InputError, NotFound, UnsafeArchive, UsageError
+from typing import TYPE_CHECKING, Any
+
+from . import lazy
+from .errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method
-from .pipeline import extract, find, find_config, list_members, read_archive
 from .version import __version__ as __version__
 
+if TYPE_CHECKING:
+    from .pipeline import extract as extract
+    from .pipeline import find as find
+    from .pipeline import find_config as find_config
+    from .pipeline import list_members as list_members
+    from .pipeline import read_archive as read_archive
+
+_PIPELINE = ("extract", "find", "find_config", "list_members", "read_archive")
+
 __all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member", "Method",
-           "NotFound", "UnsafeArchive", "UsageError", "extract", "find", "find_config", "list_members", "read_archive"]
+           "NotFound", "ToolError", "UnsafeArchive", "UsageError", "extract", "find", "find_config", "list_members",
+           "read_archive"]
+
+
+def __getattr__(name: str) -> Any:
+    """The pipeline's functions, loaded on first use (lazy.py): `--version` and `--help` need none."""
+    if name in _PIPELINE:
+        return getattr(lazy.module("extract_ikheaders.pipeline"), name)
+    raise AttributeError(f"module 'extract_ikheaders' has no attribute {name!r}")

@@ -13,15 +13,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import arch, imagetext
+from . import arch, imagetext, lazy
 from .archive import locate, tarwalk, unpack, xzstream
 from .buffer import Buffer
-from .dumps import kcore, search
-from .dumps.physical import PhysicalMemory
 from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage
 from .errors import Damaged, ExtractError, InputError, NotFound, NotMine, UsageError
 from .images import registry
+
+if TYPE_CHECKING:  # the crash-dump stage, loaded on first use (lazy.py): an image never needs it
+    from .dumps import kcore, search
+    from .dumps.physical import PhysicalMemory
+else:
+    kcore = lazy.module("extract_ikheaders.dumps.kcore")
+    search = lazy.module("extract_ikheaders.dumps.search")
 from .images.peeler import Peeled
 from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 

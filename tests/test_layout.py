@@ -119,3 +119,23 @@ def test_no_function_local_import_of_the_packages_own_modules() -> None:
         local += [f"{module}:{line} imports {source}" for source, _, line in _imports(module, top_level_only=False)
                   if (source, line) not in top]
     assert local == []
+
+
+def test_unpacking_an_image_never_executes_the_dump_or_analysis_stages(vmlinux: Path) -> None:
+    """lazy.py: the crash-dump readers and the analysis stage cost ~70 ms to import; an image does
+    not need them. A module LazyLoader has not executed yet is still a _LazyModule."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom extract_ikheaders.cli.main import main\n"
+            "try:\n    main(['-l', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+            "run = sorted(n for n, m in sys.modules.items() if n.startswith('extract_ikheaders.') and "
+            "type(m).__name__ != '_LazyModule')\nprint(' '.join(run), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(vmlinux)], capture_output=True, text=True, check=True)
+    executed = result.stderr.split()
+    assert "extract_ikheaders.pipeline" in executed and "extract_ikheaders.images.bzimage" in executed
+    # dumps.kcore only answers whether the input is /proc/kcore
+    assert [n for n in executed if n != "extract_ikheaders.dumps.kcore" and n.startswith((
+        "extract_ikheaders.dumps.", "extract_ikheaders.analysis.isf",
+                                                 "extract_ikheaders.analysis.debuginfo",
+                                                 "extract_ikheaders.analysis.drgn_session"))] == []

@@ -12,21 +12,32 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from .. import imagetext, info, pipeline
-from ..analysis import debuginfo, isf, kallsyms
-from ..analysis import drgn_session as kdrgn
+from .. import imagetext, lazy
 from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
 from ..analysis.confined_cc import Limits
-from ..archive import unpack
 from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, UsageError
 from ..model import Extracted, Found, Method
 from . import options as choose
 from . import records
 from .records import failure_line
+
+if TYPE_CHECKING:  # loaded on first use (lazy.py): only the actions that need them pay for them
+    from .. import info, pipeline
+    from ..analysis import debuginfo, isf, kallsyms
+    from ..analysis import drgn_session as kdrgn
+    from ..archive import unpack
+else:
+    info = lazy.module("extract_ikheaders.info")
+    pipeline = lazy.module("extract_ikheaders.pipeline")
+    unpack = lazy.module("extract_ikheaders.archive.unpack")
+    debuginfo = lazy.module("extract_ikheaders.analysis.debuginfo")
+    isf = lazy.module("extract_ikheaders.analysis.isf")
+    kallsyms = lazy.module("extract_ikheaders.analysis.kallsyms")
+    kdrgn = lazy.module("extract_ikheaders.analysis.drgn_session")
 
 PROG = "extract-ikheaders"
 
