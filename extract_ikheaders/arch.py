@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import re
 import struct
+from typing import TYPE_CHECKING
 
+from . import lazy
 from .buffer import Buffer
 from .elf.reader import ELF_MAGIC, MACHINES
-from .images import arm64_image, armzimage, bzimage, s390
 from .model import Platform
+
+if TYPE_CHECKING:  # read only for an image without an ELF header; loaded then (lazy.py)
+    from .images import arm64_image, armzimage, bzimage, s390
+else:
+    arm64_image = lazy.module("extract_ikheaders.images.arm64_image")
+    armzimage = lazy.module("extract_ikheaders.images.armzimage")
+    bzimage = lazy.module("extract_ikheaders.images.bzimage")
+    s390 = lazy.module("extract_ikheaders.images.s390")
 
 # PE/COFF machine -> (architecture, bits); PE images are little-endian throughout.
 PE_MACHINES = {0x14C: ("x86", 32), 0x8664: ("x86", 64), 0x1C0: ("arm", 32), 0x1C2: ("arm", 32), 0x1C4: ("arm", 32),

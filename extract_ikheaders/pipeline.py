@@ -307,7 +307,7 @@ def peel(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Peeled:
 def _peel_one(buf: Buffer, path: str) -> Peeled:
     """The first registered format whose probe matches and that does not disown the input on a
     closer look; raw bytes when none does."""
-    for fmt in registry.FORMATS:
+    for fmt in registry.formats():
         if not fmt.probe(buf):
             continue
         try:

@@ -77,7 +77,7 @@ CASES: dict[str, Case] = {
     "riscv Image": Case(lambda _: riscv_image(KERNEL), ("riscv Image",), _archive_middle, Damaged, "riscv Image",
                         ("k61riscv64", "Image")),
 }
-NAMES = [fmt.name for fmt in registry.FORMATS]
+NAMES = [fmt.name for fmt in registry.formats()]
 
 
 def test_every_registered_format_has_its_cases_and_no_case_is_stale() -> None:
@@ -88,7 +88,7 @@ def test_every_registered_format_has_its_cases_and_no_case_is_stale() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_probe_claims_its_sample_first(name: str, tmp_path: Path) -> None:
     sample = CASES[name].build(tmp_path)
-    claimed = [fmt.name for fmt in registry.FORMATS if fmt.probe(sample)]
+    claimed = [fmt.name for fmt in registry.formats() if fmt.probe(sample)]
     assert claimed[:1] == [name]
 
 
@@ -96,7 +96,7 @@ def test_probe_claims_its_sample_first(name: str, tmp_path: Path) -> None:
 def test_probes_read_only_what_is_there(data: bytes) -> None:
     """Probes look at magics only and never raise on a file shorter than their header; a gzip
     magic without its method byte is not yet a gzip stream."""
-    claimed = [fmt.name for fmt in registry.FORMATS if fmt.probe(data)]
+    claimed = [fmt.name for fmt in registry.formats() if fmt.probe(data)]
     assert claimed == {b"\x7fELF": ["elf"], b"ANDROID!": ["android boot.img"]}.get(data, [])
 
 
@@ -137,6 +137,6 @@ def test_a_real_kernel_in_this_format(name: str, corpus: Corpus, tmp_path: Path)
     found = pipeline.find(path)
     expected = corpus.file(stage, "kheaders_data.tar.xz").read_bytes()
     assert found.sha256 == hashlib.sha256(expected).hexdigest()
-    assert name in [fmt.name for fmt in registry.FORMATS]
+    assert name in [fmt.name for fmt in registry.formats()]
     formats = [layer.format for layer in found.layers]
     assert CASES[name].layers[0] in formats, formats

@@ -1,7 +1,7 @@
 """The contract every kernel-image format follows.
 
 A format is a `Format`: a cheap `probe` that looks at header bytes only, and a `peel` that returns
-the next layer (`Peeled`). The pipeline walks `images.registry.FORMATS` in order: the first format
+the next layer (`Peeled`). The pipeline walks `images.registry.formats()` in order: the first format
 whose probe matches peels; a peel that finds on a closer look that the input is not its format
 raises NotMine, and the next format is tried. The innermost data is either bytes to search (raw
 memory, an uncompressed Image, an ELF file) or a stream of decoded chunks (a compressed kernel).
@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .. import compression
+from .. import lazy
 from ..buffer import Buffer
 from ..elf.reader import ElfImage
 from ..model import Layer, Platform
+
+if TYPE_CHECKING:  # loaded when a format first streams a decoded kernel (lazy.py)
+    from .. import compression
+else:
+    compression = lazy.module("extract_ikheaders.compression")
 
 
 @dataclass(frozen=True)
