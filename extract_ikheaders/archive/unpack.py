@@ -688,12 +688,6 @@ def has_stamp(directory: Path) -> bool:
         return False
 
 
-def stamped_sha256(directory: Path) -> str | None:
-    """The archive sha256 in a tree's stamp, if the tree has one (read without following links)."""
-    sha = read_stamp(directory).get("sha256")
-    return sha if isinstance(sha, str) else None
-
-
 def tree_digest(directory: Path) -> str:
     """A digest of what the tree holds, the stamp aside: every entry's path and kind, and a file's
     size, mode and time. A file added, removed, resized or rewritten since the stamp changes it."""

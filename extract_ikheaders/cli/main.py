@@ -162,6 +162,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage)
     outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
+    action = "unpack"  # what a usage error's records say when the action itself is the error
     try:
         action = choose.action(ctx)
         choose.check_applicable(ctx, action, images)
@@ -173,7 +174,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     except UsageError as exc:
         if as_json:  # a record for every input all the same, so a batch report has one per input
             for image in images or ("-",):
-                click.echo(records.error_record(action if "action" in locals() else "unpack", image, exc))
+                click.echo(records.error_record(action, image, exc))
         raise
     try:
         return _dispatch(action, images, jobs, opts, outputs, live, root)
@@ -242,10 +243,8 @@ def _renamed(work: Callable[[str], list[tuple[bool, str]]],
 
 
 def _check_options(opts: Options, count: int) -> None:
-    if opts.archive_out is not None and opts.list_only:
-        raise UsageError("--archive and --list cannot be combined")
-    if opts.archive_out is not None and opts.output is not None:
-        raise UsageError("--archive and --output cannot be combined")
+    """What options.py's table cannot say: who gets stdout, and options that take one IMAGE. (Two
+    actions, or an option the action ignores, options.check_applicable has refused already.)"""
     if opts.archive_out == "-" and opts.as_json:
         raise UsageError("--archive - and --json both want stdout")
     if opts.archive_out == "-" and sys.stdout.isatty():
@@ -254,8 +253,6 @@ def _check_options(opts: Options, count: int) -> None:
         raise UsageError("--config - needs stdout to itself: use it with --archive FILE, or give a file")
     if count > 1 and any(x is not None for x in (opts.output, opts.archive_out, opts.config_out)):
         raise UsageError("--output, --archive and --config take one IMAGE")
-    if opts.env and (opts.archive_out is not None or opts.list_only or opts.as_json):
-        raise UsageError("--env prints shell lines; it cannot be combined with --archive, --list or --json")
 
 
 def _unpack_action(opts: Options) -> str:
@@ -354,12 +351,12 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
 
 def _config_only(image: str, opts: Options) -> list[tuple[bool, str]]:
     """--config FILE IMAGE on its own: the kernel's .config and nothing else."""
-    assert opts.config_out is not None
+    assert opts.config_out is not None and opts.config_out != "-"  # _check_options: stdout needs -a FILE
     report = _write_config(image, opts.config_out)
     if opts.as_json:
         return [(False, records.record("config", image, {"config": report}))]
-    where = "" if opts.config_out == "-" else f" written to {opts.config_out}"
-    return [(True, f"{PROG}: {image}: .config ({report['size']:,} bytes, {report['method']}){where}")]
+    return [(True, f"{PROG}: {image}: .config ({report['size']:,} bytes, {report['method']}) "
+                   f"written to {opts.config_out}")]
 
 
 @contextmanager
