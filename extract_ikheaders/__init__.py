@@ -10,10 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import lazy
 from .errors import Damaged, ExtractError, InputError, NotFound, ToolError, UnsafeArchive, UsageError
-from .model import Extracted, Found, KernelConfig, Layer, Member, Method
 from .version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from .model import Extracted as Extracted
+    from .model import Found as Found
+    from .model import KernelConfig as KernelConfig
+    from .model import Layer as Layer
+    from .model import Member as Member
+    from .model import Method as Method
     from .pipeline import extract as extract
     from .pipeline import find as find
     from .pipeline import find_config as find_config
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
     from .pipeline import read_archive as read_archive
 
 _PIPELINE = ("extract", "find", "find_config", "list_members", "read_archive")
+_MODEL = ("Extracted", "Found", "KernelConfig", "Layer", "Member", "Method")
 
 __all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member", "Method",
            "NotFound", "ToolError", "UnsafeArchive", "UsageError", "extract", "find", "find_config", "list_members",
@@ -28,7 +34,10 @@ __all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "Kerne
 
 
 def __getattr__(name: str) -> Any:
-    """The pipeline's functions, loaded on first use (lazy.py): `--version` and `--help` need none."""
+    """The pipeline's functions and the model's classes, loaded on first use (lazy.py): `--version`
+    and `--help` need neither."""
     if name in _PIPELINE:
         return getattr(lazy.module("extract_ikheaders.pipeline"), name)
+    if name in _MODEL:
+        return getattr(lazy.module("extract_ikheaders.model"), name)
     raise AttributeError(f"module 'extract_ikheaders' has no attribute {name!r}")

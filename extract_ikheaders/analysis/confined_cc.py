@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import ParserSignal, UnsafeArchive
 from ..imagetext import decode, shown
+from . import DEFAULT_COMPILE_SECONDS
 
 if TYPE_CHECKING:
     import subprocess
 
-DEFAULT_SECONDS = 60.0
+DEFAULT_SECONDS = DEFAULT_COMPILE_SECONDS
 
 
 @dataclass(frozen=True)

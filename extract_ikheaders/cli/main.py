@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .. import imagetext, lazy
-from ..analysis.confined_cc import DEFAULT_SECONDS as DEFAULT_COMPILE_SECONDS
-from ..analysis.confined_cc import Limits
+from ..analysis import DEFAULT_COMPILE_SECONDS
 from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, UsageError
-from ..model import Extracted, Found, Method
+from ..version import __version__
 from . import options as choose
 from . import records
 from .records import failure_line
 
 if TYPE_CHECKING:  # loaded on first use (lazy.py): only the actions that need them pay for them
-    from .. import info, pipeline
-    from ..analysis import debuginfo, isf, kallsyms
+    from .. import info, model, pipeline
+    from ..analysis import confined_cc, debuginfo, isf, kallsyms
     from ..analysis import drgn_session as kdrgn
     from ..archive import unpack
+    from ..model import Extracted, Found
 else:
     info = lazy.module("extract_ikheaders.info")
     pipeline = lazy.module("extract_ikheaders.pipeline")
@@ -38,6 +38,8 @@ else:
     isf = lazy.module("extract_ikheaders.analysis.isf")
     kallsyms = lazy.module("extract_ikheaders.analysis.kallsyms")
     kdrgn = lazy.module("extract_ikheaders.analysis.drgn_session")
+    confined_cc = lazy.module("extract_ikheaders.analysis.confined_cc")
+    model = lazy.module("extract_ikheaders.model")  # dataclasses made at import: 6 ms of --version
 
 PROG = "extract-ikheaders"
 
@@ -143,7 +145,7 @@ class Options:
               help="Refuse to unpack more than SIZE bytes of file data (default 1G; K, M, G, T: powers of 1024).")
 @click.option("--max-members", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse to unpack more than N members (default 200000).")
-@click.version_option(package_name="extract-ikheaders", prog_name=PROG)
+@click.version_option(__version__, prog_name=PROG)  # not package_name: importlib.metadata costs 20 ms
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
             kernel_source: str | None, compile_timeout: float,
@@ -413,8 +415,8 @@ class Analysis:
     kernel_source: str | None
     compile_timeout: float = DEFAULT_COMPILE_SECONDS
 
-    def limits(self) -> Limits:
-        return Limits(seconds=self.compile_timeout)
+    def limits(self) -> confined_cc.Limits:
+        return confined_cc.Limits(seconds=self.compile_timeout)
 
 
 def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, str]]:
@@ -452,7 +454,7 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
     return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
 
 
-def _isf(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
+def _isf(image: str, dest: str, kernel_source: str | None, limits: confined_cc.Limits) -> dict[str, Any]:
     """--isf: a Volatility 3 symbol table for a crash dump."""
 
     with _status(image, TYPES_STEP):
@@ -473,7 +475,7 @@ def _isf_lines(image: str, report: dict[str, Any]) -> list[tuple[bool, str]]:
     return lines
 
 
-def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: Limits) -> dict[str, Any]:
+def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: confined_cc.Limits) -> dict[str, Any]:
     """--debuginfo: the types object (built, or from the cache) copied to `dest`."""
 
     with _status(image, TYPES_STEP):
@@ -531,7 +533,7 @@ def _write_config(image: str, dest: str) -> dict[str, Any]:
 def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
     """Unpack what a damaged archive still gives, then report the damage (exit 3)."""
     assert damage.data is not None
-    found = Found(path=image, method=Method.CARVE, offset=damage.offset or 0, archive=damage.data)
+    found = model.Found(path=image, method=model.Method.CARVE, offset=damage.offset or 0, archive=damage.data)
     extracted, _ = _unpack(found, opts)
     lost = extracted.lost or "nothing (the damage lies after the last member)"
     raise Damaged(f"{damage}; salvaged {extracted.members} members into {extracted.directory}; lost: {lost}",
@@ -635,7 +637,7 @@ def _reusable(target: Path, found: Found) -> Extracted | None:
     if stamp.get("tree") != unpack.tree_digest(target):
         return None  # changed since it was unpacked: not the archive's tree any more
     members = stamp.get("members")
-    return Extracted(directory=str(target), members=members if isinstance(members, int) else 0, bytes_written=0,
+    return model.Extracted(directory=str(target), members=members if isinstance(members, int) else 0, bytes_written=0,
                      reused=True)
 
 
@@ -781,7 +783,7 @@ def drgn_command(dump: str, script: str | None, args: tuple[str, ...], code: str
         raise UsageError("give either -e CODE or SCRIPT, not both")
     with _status(dump, f"{TYPES_STEP}, then starting drgn"):
         opened = kdrgn.open_program(dump, symbols=system_map, kernel_source=kernel_source,
-                                    limits=Limits(seconds=compile_timeout))
+                                    limits=confined_cc.Limits(seconds=compile_timeout))
     if not quiet:
         types = opened.types
         _echo(f"{PROG}: {dump}: types of {types.release or 'the kernel'} ({types.arch}"

@@ -9,7 +9,6 @@ any other change the major, and CHANGELOG.md records both.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
 from .. import imagetext
@@ -60,6 +59,8 @@ def error_record(action: str, image: str, exc: ExtractError, report: dict[str, A
 
 def schema() -> dict[str, Any]:
     """The JSON Schema of a record, as shipped in the package."""
+    from importlib import resources  # only here: it loads zipfile and more, which no record needs
+
     text = resources.files(__package__).joinpath("report.schema.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded
