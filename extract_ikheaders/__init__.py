@@ -13,6 +13,7 @@ from .errors import Damaged, ExtractError, InputError, NotFound, ToolError, Unsa
 from .version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from .model import Check as Check
     from .model import Extracted as Extracted
     from .model import Found as Found
     from .model import KernelConfig as KernelConfig
@@ -26,11 +27,11 @@ if TYPE_CHECKING:
     from .pipeline import read_archive as read_archive
 
 _PIPELINE = ("extract", "find", "find_config", "list_members", "read_archive")
-_MODEL = ("Extracted", "Found", "KernelConfig", "Layer", "Member", "Method")
+_MODEL = ("Check", "Extracted", "Found", "KernelConfig", "Layer", "Member", "Method")
 
-__all__ = ["Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member", "Method",
-           "NotFound", "ToolError", "UnsafeArchive", "UsageError", "extract", "find", "find_config", "list_members",
-           "read_archive"]
+__all__ = ["Check", "Damaged", "ExtractError", "Extracted", "Found", "InputError", "KernelConfig", "Layer", "Member",
+           "Method", "NotFound", "ToolError", "UnsafeArchive", "UsageError", "extract", "find", "find_config",
+           "list_members", "read_archive"]
 
 
 def __getattr__(name: str) -> Any:

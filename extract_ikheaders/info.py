@@ -16,10 +16,11 @@ OPTIONS = ("IKHEADERS", "IKCONFIG", "BPF", "BPF_SYSCALL", "BPF_JIT", "BPF_EVENTS
            "KPROBES", "KPROBE_EVENTS", "UPROBES", "FTRACE", "MODULES")
 
 
-def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+def describe(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, Any]:
+    """What the image is and holds; `verify` as in pipeline.find."""
     name = os.fspath(path)
     report: dict[str, Any] = {"input": name}
-    found = _headers(name, report)
+    found = _headers(name, report, verify)
     config_text = _config(name, report)
     options = _options(config_text, found)
     report["options"] = options
@@ -89,9 +90,9 @@ def _platform(name: str, found: Found | None, config_text: bytes | None) -> Plat
     return arch.from_config(title[0], config_text)
 
 
-def _headers(name: str, report: dict[str, Any]) -> Found | None:
+def _headers(name: str, report: dict[str, Any], verify: bool) -> Found | None:
     try:
-        found = pipeline.find(name)
+        found = pipeline.find(name, verify=verify)
     except NotFound as exc:
         report["headers"] = {"status": "absent", "reason": str(exc)}
         return None
@@ -99,7 +100,8 @@ def _headers(name: str, report: dict[str, Any]) -> Found | None:
         report["headers"] = {"status": "damaged", "reason": str(exc), "offset": exc.offset}
         return None
     report["headers"] = {"status": "present", "method": str(found.method), "offset": found.offset,
-                         "size": found.size, "sha256": found.sha256, "in": _container(found)}
+                         "size": found.size, "sha256": found.sha256, "in": _container(found),
+                         "verified": str(found.verified)}
     report["release"] = found.release
     report["banner"] = found.banner
     report["layers"] = [layer.as_dict() for layer in found.layers]

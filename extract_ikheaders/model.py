@@ -16,6 +16,13 @@ class Method(enum.StrEnum):
     WHOLE = "whole"  # the input is the archive itself (a copy of /sys/kernel/kheaders.tar.xz)
 
 
+class Check(enum.StrEnum):
+    """How much of an archive has been checked."""
+
+    STRUCTURE = "structure"  # the xz container's sizes and CRC32s and the first tar header (--no-verify)
+    CONTENT = "content"  # every block decoded and its check (CRC64) verified
+
+
 @dataclass(frozen=True)
 class Layer:
     """One container peeled on the way to the archive: what it was and where it sat in its parent."""
@@ -62,7 +69,7 @@ class Found:
     release: str | None = None
     notes: tuple[str, ...] = ()
     banner: str | None = None  # the `Linux version ...` line, when the image has one
-    verified: bool = False  # every xz block already decoded and checked on the way
+    verified: Check | None = None  # what has been checked of the archive (None: nothing yet)
     platform: Platform | None = None  # from the ELF or image headers; None when they say nothing
 
     @property

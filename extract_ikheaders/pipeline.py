@@ -29,15 +29,19 @@ else:
     kcore = lazy.module("extract_ikheaders.dumps.kcore")
     search = lazy.module("extract_ikheaders.dumps.search")
 from .images.peeler import Peeled
-from .model import Extracted, Found, KernelConfig, Layer, Member, Method, Platform
+from .model import Check, Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 
 _UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"]+)"')
 
 
 def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None = None,
-         progress: Callable[[int, int], None] | None = None) -> Found:
-    """Locate the headers archive in `path` and return it, verified.
+         progress: Callable[[int, int], None] | None = None, verify: bool = True) -> Found:
+    """Locate the headers archive in `path` and return it, checked.
 
+    `verify` (the default) decodes the whole archive once, so that every block's check (CRC64) is
+    verified; without it only the structure is checked (xzstream.check_structure), in a fraction
+    of the time. Found.verified says which. Unpacking and listing decode the whole archive anyway:
+    they verify the content with no second decode.
     `symbols` (a System.map or /proc/kallsyms) makes an ELF core with virtual segments, like
     /proc/kcore, be read at kernel_headers_data only; /proc/kcore uses /proc/kallsyms by default.
     `progress(done, total)` is called as a crash image's memory is searched.
@@ -46,26 +50,36 @@ def find(path: str | os.PathLike[str], *, symbols: str | os.PathLike[str] | None
     """
     name = os.fspath(path)
     try:
-        return _find(name, symbols, progress)
+        return _find(name, symbols, progress, verify)
     except ExtractError as exc:
         exc.located(path=name)
         raise
 
 
-def _find(name: str, symbols: str | os.PathLike[str] | None, progress: Callable[[int, int], None] | None) -> Found:
+def _find(name: str, symbols: str | os.PathLike[str] | None, progress: Callable[[int, int], None] | None,
+          verify: bool) -> Found:
     if symbols is not None or kcore.is_kcore(name):
         found = kcore.find_in_core(name, os.fspath(symbols) if symbols is not None else kcore.KALLSYMS)
-        xzstream.verify(found.archive, found.offset)
-        return replace(found, verified=True)
-    with open_input(name) as buf:
-        found = _search(buf, name, (), progress)
-    if not found.verified:
-        try:
+    else:
+        with open_input(name) as buf:
+            found = _search(buf, name, (), progress, verify)
+    return _checked(found, verify)
+
+
+def _checked(found: Found, verify: bool) -> Found:
+    """`found`, checked as far as asked (the search may have decoded it already)."""
+    wanted = Check.CONTENT if verify else Check.STRUCTURE
+    if found.verified == Check.CONTENT or found.verified == wanted:
+        return found
+    try:
+        if verify:
             xzstream.verify(found.archive, found.offset)
-        except Damaged as exc:
-            exc.data = found.archive
-            raise
-    return replace(found, verified=True)
+        else:
+            xzstream.check_structure(found.archive, found.offset)
+    except Damaged as exc:
+        exc.data = found.archive
+        raise
+    return replace(found, verified=wanted)
 
 
 def find_config(path: str | os.PathLike[str]) -> KernelConfig:
@@ -176,14 +190,15 @@ def _config_in_stream(source: Peeled, path: str) -> KernelConfig:
     return KernelConfig(path, scanner.found.method, scanner.found.start, text, (*source.layers, image))
 
 
-def read_archive(path: str | os.PathLike[str]) -> bytes:
+def read_archive(path: str | os.PathLike[str], *, verify: bool = True) -> bytes:
     """The exact embedded .tar.xz bytes."""
-    return find(path).archive
+    return find(path, verify=verify).archive
 
 
 def list_members(path: str | os.PathLike[str]) -> tuple[Member, ...]:
-
-    return unpack.list_members(find(path).archive)
+    """The archive's members (decoding the whole archive, which verifies it)."""
+    found = find(path, verify=False)
+    return unpack.list_members(found.archive, base_offset=found.offset)
 
 
 def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
@@ -195,11 +210,12 @@ def extract(path: str | os.PathLike[str], dest: str | os.PathLike[str] | None = 
     for name, value in (("max_bytes", max_bytes), ("max_members", max_members)):
         if value is not None and value <= 0:
             raise UsageError(f"{name} must be a positive number, not {value}")
-    found = find(path)
+    found = find(path, verify=False)  # unpacking decodes it all: one decode verifies it
     target = Path(dest) if dest is not None else Path(default_directory(found)[0])
-    return found, unpack.extract(found.archive, target, force=force,
-                                   max_bytes=unpack.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
-                                   max_members=unpack.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
+    extracted = unpack.extract(found.archive, target, force=force, base_offset=found.offset,
+                               max_bytes=unpack.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+                               max_members=unpack.DEFAULT_MAX_MEMBERS if max_members is None else max_members)
+    return replace(found, verified=Check.CONTENT), extracted
 
 
 def platform_of(found: Found) -> Platform | None:
@@ -321,7 +337,7 @@ def _peel_one(buf: Buffer, path: str) -> Peeled:
 
 
 def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
-            progress: Callable[[int, int], None] | None = None) -> Found:
+            progress: Callable[[int, int], None] | None = None, verify: bool = True) -> Found:
     if _may_be_dump(data):
         try:  # crash images (ELF core, kdump-compressed, flattened, LiME): searched as physical memory
             found = search.find_in_dump(data, path, layers, progress)
@@ -331,15 +347,15 @@ def _search(data: Buffer, path: str, layers: tuple[Layer, ...],
             return found if found.platform else replace(found, platform=arch.from_dump_header(data))
     source = peel(data, path, layers)
     try:
-        return _search_peeled(source, path)
+        return _search_peeled(source, path, verify)
     except ExtractError as exc:
         exc.located(path=path, layer=source.layers[-1].format if source.layers else None)
         raise
 
 
-def _search_peeled(source: Peeled, path: str) -> Found:
+def _search_peeled(source: Peeled, path: str, verify: bool = True) -> Found:
     if source.chunks is not None:
-        return _search_stream(source, path)
+        return _search_stream(source, path, verify)
     buf = source.data
     assert buf is not None
     if source.whole_archive:
@@ -393,9 +409,9 @@ def _search_raw(source: Peeled, path: str, ranges: list[tuple[int, int]]) -> Fou
     raise NotFound("cannot find kernel headers (was the kernel built with CONFIG_IKHEADERS?)", path=path)
 
 
-def _search_stream(source: Peeled, path: str) -> Found:
+def _search_stream(source: Peeled, path: str, verify: bool) -> Found:
     assert source.chunks is not None
-    carver = locate.StreamCarver()
+    carver = locate.StreamCarver(decode=verify)
     banner = _BannerScanner()
     try:
         for chunk in source.chunks:
@@ -411,8 +427,8 @@ def _search_stream(source: Peeled, path: str) -> Found:
     image = Layer("raw image", 0, span.end, "decompressed payload, read up to the archive's end")
     return Found(path=path, method=span.method, offset=span.start, archive=carver.archive,
                  layers=(*source.layers, image), release=banner.release, notes=source.notes,
-                 banner=banner.banner[1] if banner.banner else None, verified=True,  # the carver decoded it
-                 platform=source.platform)
+                 banner=banner.banner[1] if banner.banner else None,
+                 verified=Check.CONTENT if carver.decoded else None, platform=source.platform)
 
 
 def _close(chunks: Iterator[bytes]) -> None:

@@ -11,7 +11,7 @@ import zstandard
 from builders import HEADERS, headers_archive, incbin_object
 
 import extract_ikheaders
-from extract_ikheaders import Method, UnsafeArchive, UsageError
+from extract_ikheaders import Check, Method, UnsafeArchive, UsageError
 
 ARCHIVE = headers_archive()
 
@@ -28,9 +28,20 @@ def module_zst(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_find_and_read_archive(vmlinux: Path) -> None:
     found = extract_ikheaders.find(vmlinux)
-    assert (found.method, found.release, found.verified) == (Method.SYMBOLS, "6.1.0-synthetic", True)
+    assert (found.method, found.release, found.verified) == (Method.SYMBOLS, "6.1.0-synthetic", Check.CONTENT)
     assert found.read_archive() == ARCHIVE == extract_ikheaders.read_archive(vmlinux)
     assert found.sha256 == hashlib.sha256(ARCHIVE).hexdigest()
+
+
+def test_find_without_verifying_checks_the_structure_only(vmlinux: Path) -> None:
+    found = extract_ikheaders.find(vmlinux, verify=False)
+    assert (found.verified, found.archive) == (Check.STRUCTURE, ARCHIVE)
+    assert extract_ikheaders.read_archive(vmlinux, verify=False) == ARCHIVE
+
+
+def test_extract_and_list_verify_by_decoding(vmlinux: Path, tmp_path: Path) -> None:
+    found, _ = extract_ikheaders.extract(vmlinux, tmp_path / "headers")
+    assert found.verified == Check.CONTENT
 
 
 def test_extract_into_a_directory(vmlinux: Path, tmp_path: Path) -> None:

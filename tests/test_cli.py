@@ -71,7 +71,7 @@ def test_json_report_keys(vmlinux: Path) -> None:
     report = json.loads(run.stdout)
     assert set(report) >= {"input", "release", "layers", "archive", "notes", "output"}
     assert report["archive"] == {"offset": report["archive"]["offset"], "size": len(ARCHIVE), "sha256": SHA,
-                                 "method": "symbols"}
+                                 "method": "symbols", "verified": "content"}
     assert report["layers"][0]["format"] == "elf"
 
 

@@ -123,19 +123,23 @@ class StreamCarver:
     """Carve from data that arrives in chunks (a kernel image being decompressed).
 
     Keeps only what a live candidate needs plus a short tail for a magic split across chunks.
-    A candidate is decoded as it arrives, so its end is known the moment it is seen and the
-    producer can stop decompressing the rest of the image. A candidate that looked like the headers
-    but turns out corrupt is remembered: with nothing better found, finish() reports it as Damaged.
+    A candidate's end is known the moment it arrives, so the producer can stop decompressing the
+    rest of the image: with `decode` (the default) the candidate is decoded as it arrives, which
+    also verifies it; without, its footer is looked for in each new piece (xz structure only).
+    A candidate that looked like the headers but turns out corrupt is remembered: with nothing
+    better found, finish() reports it as Damaged.
     """
 
     _TAIL = 16
     _PROBE = 64 * 1024  # decoded bytes wanted after a magic before judging it
 
-    def __init__(self) -> None:
+    def __init__(self, decode: bool = True) -> None:
+        self.decoded = decode  # whether the archive found was decoded whole (verified) on the way
         self._window = bytearray()
         self._window_start = 0  # offset of _window[0] in the whole decoded stream
-        self._decoder: lzma.LZMADecompressor | None = None  # set while a candidate is live
-        self._fed = 0  # bytes of the window already given to the decoder
+        self._live = False  # a candidate starts at _window[0]
+        self._decoder: lzma.LZMADecompressor | None = None  # decode: the live candidate's decoder
+        self._fed = 0  # bytes of the window already given to the decoder, or searched for a footer
         self._final = False
         self._marker_before = False
         self.found: Span | None = None
@@ -146,7 +150,7 @@ class StreamCarver:
         """Take the next chunk; True once the archive is complete (stop feeding then)."""
         self._window += chunk
         while self.found is None:
-            if self._decoder is None and not self._next_candidate():
+            if not self._live and not self._next_candidate():
                 return False
             if not self._advance():
                 return self.found is not None
@@ -156,7 +160,7 @@ class StreamCarver:
         """No more input: judge magics held back for want of data; report a cut-off archive."""
         self._final = True
         self.feed(b"")
-        if self.found is None and self._decoder is not None:
+        if self.found is None and self._live:
             at = self._window_start + len(self._window)
             raise Damaged(f"the headers archive at decoded offset {self._window_start:#x} is cut off "
                           f"at {at:#x}", offset=at, data=bytes(self._window))
@@ -179,29 +183,47 @@ class StreamCarver:
                     self._window, pos):
                 self._marker_before = self._window[max(0, pos - len(START_MARKER)) : pos] == START_MARKER
                 self._drop(pos)
-                self._decoder, self._fed = xzstream.decoder_for_archive(), 0
+                self._live, self._fed = True, 0
+                self._decoder = xzstream.decoder_for_archive() if self.decoded else None
                 return True
             pos = self._window.find(xzstream.MAGIC, pos + 1)
         self._drop(max(0, len(self._window) - self._TAIL))
         return False
 
     def _advance(self) -> bool:
-        """Give the decoder what has arrived. True: look for another candidate; False: wait."""
-        assert self._decoder is not None
+        """Take in what has arrived. True: look for another candidate; False: wait for more."""
+        if self._decoder is None:
+            return self._seek_footer()
         data, self._fed = bytes(self._window[self._fed :]), len(self._window)
         try:
             xzstream.feed_discarding(self._decoder, data)
         except lzma.LZMAError as exc:
-            if self._damaged is None:
-                at = self._window_start + self._fed
-                self._damaged = Damaged(f"the headers archive at decoded offset {self._window_start:#x} is damaged: "
-                                        f"{xzstream.decode_error(exc)} before {at:#x}: {exc}", offset=at)
-            self._decoder = None  # look past its magic for a better candidate
-            self._drop(1)
-            return True
+            at = self._window_start + self._fed
+            return self._reject(f"{xzstream.decode_error(exc)} before {at:#x}: {exc}", at)
         if self._decoder.eof:
             self._complete(len(self._window) - len(self._decoder.unused_data))
         return False
+
+    def _seek_footer(self) -> bool:
+        """The candidate's end from its footer and index, searched for in the new data only."""
+        info = xzstream.first_footer(self._window, 0, self._fed)
+        if info is not None:
+            self._complete(info.end)
+            return False
+        self._fed = max(0, len(self._window) - 1)  # a footer's "YZ" may straddle two pieces
+        if len(self._window) > xzstream.MAX_ARCHIVE:
+            at = self._window_start + len(self._window)
+            return self._reject(f"no footer within {xzstream.MAX_ARCHIVE:,} bytes", at)
+        return False
+
+    def _reject(self, problem: str, at: int) -> bool:
+        """The live candidate is not a sound archive: remember why and look past its magic."""
+        if self._damaged is None:
+            self._damaged = Damaged(f"the headers archive at decoded offset {self._window_start:#x} is damaged: "
+                                    f"{problem}", offset=at)
+        self._live, self._decoder = False, None
+        self._drop(1)
+        return True
 
     def _complete(self, end: int) -> None:
         self.archive = bytes(self._window[:end])

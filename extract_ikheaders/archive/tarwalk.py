@@ -177,6 +177,15 @@ def data_size(info: tarfile.TarInfo) -> int:
     return info.size if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES else 0
 
 
+def starts_with_header(tar: bytes) -> bool:
+    """Whether `tar`, a decoded prefix, begins with a tar header whose checksum is right."""
+    try:
+        tarfile.TarInfo.frombuf(tar[:BLOCK], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
 def names_at_start(tar: bytes) -> Iterator[str]:
     """Names of the whole ustar members at the start of `tar`, a decoded prefix: stops quietly at
     the first header that is no ustar header or lies past the prefix."""

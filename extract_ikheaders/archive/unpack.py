@@ -60,6 +60,7 @@ STAMP = ".extract-ikheaders.json"
 MAX_INCIDENTS = 100  # listed one by one; more are counted
 
 _CHUNK = 1 << 20
+_INPUT_STEP = 64 << 10  # xz input fed at a time: a decoding error's offset is known to within it
 _MAX_TRAILER = 1 << 20  # decoded bytes after the tar's end read to check the xz stream ends well
 _NAME_MAX = 255
 _PATH_MAX = 4095
@@ -76,12 +77,14 @@ _STREAM_ERRORS = (lzma.LZMAError, EOFError, ValueError, tarwalk.BadTar)
 # Public API -----------------------------------------------------------------------------------
 
 
-def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS,
-                 max_bytes: int = DEFAULT_MAX_BYTES, root: bool = False) -> tuple[Member, ...]:
+def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 root: bool = False, base_offset: int = 0) -> tuple[Member, ...]:
     """The members in archive order, names without their leading "./"; the root entry ("./")
-    only with `root`, as `tar -t` lists it."""
+    only with `root`, as `tar -t` lists it. The whole archive is decoded: Damaged unless every
+    block's check passes (`base_offset`, the archive's place in its container, is added to the
+    offsets in messages)."""
     members: list[Member] = []
-    with _open_stream(archive, _Limits(max_bytes, max_members, Damaged)) as stream:
+    with _open_stream(archive, _Limits(max_bytes, max_members, Damaged), base_offset=base_offset) as stream:
         for info in stream:
             name = _listed_name(info.name)
             if name or root:
@@ -108,8 +111,10 @@ def _read_all(stream: _Stream) -> bytes:
 
 
 def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
-            max_members: int = DEFAULT_MAX_MEMBERS, salvage: bool = False) -> Extracted:
+            max_members: int = DEFAULT_MAX_MEMBERS, salvage: bool = False, base_offset: int = 0) -> Extracted:
     """Unpack `archive` into the directory `dest`, all or nothing (see the module's policy).
+
+    The whole archive is decoded, which verifies every block's check; `base_offset` as in list_members.
 
     With `salvage`, a damaged archive's members that decoded completely before the damage are
     kept, and Extracted.lost says what was not recovered (the caller reports it as damage).
@@ -119,7 +124,7 @@ def extract(archive: bytes, dest: Path, *, force: bool = False, max_bytes: int =
     _check_target(dest, force)
     tmp = _make_temp(dest, "tmp")
     try:
-        tree = _unpack(archive, tmp, dest, limits, salvage)
+        tree = _unpack(archive, tmp, dest, limits, salvage, base_offset)
         incidents = _move_into_place(tmp, dest, force)
     except OSError as exc:
         _discard(tmp)
@@ -148,11 +153,10 @@ class _Limits:
 class _Stream:
     """The archive's members read once, front to back (tarwalk), with the limits enforced as they come."""
 
-    def __init__(self, walker: tarwalk.TarWalker, limits: _Limits,
-                 stop_reason: Callable[[], str | None] | None = None) -> None:
+    def __init__(self, walker: tarwalk.TarWalker, limits: _Limits, source: _XzReader | _SalvageReader) -> None:
         self._walker = walker
         self._limits = limits
-        self._stop_reason = stop_reason  # salvage: why the decoded data ended early
+        self._source = source  # says why the decoded data ended early, and where the xz data failed
         self._members = 0
         self._data = 0
         self._current: tarfile.TarInfo | None = None
@@ -183,9 +187,10 @@ class _Stream:
         try:
             yield
         except _STREAM_ERRORS as exc:
-            stop = self._stop_reason() if self._stop_reason else None
+            stop = self._source.stop_reason()
             cause = f"{_reason(exc)} ({stop})" if stop else _reason(exc)
-            raise Damaged(f"the headers archive is corrupt or truncated {self._where()}: {cause}") from None
+            raise Damaged(f"the headers archive is corrupt or truncated {self._where()}: {cause}",
+                          offset=self._source.failed_at) from None
 
     def _where(self) -> str:
         if self._current is None:
@@ -207,12 +212,11 @@ class _Stream:
 
 
 @contextmanager
-def _open_stream(archive: bytes, limits: _Limits, salvage: bool = False) -> Iterator[_Stream]:
+def _open_stream(archive: bytes, limits: _Limits, salvage: bool = False, base_offset: int = 0) -> Iterator[_Stream]:
     # like LZMAFile, unlike tarfile's "r|xz", _XzReader raises EOFError when the xz stream is cut short
-    raw = _SalvageReader(archive) if salvage else _XzReader(archive)
+    raw = _SalvageReader(archive) if salvage else _XzReader(archive, base_offset)
     with io.BufferedReader(raw) as decoded:
-        stream = _Stream(tarwalk.TarWalker(decoded.read), limits,
-                         raw.stop_reason if isinstance(raw, _SalvageReader) else None)
+        stream = _Stream(tarwalk.TarWalker(decoded.read), limits, raw)
         yield stream
         if stream.complete:  # a lookup that stopped early leaves the rest undecoded
             with stream.reading():
@@ -231,6 +235,7 @@ class _SalvageReader(io.RawIOBase):
         self._pieces = xzstream.validated_pieces(archive)
         self._piece = memoryview(b"")
         self._stop: str | None = None
+        self.failed_at: int | None = None  # the stop reason says where
 
     def readable(self) -> bool:
         return True
@@ -259,14 +264,19 @@ class _XzReader(io.RawIOBase):
     ends inside a stream; trailing bytes that are no xz stream ignored), plus the memory limit that
     LZMAFile has no parameter for: a block header may ask liblzma for a 4 GiB dictionary."""
 
-    def __init__(self, archive: bytes) -> None:
+    def __init__(self, archive: bytes, base_offset: int = 0) -> None:
         super().__init__()
         self._input = archive
         self._pos = 0
+        self._base = base_offset  # the archive's place in its container, for the offsets in messages
         self._decoder: lzma.LZMADecompressor | None = xzstream.decoder_for_archive()
+        self.failed_at: int | None = None
 
     def readable(self) -> bool:
         return True
+
+    def stop_reason(self) -> str | None:
+        return None
 
     def close(self) -> None:
         self._decoder = None  # its dictionary goes now, not when a traceback holding this reader does
@@ -295,14 +305,23 @@ class _XzReader(io.RawIOBase):
                 if self._decoder.needs_input:
                     chunk = self._next_input()
                     if not chunk:
-                        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
-                data = self._decoder.decompress(chunk, size)
+                        self.failed_at = self._base + self._pos
+                        raise EOFError(f"the xz data ends at offset {self.failed_at:#x} before the stream does")
+                data = self._decoded(chunk, size)
             if data:
                 return data
         return b""
 
+    def _decoded(self, chunk: bytes, size: int) -> bytes:
+        assert self._decoder is not None
+        try:
+            return self._decoder.decompress(chunk, size)
+        except lzma.LZMAError as exc:
+            self.failed_at = self._base + self._pos
+            raise lzma.LZMAError(f"{xzstream.decode_error(exc)} near offset {self.failed_at:#x}: {exc}") from None
+
     def _next_input(self) -> bytes:
-        chunk = self._input[self._pos : self._pos + _CHUNK]
+        chunk = self._input[self._pos : self._pos + _INPUT_STEP]
         self._pos += len(chunk)
         return chunk
 
@@ -326,11 +345,12 @@ def _listed_name(name: str) -> str:
 # Writing the tree -----------------------------------------------------------------------------
 
 
-def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits, salvage: bool = False) -> _Tree:
+def _unpack(archive: bytes, tmp: Path, dest: Path, limits: _Limits, salvage: bool = False,
+            base_offset: int = 0) -> _Tree:
     tree = _Tree(tmp, limits.max_bytes)
     try:
         try:
-            _add_all(archive, tree, dest, limits, salvage)
+            _add_all(archive, tree, dest, limits, salvage, base_offset)
         except Damaged as exc:
             if not salvage:
                 raise
@@ -356,8 +376,8 @@ def _lost(tree: _Tree, damage: Damaged) -> str | None:
     return f"every member after {last}: {damage}"
 
 
-def _add_all(archive: bytes, tree: _Tree, dest: Path, limits: _Limits, salvage: bool = False) -> None:
-    with _open_stream(archive, limits, salvage) as stream:
+def _add_all(archive: bytes, tree: _Tree, dest: Path, limits: _Limits, salvage: bool, base_offset: int) -> None:
+    with _open_stream(archive, limits, salvage, base_offset) as stream:
         for info in stream:
             try:
                 tree.add(info, stream)

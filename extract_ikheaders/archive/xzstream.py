@@ -12,11 +12,11 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..buffer import Buffer
 from ..errors import Damaged, ParserSignal
-from .tarwalk import names_at_start
+from .tarwalk import BLOCK, names_at_start, starts_with_header
 
 MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"
@@ -42,6 +42,7 @@ class StreamInfo:
     check: str
     blocks: int
     uncompressed: int
+    records: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # the index: (unpadded, uncompressed)
 
 
 def header_flags(buf: Buffer, start: int) -> bytes | None:
@@ -81,18 +82,18 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = 0
     for i in range(9):
         if pos + i >= len(buf):
-            raise ValueError("index ends inside a number")
+            raise ValueError("data ends inside a number")
         byte = buf[pos + i]
         value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
             if byte == 0 and i:
-                raise ValueError("non-minimal number in index")
+                raise ValueError("non-minimal number")
             return value, pos + i + 1
-    raise ValueError("number too long in index")
+    raise ValueError("number longer than 9 bytes")
 
 
-def _parse_index(index: bytes) -> tuple[int, int, int]:
-    """(blocks, total padded block bytes, uncompressed bytes) from a complete index field."""
+def _parse_index(index: bytes) -> tuple[tuple[int, int], ...]:
+    """Every block's (unpadded size, uncompressed size) from a complete index field."""
     if not index or index[0] != 0:
         raise ValueError("no index indicator")
     if struct.unpack("<I", index[-4:])[0] != zlib.crc32(index[:-4]):
@@ -100,18 +101,21 @@ def _parse_index(index: bytes) -> tuple[int, int, int]:
     count, pos = _varint(index, 1)
     if count > len(index):
         raise ValueError("index claims more records than it can hold")
-    padded = uncompressed = 0
+    records = []
     for _ in range(count):
         unpadded, pos = _varint(index, pos)
         size, pos = _varint(index, pos)
         if unpadded < 5:
             raise ValueError("block smaller than its header")
-        padded += (unpadded + 3) & ~3
-        uncompressed += size
+        records.append((unpadded, size))
     body_end = len(index) - 4
     if (pos + 3) & ~3 != body_end or any(index[pos:body_end]):
         raise ValueError("bad index padding")
-    return count, padded, uncompressed
+    return tuple(records)
+
+
+def _padded(unpadded: int) -> int:
+    return (unpadded + 3) & ~3
 
 
 def _footer_end(buf: Buffer, start: int, flags: bytes, yz: int) -> StreamInfo | None:
@@ -128,12 +132,13 @@ def _footer_end(buf: Buffer, start: int, flags: bytes, yz: int) -> StreamInfo | 
     if index_start < start + HEADER_SIZE:
         return None
     try:
-        blocks, padded, uncompressed = _parse_index(bytes(buf[index_start:footer_start]))
+        records = _parse_index(bytes(buf[index_start:footer_start]))
     except ValueError:
         return None
-    if start + HEADER_SIZE + padded != index_start:
+    if start + HEADER_SIZE + sum(_padded(unpadded) for unpadded, _ in records) != index_start:
         return None
-    return StreamInfo(start, yz + 2, CHECK_NAMES.get(flags[1], f"{flags[1]:#x}"), blocks, uncompressed)
+    return StreamInfo(start, yz + 2, CHECK_NAMES.get(flags[1], f"{flags[1]:#x}"), len(records),
+                      sum(size for _, size in records), records)
 
 
 def stream_end(buf: Buffer, start: int, limit: int | None = None) -> StreamInfo:
@@ -142,18 +147,85 @@ def stream_end(buf: Buffer, start: int, limit: int | None = None) -> StreamInfo:
     Searches buf[start:limit] for candidate footers and accepts the first one whose index
     accounts for exactly the bytes between header and index. Raises Damaged if none does.
     """
+    info = first_footer(buf, start, start, limit)
+    if info is not None:
+        return info
+    raise Damaged(f"xz stream at offset {start:#x} has no valid footer and index (truncated or corrupt)",
+                  offset=start)
+
+
+def first_footer(buf: Buffer, start: int, search_from: int, limit: int | None = None) -> StreamInfo | None:
+    """The first footer in buf[search_from:limit] that closes the stream starting at `start`, or
+    None. A caller whose data grows (a stream being decoded) searches only the new part each time."""
     flags = header_flags(buf, start)
     if flags is None:
         raise Damaged(f"no valid xz stream header at offset {start:#x}", offset=start)
     _, stop = bounds(buf, start, limit)
-    yz = buf.find(FOOTER_MAGIC, start + HEADER_SIZE + 10, stop)
+    yz = buf.find(FOOTER_MAGIC, max(search_from, start + HEADER_SIZE + 10), stop)
     while yz != -1 and yz + 2 <= stop:
         info = _footer_end(buf, start, flags, yz)
         if info is not None:
             return info
         yz = buf.find(FOOTER_MAGIC, yz + 1, stop)
-    raise Damaged(f"xz stream at offset {start:#x} has no valid footer and index (truncated or corrupt)",
-                  offset=start)
+    return None
+
+
+def check_structure(archive: bytes | memoryview, base_offset: int = 0) -> StreamInfo:
+    """What can be checked without decoding the archive (--no-verify): one xz stream that fills
+    `archive` (zero padding allowed), whose header and footer agree, whose index (CRC32) accounts
+    for every block, whose every block header (CRC32) gives the sizes the index gives, and whose
+    first block decodes to a tar of kernel headers. A truncated, shifted or spliced archive fails;
+    a bit flipped inside a block's compressed data does not (only decoding finds that: verify()).
+    The first header's name is not judged: symbols or markers frame an archive whatever it holds,
+    and unpacking judges every name.
+    """
+    data = bytes(archive)
+    end = len(data.rstrip(b"\0"))
+    end += -end % 4  # stream padding is whole 4-byte groups of zeros
+    info = first_footer(data, 0, max(0, end - 2), min(end, len(data)))
+    if info is None or info.end != end:
+        at = base_offset + len(data)
+        raise Damaged(f"the xz stream at offset {base_offset:#x} does not end with a footer and index that "
+                      f"account for it (truncated or corrupt) before offset {at:#x}", offset=at)
+    flags = header_flags(data, 0)
+    assert flags is not None  # first_footer has checked the header
+    check_size = _CHECK_SIZES.get(flags[1] & 0x0F, 0)
+    pos = HEADER_SIZE
+    for number, (unpadded, size) in enumerate(info.records):
+        problem = _block_header_problem(data, pos, unpadded - check_size, size)
+        if problem is not None:
+            raise Damaged(f"xz block {number} at offset {base_offset + pos:#x}: {problem}", offset=base_offset + pos)
+        pos += _padded(unpadded)
+    if not starts_with_header(decode_prefix(data, BLOCK)):
+        raise Damaged(f"the xz stream at offset {base_offset:#x} does not begin with a tar header",
+                      offset=base_offset)
+    return info
+
+
+def _block_header_problem(data: bytes, pos: int, body: int, uncompressed: int) -> str | None:
+    """Why the block header at `pos` disagrees with its index record (`body`: header plus compressed
+    data), or None (xz-file-format.txt 3.1: size byte, flags, optional sizes, filters, CRC32)."""
+    size = (data[pos] + 1) * 4 if pos < len(data) else 0
+    if data[pos : pos + 1] == b"\0" or pos + size > len(data) or size >= body:
+        return "no block header where the index puts one"
+    header = data[pos : pos + size]
+    if struct.unpack("<I", header[-4:])[0] != zlib.crc32(header[:-4]):
+        return "block header CRC32 mismatch"
+    flags, at = header[1], 2
+    if flags & 0x3C:
+        return "reserved block flags set"
+    try:
+        if flags & 0x40:
+            compressed, at = _varint(header, at)
+            if compressed != body - size:
+                return f"compressed size {compressed} but the index says {body - size}"
+        if flags & 0x80:
+            stated, at = _varint(header, at)
+            if stated != uncompressed:
+                return f"uncompressed size {stated} but the index says {uncompressed}"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def looks_like_headers(buf: Buffer, start: int) -> bool:

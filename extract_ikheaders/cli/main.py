@@ -82,6 +82,7 @@ class Options:
     max_bytes: int | None
     max_members: int | None
     salvage: bool
+    verify: bool = True  # --no-verify: -a and --info check the archive's structure only
     # this invocation's unpacks, (archive sha256, target) -> result: several images holding one
     # archive unpack it once
     unpacked: dict[tuple[str, str], Extracted] = field(default_factory=dict, compare=False, repr=False)
@@ -145,12 +146,17 @@ class Options:
               help="Refuse to unpack more than SIZE bytes of file data (default 1G; K, M, G, T: powers of 1024).")
 @click.option("--max-members", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse to unpack more than N members (default 200000).")
+@click.option("--no-verify", "no_verify", is_flag=True,
+              help="With --archive or --info: check the archive's xz structure (sizes, CRC32s, index, the "
+                   "first tar header) instead of decoding all of it; a truncated or shifted archive is still "
+                   "caught, a corrupt block is not. For triage of many images. Unpacking and listing always "
+                   "decode, so they always verify.")
 @click.version_option(__version__, prog_name=PROG)  # not package_name: importlib.metadata costs 20 ms
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
             kernel_source: str | None, compile_timeout: float,
             info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
-            salvage: bool, max_size: int | None, max_members: int | None) -> int:
+            salvage: bool, max_size: int | None, max_members: int | None, no_verify: bool) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
 
     IMAGE may be a vmlinux (with or without symbols, any architecture), a raw kernel image, an x86
@@ -162,7 +168,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     """
     ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
-                   salvage)
+                   salvage, verify=not no_verify)
     outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
     action = "unpack"  # what a usage error's records say when the action itself is the error
     try:
@@ -197,7 +203,7 @@ def _run_action(action: str, images: tuple[str, ...], jobs: int, opts: Options, 
     as_json = opts.as_json
     work: Callable[[str], list[tuple[bool, str]]] = {
         "analysis": lambda image: _analysis(image, outputs, as_json),
-        "info": lambda image: _info(image, as_json),
+        "info": lambda image: _info(image, as_json, opts.verify),
         "config": lambda image: _config_only(image, opts),
     }.get(action, lambda image: _one(image, opts))
     if shown_as:  # the spooled stdin: every line says "-", never the temporary file's name
@@ -304,7 +310,9 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
     config_report = _write_config(image, opts.config_out) if opts.config_out is not None else None
     try:
         with _progress_bar(image) as progress:
-            found = pipeline.find(image, symbols=opts.symbols, progress=progress)
+            # Unpacking and listing decode it all, which verifies it: no decode before them.
+            found = pipeline.find(image, symbols=opts.symbols, progress=progress,
+                                  verify=opts.verify and opts.archive_out is not None)
     except Damaged as exc:
         if not opts.salvage or exc.data is None or opts.archive_out is not None or opts.list_only:
             raise
@@ -324,6 +332,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         report["output"] = {"archive": opts.archive_out}
     elif opts.list_only:
         names, report["members"] = _member_lines(found, opts)
+        report["archive"]["verified"] = str(model.Check.CONTENT)
         if not opts.as_json:
             out.extend((False, name) for name in names)
     else:
@@ -335,6 +344,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
             raise Damaged(f"the headers archive is damaged; salvaged {extracted.members} members "
                           f"into {extracted.directory}; lost: {extracted.lost}", path=found.path)
         report["members"] = extracted.members
+        report["archive"]["verified"] = str(model.Check.CONTENT)  # decoded whole now, or when the reused tree was made
         report["output"] = {"directory": extracted.directory, "bytes": extracted.bytes_written,
                             "reused": extracted.reused}
         report["incidents"] = [vars(i) for i in extracted.incidents]
@@ -484,8 +494,8 @@ def _debuginfo(image: str, dest: str, kernel_source: str | None, limits: confine
     return {**types.as_dict(), "output": dest, "cache": str(types.path)}
 
 
-def _info(image: str, as_json: bool) -> list[tuple[bool, str]]:
-    report = info.describe(image)
+def _info(image: str, as_json: bool, verify: bool) -> list[tuple[bool, str]]:
+    report = info.describe(image, verify=verify)
     if as_json:
         return [(False, records.record("info", image, report))]
     headers, config = report["headers"], report["config"]
@@ -543,7 +553,8 @@ def _salvage(image: str, damage: Damaged, opts: Options) -> NoReturn:
 def _member_lines(found: Found, opts: Options) -> tuple[list[str], int]:
     """What `tar -t` prints for the archive (the root "./" included), and the count of members
     without the root (the JSON `members`)."""
-    members = unpack.list_members(found.archive, max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
+    members = unpack.list_members(found.archive, base_offset=found.offset,
+                                  max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
                                   max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS, root=True)
     return [m.stored for m in members], sum(1 for m in members if m.name)
 
@@ -581,7 +592,7 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
             if reused is not None:
                 opts.unpacked[key] = reused
                 return reused, name_note
-        result = unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage,
+        result = unpack.extract(found.archive, target, force=opts.force, salvage=opts.salvage, base_offset=found.offset,
                                 max_bytes=opts.max_bytes or unpack.DEFAULT_MAX_BYTES,
                                 max_members=opts.max_members or unpack.DEFAULT_MAX_MEMBERS)
         opts.unpacked[key] = result
@@ -702,7 +713,7 @@ def _report(found: Found) -> dict[str, Any]:
         "release": found.release,
         "layers": [layer.as_dict() for layer in found.layers],
         "archive": {"offset": found.offset, "size": found.size, "sha256": found.sha256,
-                    "method": str(found.method)},
+                    "method": str(found.method), "verified": str(found.verified)},
         "notes": list(found.notes),
     }
 

@@ -31,6 +31,7 @@ APPLIES: dict[str, frozenset[str]] = {
     "compile_timeout": frozenset({"analysis"}),
     "jobs": frozenset({"unpack", "archive", "list", "config", "info"}),
     "as_json": frozenset({"unpack", "archive", "list", "config", "info", "analysis"}),
+    "no_verify": frozenset({"archive", "info"}),  # unpacking and listing decode it all: they always verify
 }
 # Options that ask for an unpack when no action option is given (--config alone does not).
 _UNPACK_OPTIONS = ("output", "force", "salvage", "max_size", "max_members")

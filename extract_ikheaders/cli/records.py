@@ -14,7 +14,7 @@ from typing import Any
 from .. import imagetext
 from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, ToolError, UnsafeArchive, UsageError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 # The exit code and the JSON `kind` of each kind of failure (the Exit codes in --help and the man
 # page); the first class an error is an instance of wins. Anything else, ParserSignal included, is

@@ -25,7 +25,7 @@ from .. import imagetext
 from ..archive import xzstream
 from ..buffer import Buffer
 from ..errors import Damaged, NotFound, NotMine
-from ..model import Found, Layer, Method
+from ..model import Check, Found, Layer, Method
 from . import elfcore, flattened, kdump, lime
 from .pagewalk import Resolver, Unreachable, VirtualHit
 from .physical import DumpInfo, Extent, MappedMemory, PhysicalMemory, kernel_start
@@ -87,10 +87,10 @@ def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...]
         notes.append(_virtual_note(archive))
         layer = Layer("virtual memory", archive.vaddr, len(archive.archive), archive.top.describe())
         return Found(path=path, method=Method.PAGEWALK, offset=archive.vaddr, archive=archive.archive,
-                     layers=(*outer, layer), release=release, notes=tuple(notes), verified=True)
+                     layers=(*outer, layer), release=release, notes=tuple(notes), verified=Check.CONTENT)
     layer = Layer("physical memory", paddr, len(archive), _describe_memory(mem))
     return Found(path=path, method=Method.CARVE, offset=paddr, archive=archive, layers=(*outer, layer),
-                 release=release, notes=tuple(notes), verified=True)  # decoded whole while carving
+                 release=release, notes=tuple(notes), verified=Check.CONTENT)  # decoded whole while carving
 
 
 def _virtual_note(hit: VirtualHit) -> str:
