@@ -7,6 +7,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "extract_ikheaders"
 
 
@@ -124,14 +126,14 @@ def test_no_function_local_import_of_the_packages_own_modules() -> None:
 def test_listing_a_vmlinux_executes_only_the_stages_it_needs(vmlinux: Path) -> None:
     """lazy.py: a run loads a stage when it first uses it. A vmlinux is the registry's first format,
     so no other image format, no codec, no dump reader and no analysis module is executed (a module
-    LazyLoader has not executed yet is still a _LazyModule)."""
+    not imported yet is only a stand-in, outside sys.modules)."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom extract_ikheaders.cli.main import main\n"
             "try:\n    main(['-l', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
-            "run = sorted(n for n, m in sys.modules.items() if n.startswith('extract_ikheaders.') and "
-            "type(m).__name__ != '_LazyModule')\nprint(' '.join(run), file=sys.stderr)")
+            "run = sorted(n for n in sys.modules if n.startswith('extract_ikheaders.'))\n"
+            "print(' '.join(run), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, str(vmlinux)], capture_output=True, text=True, check=True)
     executed = set(result.stderr.split())
     assert {"extract_ikheaders.pipeline", "extract_ikheaders.archive.unpack"} <= executed
@@ -143,3 +145,33 @@ def test_listing_a_vmlinux_executes_only_the_stages_it_needs(vmlinux: Path) -> N
         "extract_ikheaders.dumps.", "extract_ikheaders.compression", "extract_ikheaders.analysis.isf",
         "extract_ikheaders.analysis.debuginfo", "extract_ikheaders.analysis.drgn_session",
         "extract_ikheaders.analysis.kallsyms", "extract_ikheaders.info"))] == []
+
+
+def test_a_lazy_module_read_by_two_threads_at_once_is_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: with -j 2, two threads read a stage that one of them was still importing, and the
+    other got the half-executed module (an internal error, "no attribute 'describe'")."""
+    import threading
+    import time
+
+    from extract_ikheaders import lazy
+
+    package = tmp_path / "slowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "slow.py").write_text("import time\ntime.sleep(0.3)\nVALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results: list[object] = []
+
+    def read() -> None:
+        try:
+            results.append(lazy.module("slowpkg.slow").VALUE)
+        except AttributeError as exc:
+            results.append(exc)
+
+    first, second = threading.Thread(target=read), threading.Thread(target=read)
+    first.start()
+    time.sleep(0.1)  # the first is inside the import now
+    second.start()
+    first.join()
+    second.join()
+    assert results == [42, 42]
