@@ -16,18 +16,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import arch, imagetext, lazy
-from .archive import locate, tarwalk, unpack, xzstream
+from .archive import locate, xzstream
 from .buffer import Buffer
 from .elf.reader import ELF_MAGIC, CorruptElf, ElfImage
 from .errors import Damaged, ExtractError, InputError, NotFound, NotMine, UsageError
 from .images import registry
 
-if TYPE_CHECKING:  # the crash-dump stage, loaded on first use (lazy.py): an image never needs it
+if TYPE_CHECKING:  # loaded on first use (lazy.py): an image never needs the crash-dump stage, and
+    # finding an archive never needs the tar reader (tarfile, hashlib: 7 ms of a start)
+    from .archive import tarwalk, unpack
     from .dumps import kcore, search
     from .dumps.physical import PhysicalMemory
 else:
     kcore = lazy.module("extract_ikheaders.dumps.kcore")
     search = lazy.module("extract_ikheaders.dumps.search")
+    tarwalk = lazy.module("extract_ikheaders.archive.tarwalk")
+    unpack = lazy.module("extract_ikheaders.archive.unpack")
 from .images.peeler import Peeled
 from .model import Check, Extracted, Found, KernelConfig, Layer, Member, Method, Platform
 

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import pipeline
-from ..archive.unpack import write_file
 from ..buffer import Buffer
 from ..cachekey import producer
 from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..errors import Damaged, InputError, NotFound, NotMine
+from ..outfile import write_file
 from ..pipeline import find_banner
 from ..version import __version__
 from . import debuginfo, kernel_globals, vmcoreinfo_standin

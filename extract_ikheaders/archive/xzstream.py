@@ -13,10 +13,16 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .. import lazy
 from ..buffer import Buffer
 from ..errors import Damaged, ParserSignal
-from .tarwalk import BLOCK, names_at_start, starts_with_header
+
+if TYPE_CHECKING:  # loaded when a stream's first tar header is read (lazy.py): verifying needs no tar reader
+    from . import tarwalk
+else:
+    tarwalk = lazy.module("extract_ikheaders.archive.tarwalk")
 
 MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"
@@ -196,7 +202,7 @@ def check_structure(archive: bytes | memoryview, base_offset: int = 0) -> Stream
         if problem is not None:
             raise Damaged(f"xz block {number} at offset {base_offset + pos:#x}: {problem}", offset=base_offset + pos)
         pos += _padded(unpadded)
-    if not starts_with_header(decode_prefix(data, BLOCK)):
+    if not tarwalk.starts_with_header(decode_prefix(data, tarwalk.BLOCK)):
         raise Damaged(f"the xz stream at offset {base_offset:#x} does not begin with a tar header",
                       offset=base_offset)
     return info
@@ -246,7 +252,7 @@ def looks_like_headers(buf: Buffer, start: int) -> bool:
     except lzma.LZMAError:
         pass
 
-    return any(_HEADERS_MEMBER.match(name) for name in names_at_start(bytes(head)))
+    return any(_HEADERS_MEMBER.match(name) for name in tarwalk.names_at_start(bytes(head)))
 
 
 def verify(archive: bytes | memoryview, base_offset: int = 0) -> int:

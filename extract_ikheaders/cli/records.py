@@ -8,7 +8,6 @@ any other change the major, and CHANGELOG.md records both.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .. import imagetext
@@ -62,10 +61,14 @@ def schema() -> dict[str, Any]:
     from importlib import resources  # only here: it loads zipfile and more, which no record needs
 
     text = resources.files(__package__).joinpath("report.schema.json").read_text()
+    import json  # only with --json: 3 ms of every other start
+
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 
 
 def _dumps(report: dict[str, Any]) -> str:
     """One line, with every string in it escaped as text lines are (imagetext.shown)."""
+    import json
+
     return json.dumps(imagetext.shown_json(report), sort_keys=True)
