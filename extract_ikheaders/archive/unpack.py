@@ -394,6 +394,9 @@ class _Tree:
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self._root_fd = os.open(root, _DIR_OPEN)
+        # The directories last stepped into, outermost first, kept open: an archive is sorted, so
+        # the next member is mostly in the same directory (one open per file, not one per component).
+        self._open_chain: list[tuple[tuple[str, ...], int]] = []
         self._max_bytes = max_bytes
         self._kinds: dict[tuple[str, ...], str] = {(): "directory"}
         self._dir_times: dict[tuple[str, ...], int | None] = {}
@@ -407,6 +410,9 @@ class _Tree:
         self.tar_complete = False
 
     def close(self) -> None:
+        for _, fd in self._open_chain:
+            os.close(fd)
+        self._open_chain.clear()
         os.close(self._root_fd)
 
     def add(self, info: tarfile.TarInfo, stream: _Stream) -> None:
@@ -575,18 +581,22 @@ class _Tree:
             os.close(src)
 
     def _open_dir(self, parts: tuple[str, ...], name: str) -> int:
-        """A descriptor of directory `parts`, created with its parents if missing; never through a link."""
-        fd = os.dup(self._root_fd)
-        try:
-            for depth in range(1, len(parts) + 1):
-                fd = self._step_into(fd, parts[:depth], name)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        """A descriptor of directory `parts` (the caller closes it), created with its parents if
+        missing; never through a link."""
+        chain = self._open_chain
+        keep = 0
+        while keep < min(len(chain), len(parts)) and chain[keep][0] == parts[: keep + 1]:
+            keep += 1
+        for _, stale in chain[keep:]:
+            os.close(stale)
+        del chain[keep:]
+        for depth in range(keep + 1, len(parts) + 1):
+            parent = chain[-1][1] if chain else self._root_fd
+            chain.append((parts[:depth], self._step_into(parent, parts[:depth], name)))
+        return os.dup(chain[-1][1] if chain else self._root_fd)
 
     def _step_into(self, fd: int, here: tuple[str, ...], name: str) -> int:
-        """The directory `here` opened from `fd` (its parent), which is closed on success only."""
+        """The directory `here` opened from `fd` (its parent)."""
         kind = self._kinds.get(here)
         if kind is None:
             os.mkdir(here[-1], 0o755, dir_fd=fd)
@@ -601,7 +611,6 @@ class _Tree:
         except BaseException:
             os.close(child)
             raise
-        os.close(fd)
         return child
 
 
