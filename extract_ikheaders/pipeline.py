@@ -234,7 +234,7 @@ def archive_platform(archive: bytes, autoconf: bytes | None = None) -> Platform 
 
     names = list(tarwalk.names_at_start(xzstream.decode_prefix(archive, 256 * 1024)))
     if autoconf is None:
-        autoconf = archive_member(archive, "include/generated/autoconf.h")
+        autoconf = archive_member(archive, AUTOCONF_H)
     return arch.from_archive(names, autoconf)
 
 
@@ -253,9 +253,14 @@ def default_directory(found: Found) -> tuple[str, str | None]:
                       f"unpacked into {fallback}")
 
 
-def release_from_archive(archive: bytes) -> str | None:
-    """UTS_RELEASE from include/generated/utsrelease.h inside the archive (decodes it)."""
-    match = _UTS_RELEASE.search(archive_member(archive, "include/generated/utsrelease.h") or b"")
+UTSRELEASE_H = "include/generated/utsrelease.h"
+AUTOCONF_H = "include/generated/autoconf.h"
+
+
+def release_from_archive(archive: bytes, utsrelease: bytes | None = None) -> str | None:
+    """UTS_RELEASE from include/generated/utsrelease.h (the archive's, decoded up to it, unless given)."""
+    text = archive_member(archive, UTSRELEASE_H) if utsrelease is None else utsrelease
+    match = _UTS_RELEASE.search(text or b"")
     return imagetext.decode(match.group(1)) if match else None
 
 
@@ -263,10 +268,16 @@ def archive_member(archive: bytes, name: str, limit: int = 16 << 20) -> bytes | 
     """One regular file's bytes from the archive (decodes up to it), or None (absent, larger than
     `limit`, or the archive is unreadable before it)."""
 
+    return archive_members(archive, (name,), limit).get(name)
+
+
+def archive_members(archive: bytes, names: tuple[str, ...], limit: int = 16 << 20) -> dict[str, bytes]:
+    """The regular files `names` that the archive holds (at most `limit` bytes each), in one walk;
+    what an unreadable archive has not given before the damage is missing."""
     try:
-        return unpack.read_member(archive, name, limit)
+        return unpack.read_members(archive, names, limit)
     except ExtractError:
-        return None
+        return {}
 
 
 # Input ---------------------------------------------------------------------------------------

@@ -65,35 +65,38 @@ _ASM_FILE = re.compile(rb'\.(incbin|include)[ \t]+\\?"([^"\\\n]*)')
 def check_tree(tree: Path, include_dirs: Sequence[Path]) -> None:
     """Refuse the tree if a header names a file outside it (UnsafeHeaders, naming the header)."""
     root = os.path.realpath(tree)
-    for path in _files(tree):
+    system = [os.path.realpath(base) for base in include_dirs]
+    for here, path in _files(tree):
         text = path.read_bytes()
         if b"include" not in text and b"incbin" not in text:
             continue
         for quote, name in (*_INCLUDE.findall(text), *_HAS_INCLUDE.findall(text)):
-            _check_name(path, tree, root, name, [path.parent] if quote == b'"' else include_dirs)
+            _check_name(path, tree, root, name, here if quote == b'"' else system)
         for directive, name in _ASM_FILE.findall(text):
             if name.startswith(b"/") or b".." in name.split(b"/"):
                 raise UnsafeHeaders(f"{path.relative_to(tree)}: assembler .{directive.decode()} of "
                                     f"{_shown(name)}, outside the headers archive")
 
 
-def _check_name(header: Path, tree: Path, root: str, name: bytes, bases: Sequence[Path]) -> None:
+def _check_name(header: Path, tree: Path, root: str, name: bytes, bases: Sequence[str]) -> None:
     """An absolute name, or one that leaves the tree from wherever it is looked up first (the
     including file's directory for "...", every include directory for <...>). The search past the
     first place (gcc tries the include directories after a "..." name's own directory) is for the
     preprocessor check: kernel headers such as trace/events/sof.h name "../../../sound/..." files
-    the archive does not have."""
+    the archive does not have. `bases` are real paths (resolved once per header, not per name)."""
     text = name.decode("utf-8", "surrogateescape")
     escapes = text.startswith("/") or all(
-        not _within(os.path.normpath(os.path.join(os.path.realpath(base), text)), root) for base in bases)
+        not _within(os.path.normpath(os.path.join(base, text)), root) for base in bases)
     if escapes:
         raise UnsafeHeaders(f"{header.relative_to(tree)}: includes {_shown(name)}, outside the headers archive")
 
 
-def _files(tree: Path) -> Iterator[Path]:
+def _files(tree: Path) -> Iterator[tuple[list[str], Path]]:
+    """Every file, with its directory's real path (in a list: the bases of a "..." include)."""
     for dirpath, _, filenames in os.walk(tree):
+        here = [os.path.realpath(dirpath)]
         for filename in filenames:
-            yield Path(dirpath) / filename
+            yield here, Path(dirpath) / filename
 
 
 def _within(path: str, root: str) -> bool:
