@@ -99,6 +99,24 @@ def test_member_lookup_stops_at_the_member() -> None:
     assert unpack.read_member(archive, "include/generated/utsrelease.h", 4) is None
 
 
+def test_several_members_are_read_in_one_walk() -> None:
+    """The walk stops at the last member asked for (the garbage after it is never read); one that is
+    absent, or larger than the limit, is left out."""
+    def member(name: str, data: bytes) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        return info.tobuf(tarfile.GNU_FORMAT) + data.ljust(512, b"\0")
+
+    tar = (member("./include/generated/autoconf.h", b"#define CONFIG_X 1\n")
+           + member("./include/generated/utsrelease.h", b"6.1.0"))
+    both = {"include/generated/autoconf.h": b"#define CONFIG_X 1\n", "include/generated/utsrelease.h": b"6.1.0"}
+    names = ("include/generated/utsrelease.h", "include/generated/autoconf.h")
+    assert unpack.read_members(lzma.compress(tar + b"no header".ljust(512, b"!")), names, 100) == both
+    whole = lzma.compress(tar + b"\0" * 1024)
+    assert unpack.read_members(whole, (*names, "include/absent.h"), 100) == both
+    assert unpack.read_members(whole, names, 10) == {"include/generated/utsrelease.h": b"6.1.0"}
+
+
 def test_listing_honours_the_member_limit(tmp_path: Path) -> None:
     """-l took the default limit whatever --max-members said (bench/hostile.py's 10·n row showed it)."""
     from hostile.inputs import tar_members
