@@ -3,10 +3,13 @@
 Tokens: every character used in a name is a single-character token at the slot of its code (as
 insert_real_symbols_in_table does); the free slots get frequent substrings; names are encoded
 greedily. Layouts ("6.1": offsets/addresses before num_syms and seqs_of_names before the token
-table; "6.1-noseqs": the same before seqs_of_names existed; "6.12": offsets after the token index),
-word size 4 or 8, byte order "<" or ">", address modes "relative", "percpu" (x86_64
-KALLSYMS_ABSOLUTE_PERCPU: absolute symbols keep their value, the others base - 1 - offset) and
-"absolute" (kallsyms_addresses).
+table; "6.1-noseqs": the same before seqs_of_names existed; "6.12": offsets after the token index;
+"7.x", from 7.2's scripts/kallsyms.c: the 6.12 order without kallsyms_relative_base, every label
+aligned to 4 whatever the word size, and offsets place-relative (`.long _text - . + off`: the
+target's address minus the entry's own, `vaddr` being the address of the blob's first byte), or
+with mode "absolute" plain u32 addresses (a 32-bit kernel that is not relocatable)), word size 4
+or 8, byte order "<" or ">", address modes "relative", "percpu" (x86_64 KALLSYMS_ABSOLUTE_PERCPU:
+absolute symbols keep their value, the others base - 1 - offset) and "absolute" (kallsyms_addresses).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class _Writer:
 
 
 def encode(symbols: list[Symbol], *, word: int = 8, endian: str = "<", layout: str = "6.1",
-           mode: str = "relative", percpu_below: int = 0) -> Encoded:
+           mode: str = "relative", percpu_below: int = 0, vaddr: int = 0) -> Encoded:
     """The kallsyms tables for `symbols` (sorted here by address)."""
     table = sorted(symbols, key=lambda s: (s[0], s[2]))
     texts = [typ + name for _, typ, name in table]
@@ -77,7 +80,15 @@ def encode(symbols: list[Symbol], *, word: int = 8, endian: str = "<", layout: s
     kernel = [addr for addr, _, _ in table if mode != "percpu" or addr >= percpu_below]
     base = min(kernel)
     ptr = "Q" if word == 8 else "I"
-    w = _Writer(word)
+    w = _Writer(4 if layout == "7.x" else word)
+
+    def place_relative() -> None:
+        w.label("kallsyms_offsets")
+        for addr, _, _ in table:
+            if mode == "absolute":
+                w.put(struct.pack(f"{endian}I", addr))
+            else:
+                w.put(struct.pack(f"{endian}i", addr - (vaddr + len(w.out))))
 
     def addresses() -> None:
         if mode == "absolute":
@@ -120,7 +131,12 @@ def encode(symbols: list[Symbol], *, word: int = 8, endian: str = "<", layout: s
         w.label("kallsyms_token_index")
         w.put(struct.pack(f"{endian}256H", *index))
 
-    if layout == "6.12":
+    if layout == "7.x":
+        names_and_markers()
+        token_tables()
+        place_relative()
+        seqs()
+    elif layout == "6.12":
         names_and_markers()
         token_tables()
         addresses()

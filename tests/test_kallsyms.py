@@ -506,3 +506,87 @@ def test_cli_symbols_from_a_module_exits_1(corpus: Corpus, cli: Any) -> None:
     assert run.code == 1 and run.stdout == b""
     assert run.stderr.strip() == (f"extract-ikheaders: {module}: no kallsyms table found in the ELF file "
                                   "(was the kernel built with CONFIG_KALLSYMS?)")
+
+
+# 7.x: place-relative offsets, every table aligned to 4 (7.2's scripts/kallsyms.c) --------------------
+
+_SEVEN_CASES = [(word, endian, mode) for word in (4, 8) for endian in "<>" for mode in ("relative", "absolute")
+                if not (word == 8 and mode == "absolute")]  # plain u32 addresses: 32-bit, not relocatable
+
+
+@pytest.mark.parametrize(("word", "endian", "mode"), _SEVEN_CASES)
+def test_locate_the_7x_layout(word: int, endian: str, mode: str) -> None:
+    """No kallsyms_relative_base, nothing aligned to 8: the layout is told by the
+    kallsyms_seqs_of_names permutation right after the offsets, not by a version."""
+    blob_at = 0x3000  # where _image puts the blob
+    vaddr = _base(word) + 0x800000 - blob_at  # the link address of the image's first byte
+    symbols = kernel_symbols(700, _base(word), word=word)
+    enc = encode(symbols, word=word, endian=endian, layout="7.x", mode=mode, vaddr=vaddr + blob_at)
+    image = _image(enc.blob)
+    assert image.index(enc.blob) == blob_at
+    found = kallsyms_locate.locate(image, "image")
+    assert found.names_at == blob_at + enc.labels["kallsyms_names"] and found.big_endian == (endian == ">")
+    assert found.relative_base is None and found.layout.startswith("7.x")
+    if mode == "absolute":
+        assert found.place_relative_at is None and found.symbols == enc.symbols
+        return
+    assert found.place_relative_at == blob_at + enc.labels["kallsyms_offsets"]
+    placed = found.placed(vaddr + found.place_relative_at, word)
+    assert placed.symbols == enc.symbols and placed.word == word
+    assert "place-relative" in placed.describe()
+
+
+def _seven_vmlinux(vaddr: int) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """An ET_EXEC vmlinux whose PT_LOAD maps the image (7.x tables inside) at `vaddr`."""
+    symbols = kernel_symbols(700, vaddr + 0x100)
+    blob_at = 0x3000  # where _image puts the blob
+    enc = encode(symbols, layout="7.x", vaddr=vaddr + blob_at)
+    core = bytearray(elf_core([Seg(0, _image(enc.blob), vaddr=vaddr)]))
+    core[16:18] = struct.pack("<H", 2)  # ET_EXEC: a kernel image, not a dump
+    return bytes(core), enc.symbols
+
+
+def test_7x_vmlinux_symbols_through_its_load_segment(tmp_path: Path) -> None:
+    data, symbols = _seven_vmlinux(0xFFFFFFFF81000000)
+    path = tmp_path / "vmlinux"
+    path.write_bytes(data)
+    table = kallsyms.find_symbols(path)
+    assert table.symbols == symbols and table.word == 8
+    assert b"".join(table.system_map()).decode().splitlines()[0] == f"{symbols[0][0]:016x} {symbols[0][1]} " \
+                                                                     f"{symbols[0][2]}"
+
+
+def test_7x_raw_image_says_what_it_needs(tmp_path: Path) -> None:
+    enc = encode(kernel_symbols(700, _X86_BASE), layout="7.x", vaddr=_X86_BASE)
+    path = tmp_path / "Image"
+    path.write_bytes(_image(enc.blob))
+    with pytest.raises(NotFound, match=r"place-relative offsets \(the 7\.x layout\).*give the vmlinux"):
+        kallsyms.find_symbols(path)
+
+
+def _seven_core(kaslr: int, vmcoreinfo: bool = True) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """A core whose kernel image (physical 16 MiB) holds 7.x tables; VMCOREINFO lists them (7.x lists
+    kallsyms_offsets but no kallsyms_relative_base), or only says where the image is mapped."""
+    paddr, vbase = 0x1000000, _X86_BASE + kaslr
+    blob_at = len(_image(b""))  - 4096  # _image's head
+    enc = encode(kernel_symbols(700, vbase), layout="7.x", vaddr=vbase + blob_at)
+    image = _image(enc.blob)
+    assert image.index(enc.blob) == blob_at
+    info = [f"KERNELOFFSET={kaslr:x}", f"NUMBER(phys_base)={paddr - (vbase - _KERNEL_MAP)}"]
+    if vmcoreinfo:
+        info += [f"SYMBOL({name})={vbase + blob_at + enc.labels[name]:x}" for name in (
+            "kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index", "kallsyms_offsets")]
+    note = ("\n".join(info) + "\n").encode()
+    return elf_core([Seg(paddr, image)], [("VMCOREINFO", 0, note)]), enc.symbols
+
+
+def test_7x_dump_through_vmcoreinfo() -> None:
+    core, symbols = _seven_core(0x1E400000)
+    table = kallsyms.read_dump(core, "core")
+    assert table.symbols == symbols and table.kaslr_offset == 0x1E400000 and table.method == "vmcoreinfo"
+
+
+def test_7x_dump_located_and_placed_through_phys_base() -> None:
+    core, symbols = _seven_core(0x1E400000, vmcoreinfo=False)
+    table = kallsyms.symbols_in_memory(open_dump(core), "core")
+    assert table.symbols == symbols and table.method == "located"

@@ -33,11 +33,18 @@ from ..archive import locate
 from ..buffer import Buffer
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
-from ..elf.reader import SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
+from ..elf.reader import ELF_MAGIC, SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Layer
 from . import kallsyms_locate
-from .kallsyms_locate import DIGIT_TOKENS, TOKEN_TABLE_MAX, decode_names, read_array, relative_addresses
+from .kallsyms_locate import (
+    DIGIT_TOKENS,
+    TOKEN_TABLE_MAX,
+    decode_names,
+    place_relative_addresses,
+    read_array,
+    relative_addresses,
+)
 from .symtab import MAX_SYMS, SymbolTable
 
 MAX_NAMES = 64 << 20  # bytes of kallsyms_names read at most
@@ -148,6 +155,8 @@ def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = 
                 except Damaged as exc:
                     damage = damage or exc
                 else:
+                    if found.place_relative_at is not None:
+                        found = _placed_in_memory(found, mem, start, path)
                     layer = Layer("physical memory", start, len(window), "kernel image around the kallsyms tables")
                     source = "vmcoreinfo"
                     if kaslr_offset is None:
@@ -159,6 +168,21 @@ def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = 
     why = "no VMCOREINFO" if not mem.info.vmcoreinfo else "VMCOREINFO has no SYMBOL(kallsyms_*) entries"
     raise NotFound(f"no kallsyms table found in the dump's memory ({why}; "
                    f"was the kernel built with CONFIG_KALLSYMS?)", path=path)
+
+
+def _placed_in_memory(found: kallsyms_locate.Located, mem: PhysicalMemory, start: int,
+                      path: str) -> kallsyms_locate.Located:
+    """A 7.x place-relative table found at physical `start` + its offset, placed at its virtual
+    address through what VMCOREINFO says of the kernel image's mapping (phys_base, kimage_voffset)."""
+    assert found.place_relative_at is not None
+    paddr = start + found.place_relative_at
+    try:
+        delta = symbol_translation(mem.info.vmcoreinfo, path).delta
+    except NotFound:
+        raise NotFound(f"kallsyms at physical {paddr:#x} has place-relative offsets (the 7.x layout): symbol "
+                       "addresses need the kernel image's virtual address, which the dump does not give "
+                       "(no VMCOREINFO phys_base or kimage_voffset)", path=path) from None
+    return found.placed(paddr + delta, 8)
 
 
 def _token_table_near(mem: PhysicalMemory, hit: int, lo: int) -> bool:
@@ -177,6 +201,8 @@ def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfI
         where = names.get(layers[-1].format, f"the {layers[-1].format}") if layers else "the file"
         raise NotFound(f"no kallsyms table found in {where} "
                        f"(was the kernel built with CONFIG_KALLSYMS?)", path=path) from None
+    if found.place_relative_at is not None:
+        found = _placed_in_image(found, buf, path, elf)
     if found.relative_base == 0 and found.relative_base_at is not None:
         if elf is not None:
             base = _relocated_word(elf, found.relative_base_at)
@@ -185,6 +211,29 @@ def locate_in_image(buf: Buffer, path: str, layers: tuple[Layer, ...], elf: ElfI
         if base is not None:
             found = found.rebased(base)
     return _from_located(found, None, layers)
+
+
+def _placed_in_image(found: kallsyms_locate.Located, buf: Buffer, path: str,
+                     elf: ElfImage | None) -> kallsyms_locate.Located:
+    """A 7.x place-relative table at the link-time address of kallsyms_offsets, which the ELF file
+    (a vmlinux, or the ELF a bzImage decompresses to) gives; a raw image does not."""
+    assert found.place_relative_at is not None
+    if elf is None and bytes(buf[:4]) == ELF_MAGIC:
+        try:
+            elf = ElfImage(buf)
+        except CorruptElf:
+            elf = None
+    vaddr = None
+    if elf is not None:
+        try:
+            vaddr = elf.vaddr_of(found.place_relative_at)
+        except CorruptElf:
+            vaddr = None
+    if vaddr is None or elf is None:
+        raise NotFound(f"kallsyms at {found.names_at:#x} has place-relative offsets (the 7.x layout): "
+                       "symbol addresses need the tables' virtual address, which a raw image does not "
+                       "give; give the vmlinux (or a crash dump with VMCOREINFO)", path=path)
+    return found.placed(vaddr, elf.bits // 8)
 
 
 @dataclass(frozen=True)
@@ -342,9 +391,9 @@ class _Reader:
     def _addresses(self, count: int) -> array[int]:
         if "SYMBOL(kallsyms_offsets)" not in self._info:
             return read_array(self._read("kallsyms_addresses", 8 * count), 0, count, "Q", "<")
-        if "SYMBOL(kallsyms_relative_base)" not in self._info:
-            raise NotFound("VMCOREINFO has kallsyms_offsets but no kallsyms_relative_base", path=self._path)
         offsets = read_array(self._read("kallsyms_offsets", 4 * count), 0, count, "i", "<")
+        if "SYMBOL(kallsyms_relative_base)" not in self._info:  # 7.x: each offset relative to itself
+            return place_relative_addresses(offsets, self._addr("kallsyms_offsets"))
         base: int = struct.unpack("<Q", self._read("kallsyms_relative_base", 8))[0]
         return relative_addresses(offsets, base)
 

@@ -8,6 +8,14 @@ One reader for every word size (4, 8) and byte order; the layouts come from scri
                 kallsyms_token_index
     6.10+:      kallsyms_num_syms kallsyms_names kallsyms_markers kallsyms_token_table
                 kallsyms_token_index kallsyms_offsets kallsyms_relative_base kallsyms_seqs_of_names
+    7.x:        the same without kallsyms_relative_base; every label `.balign 4` whatever the word
+                size; each offset is place-relative (`.long _text - . + off`: the symbol's address
+                is the entry's own plus the signed value), or on a 32-bit kernel that is not
+                relocatable the address itself (u32)
+
+Which layout a table has is decided by what follows the offsets, never by a version string: the
+7.x kallsyms_seqs_of_names (a permutation of the symbols, 3 bytes each) directly, or a
+kallsyms_relative_base first.
 
 The anchor is the token table. Every character that occurs in a symbol name is its own
 single-character token at the slot of its code (scripts/kallsyms.c insert_real_symbols_in_table),
@@ -52,9 +60,12 @@ class Located:
     word: int  # 4 or 8
     big_endian: bool
     layout: str  # "addresses before names" (up to 6.9) or "addresses after the token index" (6.10+)
-    relative_base: int | None  # None: absolute kallsyms_addresses
+    relative_base: int | None  # None: absolute kallsyms_addresses, or place-relative offsets
     relative_base_at: int | None = None
     offsets: array[int] = field(default_factory=lambda: array("i"), repr=False)
+    # 7.x: where kallsyms_offsets lies (place-relative); the addresses in `symbols` are then relative
+    # to the searched bytes' start until placed() says at what address kallsyms_offsets is
+    place_relative_at: int | None = None
 
     def rebased(self, base: int) -> Located:
         """The table with kallsyms_relative_base = base: a relocatable vmlinux (s390, arm64 built
@@ -62,9 +73,17 @@ class Located:
         values = relative_addresses(self.offsets, base, self.word)
         return replace(self, symbols=self.symbols.with_addresses(values), relative_base=base)
 
+    def placed(self, offsets_vaddr: int, word: int) -> Located:
+        """The place-relative table (7.x) with kallsyms_offsets at `offsets_vaddr`, in a kernel of
+        `word`-byte addresses (7.x aligns every table to 4, so the tables do not say)."""
+        assert self.place_relative_at is not None
+        values = place_relative_addresses(self.offsets, offsets_vaddr, word)
+        return replace(self, symbols=self.symbols.with_addresses(values), word=word)
+
     def describe(self) -> str:
         order = "big" if self.big_endian else "little"
-        base = f", relative_base {self.relative_base:#x}" if self.relative_base is not None else ", absolute"
+        base = (f", relative_base {self.relative_base:#x}" if self.relative_base is not None
+                else "" if self.place_relative_at is not None else ", absolute")
         return f"{self.word * 8}-bit {order}-endian, {self.layout}{base}"
 
 
@@ -157,6 +176,9 @@ def _decode_around(buf: Buffer, tokens: _Tokens, path: str) -> Located:
                 raise Damaged(f"{where}: {len(names)} names decode but no sorted address table lies next to them",
                               path=path)
             values, layout, base_at, offsets = addresses
+            if layout == _PLACE_RELATIVE:
+                return Located(SymbolTable(values, names), names_at, tokens.table_at, word, tokens.endian == ">",
+                               layout, None, None, offsets, place_relative_at=base_at)
             base = _word(buf, base_at, word, tokens.endian) if offsets else None
             return Located(SymbolTable(values, names), names_at, tokens.table_at, word, tokens.endian == ">",
                            layout, base, base_at if offsets else None, offsets)
@@ -286,9 +308,17 @@ def _align(value: int, word: int) -> int:
     return value + (-value % word)
 
 
+_PLACE_RELATIVE = "7.x: offsets after the token index, place-relative"
+_IMAGE_REACH = 512 << 20  # from kallsyms_offsets to any symbol of the image
+
+
 def _addresses(buf: Buffer, tokens: _Tokens, count_at: int, count: int,
                word: int) -> tuple[array[int], str, int, array[int]] | None:
-    """(addresses, layout, kallsyms_relative_base's offset, kallsyms_offsets) (no offsets: absolute)."""
+    """(addresses, layout, kallsyms_relative_base's offset, kallsyms_offsets) (no offsets: absolute);
+    7.x place-relative: (addresses relative to buf[0], _PLACE_RELATIVE, kallsyms_offsets' offset, offsets)."""
+    seven = _seven_addresses(buf, tokens, count)
+    if seven is not None:
+        return seven
     after = _align(tokens.index_at + 512, word)
     base_before = count_at - word
     tries = [(after, _align(after + 4 * count, word), "addresses after the token index"),
@@ -306,6 +336,45 @@ def _addresses(buf: Buffer, tokens: _Tokens, count_at: int, count: int,
         if _sorted(values):
             return values, "addresses before names", absolute_at, array("i")
     return None
+
+
+def _seven_addresses(buf: Buffer, tokens: _Tokens, count: int) -> tuple[array[int], str, int, array[int]] | None:
+    """The 7.x table: kallsyms_offsets right after the token index, kallsyms_seqs_of_names right
+    after them (4-byte alignment only)."""
+    offsets_at = tokens.index_at + 512
+    if not _is_permutation(buf, _align(offsets_at + 4 * count, 4), count):
+        return None
+    offsets = read_array(buf, offsets_at, count, "i", tokens.endian)
+    # A place-relative value reaches within the kernel image; an address of a 32-bit kernel that is
+    # not relocatable (PAGE_OFFSET: 0x40000000, 0x80000000, 0xb0000000, 0xc0000000), read as signed,
+    # does not. (A no-MMU kernel's low addresses would pass for offsets: none is in the corpus.)
+    if all(-_IMAGE_REACH < off < _IMAGE_REACH for off in offsets) and _sorted(
+            [offsets_at + 4 * i + off for i, off in enumerate(offsets)]):  # signed: before buf[0] too
+        return place_relative_addresses(offsets, offsets_at), _PLACE_RELATIVE, offsets_at, offsets
+    absolute = read_array(buf, offsets_at, count, "I", tokens.endian)
+    if _sorted(absolute):
+        return array("Q", absolute), "7.x: addresses after the token index", offsets_at, array("i")
+    return None
+
+
+def _is_permutation(buf: Buffer, at: int, count: int) -> bool:
+    """kallsyms_seqs_of_names: `count` 24-bit big-endian indices, each symbol's exactly once."""
+    data = bytes(buf[at : at + 3 * count])
+    if len(data) != 3 * count:
+        return False
+    seen = bytearray(count)
+    for pos in range(0, len(data), 3):
+        seq = int.from_bytes(data[pos : pos + 3], "big")
+        if seq >= count or seen[seq]:
+            return False
+        seen[seq] = 1
+    return True
+
+
+def place_relative_addresses(offsets: Sequence[int], offsets_vaddr: int, word: int = 8) -> array[int]:
+    """kallsyms_sym_address() on 7.x: the address of entry i (kallsyms_offsets + 4 i) plus its value."""
+    mask = (1 << (8 * word)) - 1
+    return array("Q", ((offsets_vaddr + 4 * i + off) & mask for i, off in enumerate(offsets)))
 
 
 def read_array(buf: Buffer, at: int, count: int, code: str, endian: str) -> array[int]:

@@ -223,6 +223,17 @@ class ElfImage:
                 merged.append((start, end))
         return merged
 
+    def vaddr_of(self, offset: int) -> int | None:
+        """The link-time virtual address of file offset `offset`: from the PT_LOAD segment that
+        holds it (a stripped kernel keeps those), else the SHF_ALLOC section; None if neither does."""
+        for p in self.segments():
+            if p.type == PT_LOAD and p.offset <= offset < p.offset + p.filesz:
+                return p.vaddr + offset - p.offset
+        for s in self.sections():
+            if s.flags & SHF_ALLOC and s.type != SHT_NOBITS and s.offset <= offset < s.offset + s.size:
+                return s.addr + offset - s.offset
+        return None
+
     # Segments ------------------------------------------------------------------------------
 
     def program_header_count(self) -> int:
