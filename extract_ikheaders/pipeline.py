@@ -120,6 +120,7 @@ class Kernel:
     memory: PhysicalMemory | None = None
     image: Buffer | None = None
     elf: ElfImage | None = None
+    source: Buffer | None = None  # a dump's own bytes (its notes: QEMU's CPU registers)
 
 
 @contextmanager
@@ -130,7 +131,7 @@ def open_kernel(path: str | os.PathLike[str]) -> Iterator[Kernel]:
     with open_input(name) as buf:
         mem = _open_dump(buf)
         if mem is not None:
-            yield Kernel(name, mem.info.outer, memory=mem)
+            yield Kernel(name, mem.info.outer, memory=mem, source=buf)
             return
         source = peel(buf, name)
         if source.chunks is not None:

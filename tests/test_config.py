@@ -22,6 +22,8 @@ IMAGES = [
     ("k61seed", "bzImage", "config"),
     ("k612y", "vmlinux", "config"),
     ("k612y", "bzImage", "config"),
+    ("k72y", "vmlinux", "config"),
+    ("k72y", "bzImage", "config"),
     ("k61arm64", "Image", "config"),
     ("k61arm64", "Image.gz", "config"),
     ("k61arm64", "vmlinux", "config"),
@@ -29,7 +31,7 @@ IMAGES = [
     ("k61arm64", "vmlinuz.efi.zstd", "variants/zstd/config"),
 ]
 # the kernel a dump's ground truth is for -> the stage that built it
-DUMP_STAGES = {"6.1-y-gzip": "k61y", "6.1-m": "k61m", "6.12-y": "k612y", "kdump": "k61y"}
+DUMP_STAGES = {"6.1-y-gzip": "k61y", "6.1-m": "k61m", "6.12-y": "k612y", "7.2-y": "k72y", "kdump": "k61y"}
 
 
 def _inputs(corpus: Corpus) -> Iterator[tuple[str, tuple[Path, Path]]]:

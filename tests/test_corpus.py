@@ -10,7 +10,7 @@ import pytest
 from conftest import Corpus
 
 KERNELS = ["6.1-y-gzip", "6.1-y-bzip2", "6.1-y-lzma", "6.1-y-xz", "6.1-y-lzo", "6.1-y-lz4", "6.1-y-zstd",
-           "6.1-seed", "6.1-m", "6.12-y"]
+           "6.1-seed", "6.1-m", "6.12-y", "7.2-y"]
 
 
 def sha256(path: Path) -> str:
@@ -32,6 +32,7 @@ def test_module_was_loaded_in_its_guest(corpus: Corpus) -> None:
 def test_releases(corpus: Corpus) -> None:
     assert corpus.truth("6.1-y-gzip")["release"].startswith("6.1.")
     assert corpus.truth("6.12-y")["release"].startswith("6.12.")
+    assert corpus.truth("7.2-y")["release"].startswith("7.2.")
 
 
 def test_manifest_hashes_match_files(corpus: Corpus) -> None:
@@ -67,7 +68,7 @@ def elf_type(path: Path) -> int:
 
 
 def test_qemu_dumps_parse_as_their_format(corpus: Corpus) -> None:
-    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y"):
+    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y"):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         dumps = corpus.truth(kernel)["dumps"]
         assert {"elf", "kdump-zlib"} <= set(dumps)

@@ -352,7 +352,7 @@ def sha256(data: bytes) -> str:
 def corpus_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, dict[str, Any]]]]:
     """(name, (path, ground truth)) of every dump in the corpus."""
     dumps = []
-    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y"):
+    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y"):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         for kind, name in corpus.truth(kernel)["dumps"].items():
             dumps.append((f"{kernel}/{kind}", (boot / name, corpus.truth(kernel))))
@@ -388,7 +388,7 @@ def test_qemu_dumps_take_the_release_from_the_kernels_utsname(corpus: Corpus) ->
     """QEMU's dumps carry no VMCOREINFO: the release comes from init_uts_ns on every capture
     (=y, =m 5-level and 4-level, 6.12), never from a banner that happens to lie near the archive."""
     captures = [(kernel, corpus.root / corpus.manifest["kernels"][kernel]["boot"] / "dump.elf")
-                for kernel in ("6.1-y-gzip", "6.1-m", "6.1-m-4level", "6.12-y")]
+                for kernel in ("6.1-y-gzip", "6.1-m", "6.1-m-4level", "6.12-y", "7.2-y")]
     for kernel, path in captures:
         found = find_file(path)
         assert found.release == corpus.truth(kernel)["release"], kernel

@@ -358,6 +358,8 @@ _IMAGES = [("k61y", name, "6.1") for name in ("vmlinux", "vmlinux.stripped", "vm
                                                 "bzImage.bzip2", "bzImage.lzma", "bzImage.xz", "bzImage.lzo",
                                                 "bzImage.lz4", "bzImage.zstd")]
 _IMAGES += [("k612y", "bzImage", "6.12"), ("k612y", "vmlinux.stripped", "6.12")]
+# 7.x: place-relative offsets, placed through the ELF (the bzImage's payload is one)
+_IMAGES += [("k72y", name, "7.2") for name in ("vmlinux", "vmlinux.stripped", "bzImage")]
 _IMAGES += [("k61arm64", name, "6.1") for name in ("vmlinux", "Image", "Image.gz", "vmlinuz.efi.gzip",
                                                     "vmlinuz.efi.zstd")]
 # The cross-built kernels (issue 11), when the corpus has them
@@ -392,6 +394,8 @@ def _boot(corpus: Corpus, kernel: str) -> Path:
                                                        ("6.1-y-gzip", "k61y", "dump.kdump-zlib"),
                                                        ("6.12-y", "k612y", "dump.elf"),
                                                        ("6.12-y", "k612y", "dump.kdump-zlib"),
+                                                       ("7.2-y", "k72y", "dump.elf"),
+                                                       ("7.2-y", "k72y", "dump.kdump-zlib"),
                                                        ("6.1-m", "k61m", "dump.elf"),
                                                        ("6.1-m-4level", "k61m", "dump.kdump-zlib")])
 def test_qemu_dump_symbols_equal_system_map(corpus: Corpus, kernel: str, stage: str, dump: str) -> None:
@@ -590,3 +594,11 @@ def test_7x_dump_located_and_placed_through_phys_base() -> None:
     core, symbols = _seven_core(0x1E400000, vmcoreinfo=False)
     table = kallsyms.symbols_in_memory(open_dump(core), "core")
     assert table.symbols == symbols and table.method == "located"
+
+
+def test_7x_raw_image_says_why_it_has_no_addresses(corpus: Corpus, cli: Any, tmp_path: Path) -> None:
+    """A raw 7.2 image (objcopy -O binary): the tables decode, but nothing gives their address."""
+    run = cli("--symbols", tmp_path / "map", corpus.file("k72y", "vmlinux.bin"))
+    assert run.code == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert "place-relative offsets (the 7.x layout)" in run.stderr and "give the vmlinux" in run.stderr
+    assert not (tmp_path / "map").exists()

@@ -25,9 +25,13 @@ INPUTS = [
     ("k61m", "kheaders.ko.gz", "6.1-m", "symbols"),
     ("k612y", "vmlinux", "6.12-y", "symbols"),
     ("k612y", "vmlinux.stripped", "6.12-y", "carve"),
+    ("k72y", "vmlinux", "7.2-y", "symbols"),
+    ("k72y", "vmlinux.stripped", "7.2-y", "carve"),
+    ("k72y", "vmlinux.bin", "7.2-y", "carve"),
     *[("k61y", f"bzImage.{c}", f"6.1-y-{c}", "carve") for c in ("gzip", "bzip2", "lzma", "xz", "lzo", "lz4", "zstd")],
     ("k61seed", "bzImage", "6.1-seed", "markers"),
     ("k612y", "bzImage", "6.12-y", "carve"),
+    ("k72y", "bzImage", "7.2-y", "carve"),
 ]
 
 

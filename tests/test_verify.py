@@ -86,6 +86,8 @@ def test_archive_and_info_say_what_was_checked(vmlinux: Path, tmp_path: Path) ->
         assert out.read_bytes() == ARCHIVE
         info = run_cli("--json", *flag, "--info", vmlinux)
         assert check_records(info.stdout)[0]["headers"]["verified"] == verified
+        text = run_cli(*flag, "--info", vmlinux).stdout.decode()
+        assert ("xz structure checked, not decoded" in text) == (verified == "structure")
 
 
 def test_unpack_and_list_verify_by_decoding_once(vmlinux: Path, tmp_path: Path) -> None:

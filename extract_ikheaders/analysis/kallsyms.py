@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from .. import pipeline
 from ..archive import locate
 from ..buffer import Buffer
+from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..elf.reader import ELF_MAGIC, SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
@@ -97,7 +98,7 @@ def find_symbols(path: str | os.PathLike[str]) -> Kallsyms:
     """
     with pipeline.open_kernel(path) as kernel:
         if kernel.memory is not None:
-            return symbols_in_memory(kernel.memory, kernel.path)
+            return symbols_in_memory(kernel.memory, kernel.path, kernel.source)
         assert kernel.image is not None
         return locate_in_image(kernel.image, kernel.path, kernel.layers, kernel.elf)
 
@@ -124,13 +125,14 @@ def read_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
                     layers=(*mem.info.outer, layer))
 
 
-def symbols_in_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
-    """Through VMCOREINFO when it names the tables, else by locating them in physical memory."""
+def symbols_in_memory(mem: PhysicalMemory, path: str, dump_bytes: Buffer | None = None) -> Kallsyms:
+    """Through VMCOREINFO when it names the tables, else by locating them in physical memory
+    (`dump_bytes`, the dump's file, gives its notes: QEMU's CR3 places a 7.x table)."""
     info = mem.info.vmcoreinfo
     if _names_tables(info):
         return read_memory(mem, path)
     kaslr = _hex(info, "KERNELOFFSET", path) if "KERNELOFFSET" in info else None
-    return locate_in_memory(mem, path, kaslr)
+    return locate_in_memory(mem, path, kaslr, dump_bytes)
 
 
 def _names_tables(info: dict[str, str]) -> bool:
@@ -139,7 +141,8 @@ def _names_tables(info: dict[str, str]) -> bool:
         {"SYMBOL(kallsyms_offsets)", "SYMBOL(kallsyms_addresses)"} & info.keys())
 
 
-def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = None) -> Kallsyms:
+def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = None,
+                     dump_bytes: Buffer | None = None) -> Kallsyms:
     """kallsyms found by shape in a dump's physical memory (the kernel image is contiguous there)."""
     damage: Damaged | None = None
     for lo, hi in mem.ranges():
@@ -156,7 +159,7 @@ def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = 
                     damage = damage or exc
                 else:
                     if found.place_relative_at is not None:
-                        found = _placed_in_memory(found, mem, start, path)
+                        found = _placed_in_memory(found, mem, start, path, dump_bytes)
                     layer = Layer("physical memory", start, len(window), "kernel image around the kallsyms tables")
                     source = "vmcoreinfo"
                     if kaslr_offset is None:
@@ -170,19 +173,24 @@ def locate_in_memory(mem: PhysicalMemory, path: str, kaslr_offset: int | None = 
                    f"was the kernel built with CONFIG_KALLSYMS?)", path=path)
 
 
-def _placed_in_memory(found: kallsyms_locate.Located, mem: PhysicalMemory, start: int,
-                      path: str) -> kallsyms_locate.Located:
+def _placed_in_memory(found: kallsyms_locate.Located, mem: PhysicalMemory, start: int, path: str,
+                      dump_bytes: Buffer | None) -> kallsyms_locate.Located:
     """A 7.x place-relative table found at physical `start` + its offset, placed at its virtual
-    address through what VMCOREINFO says of the kernel image's mapping (phys_base, kimage_voffset)."""
+    address: through what VMCOREINFO says of the kernel image's mapping (phys_base,
+    kimage_voffset), else through the page tables of QEMU's CR3 (x86_64)."""
     assert found.place_relative_at is not None
     paddr = start + found.place_relative_at
     try:
-        delta = symbol_translation(mem.info.vmcoreinfo, path).delta
+        return found.placed(paddr + symbol_translation(mem.info.vmcoreinfo, path).delta, 8)
     except NotFound:
+        pass
+    tops = pagewalk.qemu_cr3_tables(pagewalk.dump_notes(mem, dump_bytes)) if dump_bytes is not None else []
+    vaddr = pagewalk.image_vaddr(pagewalk.PageTables(mem, tops[0]), paddr) if tops else None
+    if vaddr is None:
         raise NotFound(f"kallsyms at physical {paddr:#x} has place-relative offsets (the 7.x layout): symbol "
                        "addresses need the kernel image's virtual address, which the dump does not give "
-                       "(no VMCOREINFO phys_base or kimage_voffset)", path=path) from None
-    return found.placed(paddr + delta, 8)
+                       "(no VMCOREINFO phys_base or kimage_voffset, no QEMU CR3 that maps it)", path=path)
+    return found.placed(vaddr, 8)
 
 
 def _token_table_near(mem: PhysicalMemory, hit: int, lo: int) -> bool:

@@ -33,7 +33,7 @@ def kallsyms(mem: PhysicalMemory, buf: Buffer, path: str) -> Kallsyms:
 
     if mem.info.vmcoreinfo:
         return ksyms.read_memory(mem, path)
-    table = ksyms.symbols_in_memory(mem, path)
+    table = ksyms.symbols_in_memory(mem, path, buf)
     if not table.kaslr_known:
         raise NotFound("the dump has no VMCOREINFO and the kernel's KASLR offset is unknown "
                        "(known only for x86_64 kernels with CONFIG_IKCONFIG)", path=path)

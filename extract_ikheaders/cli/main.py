@@ -509,8 +509,9 @@ def _info(image: str, as_json: bool, verify: bool) -> list[tuple[bool, str]]:
     if headers["status"] == "present":
         where = {"kernel": "built in", "module": "in this module", "dump": "in the dump's memory",
                  "archive": "the input is the archive"}[headers["in"]]
+        checked = "; xz structure checked, not decoded" if headers.get("verified") == "structure" else ""
         lines.append(f"headers:  {where} ({headers['method']}, {headers['size']:,} bytes at {headers['offset']:#x}, "
-                     f"sha256 {headers['sha256']})")
+                     f"sha256 {headers['sha256']}{checked})")
     else:
         lines.append(f"headers:  {headers['status']}: {headers.get('hint') or headers['reason']}")
     lines.append(f"config:   {config['status']}" + (f" ({config['method']})" if config["status"] == "present" else ""))

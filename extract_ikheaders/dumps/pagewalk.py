@@ -318,6 +318,21 @@ class ModuleSpace:
         return [r.vaddr + paddr - r.paddr for r in self.runs if r.paddr <= paddr < r.paddr + r.size]
 
 
+_LARGE = 2 << 20
+_IMAGE_SPACE = 1 << 30  # KERNEL_IMAGE_SIZE with KASLR: the image lies in the first GiB above __START_KERNEL_map
+
+
+def image_vaddr(tables: PageTables, paddr: int) -> int | None:
+    """The kernel-image virtual address (__START_KERNEL_map and up) of physical `paddr`, or None.
+    The image is mapped with 2 MiB pages there (level2_kernel_pgt): at most 512 lookups."""
+    page = paddr - paddr % _LARGE
+    for vaddr in range(START_KERNEL_MAP, START_KERNEL_MAP + _IMAGE_SPACE, _LARGE):
+        mapped = tables.translate(vaddr)
+        if isinstance(mapped, int) and mapped - mapped % _LARGE == page:
+            return paddr + vaddr - mapped
+    return None
+
+
 def _image_delta(leaves: list[Run]) -> int | None:
     """The kernel image's offset without VMCOREINFO: it is mapped with 2 MiB pages (level2_kernel_pgt),
     modules with 4 KiB pages, so the large pages above __START_KERNEL_map decide."""
