@@ -271,6 +271,44 @@ def test_volatility_pslist_on_a_qemu_dump(corpus: Corpus, tmp_path: Path) -> Non
     assert all(pid > max(truth) for pid in later) and len(later) <= 2
 
 
+def _system_map(path: Path) -> dict[str, int]:
+    addresses: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        addr, _, sym = line.split()
+        addresses.setdefault(sym, int(addr, 16))
+    return addresses
+
+
+@pytest.mark.parametrize("name", ["dump.elf", "dump.kdump-zlib"])
+def test_isf_of_a_7x_qemu_dump_places_every_symbol(corpus: Corpus, tmp_path: Path, name: str) -> None:
+    """7.2: kallsyms with place-relative offsets, located in memory and placed through QEMU's CR3;
+    every ISF symbol where the build's System.map has it (5-level paging: the warning says so)."""
+    dump = corpus.file("boot-7.2-y", name)
+    run = run_cli("--json", "--isf", tmp_path / "kernel.json", dump)
+    assert run.code == 0, run.stderr
+    report = run.json["isf"]
+    doc = json.loads((tmp_path / "kernel.json").read_bytes())
+    system_map = _system_map(corpus.file("k72y", "System.map"))
+    assert {sym: v["address"] for sym, v in doc["symbols"].items() if sym in system_map} == {
+        sym: system_map[sym] for sym in doc["symbols"] if sym in system_map}
+    assert len(doc["symbols"]) > 15000 and "init_task" in doc["symbols"] and report["paging_levels"] == 5
+    assert report["banner"].startswith(f"Linux version {corpus.release('7.2-y')} ")
+
+
+@pytest.mark.slow
+def test_volatility_pslist_on_a_7x_qemu_dump(corpus: Corpus, tmp_path: Path) -> None:
+    dump = corpus.file("boot-7.2-y-4level", "dump.elf")  # no5lvl: Volatility walks 4 levels only
+    out = tmp_path / "symbols"
+    out.mkdir()
+    run = run_cli("--isf", out / "kernel.json", dump)
+    assert run.code == 0, run.stderr
+    truth = _truth(corpus.stage("boot-7.2-y-4level"))
+    listed = {row["PID"]: row["COMM"] for row in _vol(tmp_path, out, dump, "linux.pslist")}
+    assert {pid: listed.get(pid) for pid in truth} == {pid: comm for pid, (comm, _) in truth.items()}
+    later = set(listed) - set(truth)  # only what started after ps ran
+    assert all(pid > max(truth) for pid in later) and len(later) <= 2
+
+
 # Volatility 3 on the real kdumps -------------------------------------------------------------------
 
 def _stage(corpus: Corpus, name: str) -> Path:
@@ -283,10 +321,11 @@ def _truth(stage: Path) -> dict[int, tuple[str, str]]:
     """pid -> (comm, args) from the guest's `ps -o pid,comm,args`, minus `ps` itself (gone by the panic).
 
     ps shows a kworker's comm with its workqueue ("kworker/0:1+eve"); the task's comm has no suffix.
+    A rescuer (6.9+) is named "kworker/R-<workqueue>" in the task itself: that stays.
     """
     rows: dict[int, tuple[str, str]] = {}
     for pid, comm, args in ps_rows(json.loads((stage / "truth.json").read_text())["ps"]):
-        comm = re.sub(r"^(kworker/[^+-]+)[+-].*$", r"\1", comm)
+        comm = re.sub(r"^(kworker/(?!R-)[^+-]+)[+-].*$", r"\1", comm)
         if comm != "ps":
             rows[pid] = (comm, args)
     assert len(rows) >= 10

@@ -288,6 +288,7 @@ def _kernel_source(path: str | os.PathLike[str] | None) -> Path | None:
 
 # --- configuration ---------------------------------------------------------------------------------
 
+_MS_EXTENSIONS = re.compile(rb"^#define CONFIG_CC_MS_EXTENSIONS ", re.M)  # kbuild's CC_FLAGS_DIALECT
 _DEFINE = re.compile(rb"^#define (CONFIG_[A-Za-z0-9_]+) (.*)$", re.M)
 _CONFIG_LINE = re.compile(rb"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", re.M)
 
@@ -369,6 +370,8 @@ def target_for(archive: bytes, autoconf: bytes, release: str | None = None) -> T
         flags += _arm_flags(autoconf, big)
     if _version(release) >= (6, 2):
         flags.append("-funsigned-char")  # kbuild's since 6.2: `char` is unsigned on every architecture
+    if _MS_EXTENSIONS.search(autoconf):  # 7.x headers include tagged structs anonymously (struct filename)
+        flags.append("-fms-extensions")
     return Target(arch, bits, _compiler_for(arch, bits, big), tuple(flags))
 
 
