@@ -361,6 +361,8 @@ def corpus_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, dict[str, Any]]]
     dumps.append(("kdump/vmcore", (kdir / "vmcore", kd["ground_truth"])))
     for kind, name in kd["makedumpfile_outputs"].items():
         dumps.append((f"kdump/{kind}", (kdir / name, kd["ground_truth"])))
+    seven = corpus.manifest["kdump_7"]
+    dumps.append(("kdump-7.2/vmcore", (corpus.root / seven["dir"] / "vmcore", seven["ground_truth"])))
     return dumps
 
 

@@ -437,6 +437,19 @@ def test_real_modular_kdumps_agree_with_system_map(corpus: Corpus, kdump: str) -
         _assert_matches(table.symbols, corpus.file("k61m", "System.map"), "6.1", table.kaslr_offset)
 
 
+def test_real_7x_kdump_through_vmcoreinfo(corpus: Corpus) -> None:
+    """7.2's VMCOREINFO lists kallsyms_offsets and no kallsyms_relative_base: each offset is read
+    relative to its own address; the located tables (placed through phys_base) give the same."""
+    vmcore = corpus.root / corpus.manifest["kdump_7"]["dir"] / "vmcore"
+    table = kallsyms.find_symbols(vmcore)
+    assert table.method == "vmcoreinfo" and table.kaslr_offset
+    _assert_matches(table.symbols, corpus.file("k72y", "System.map"), "7.2", table.kaslr_offset)
+    with _mapped(vmcore) as buf:
+        mem = open_dump(buf)
+        assert "SYMBOL(kallsyms_relative_base)" not in mem.info.vmcoreinfo
+        assert kallsyms.locate_in_memory(mem, "vmcore").symbols == table.symbols
+
+
 def test_real_kdump_located_equals_vmcoreinfo(corpus: Corpus) -> None:
     """Ignoring VMCOREINFO, the tables found by shape give the very same symbols."""
     kdump = corpus.root / corpus.manifest["kdump"]["dir"] / "vmcore.kdump-zlib-d31"
