@@ -10,8 +10,10 @@ Rows (tool : yardstick, the goal):
   (<= 1.2, <= 1.0); the stripped vmlinux (carving) : `xz -dc` of the archive (<= 0.5)
 - `--json --info -j 2` over the 7 bzImages : the same with `-j 1` (>= 1.8x faster)
 
-Usage: python bench/speed.py [--quick] [--only SUBSTRING] [--big VMLINUX]
+Usage: python bench/speed.py [--quick] [--only SUBSTRING] [--big VMLINUX] [--baseline TREE]
   --big: a debug vmlinux (bench/symbols.sh downloads Debian's); the archive is planted with objcopy.
+  --baseline: a checkout of an earlier commit (git worktree add ../before REV), measured in the same
+  hyperfine run as the tool (rows whose options it does not have are not).
 Commands run with the interpreter itself (a pyenv shim costs ~70 ms) and bytecode compiled.
 """
 
@@ -111,15 +113,16 @@ def rows(work: Path, big: Path | None) -> list[Row]:
     return out
 
 
-def measure(row: Row, work: Path, quick: bool) -> tuple[float, float, float]:
-    """(tool mean s, yardstick mean s, the ratio the goal is about)."""
+def measure(row: Row, work: Path, quick: bool, baseline: Path | None) -> tuple[float, float, float, float | None]:
+    """(tool mean s, yardstick mean s, the ratio the goal is about, the baseline's mean s or None)."""
     export = work / "run.json"
     runs = ["--runs", "3"] if quick else ["--min-runs", "7", "--warmup", "2"]
+    before = ["-n", "baseline", f"env PYTHONPATH={shlex.quote(str(baseline))} {row.tool}"] if baseline else []
     subprocess.run(["hyperfine", *runs, "-i", "--export-json", str(export), "-n", "tool", row.tool,
-                    "-n", "yardstick", row.yardstick], check=True, capture_output=True)
+                    "-n", "yardstick", row.yardstick, *before], check=True, capture_output=True)
     means = {r["command"]: r["mean"] for r in json.loads(export.read_text())["results"]}
     tool, yard = means["tool"], means["yardstick"]
-    return tool, yard, (yard / tool if row.goal.startswith(">=") else tool / yard)
+    return tool, yard, (yard / tool if row.goal.startswith(">=") else tool / yard), means.get("baseline")
 
 
 def met(goal: str, ratio: float) -> bool:
@@ -132,6 +135,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 runs a command, no warm-up")
     parser.add_argument("--only", help="rows whose name contains this")
     parser.add_argument("--big", type=Path, help="a big debug vmlinux to plant the archive in")
+    parser.add_argument("--baseline", type=Path, help="an earlier checkout, measured beside the tool")
     args = parser.parse_args()
     for tool in ("hyperfine", "nm", "xz", *(c.split()[0] for c in CODECS.values())):
         if shutil.which(tool) is None:
@@ -142,14 +146,16 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         work = Path(tmp)
-        print("| input, action | tool (s) | yardstick | yardstick (s) | ratio | goal | met |")
-        print("|---|---|---|---|---|---|---|")
+        print("| input, action | tool (s) | yardstick | yardstick (s) | ratio | goal | met | baseline (s) |")
+        print("|---|---|---|---|---|---|---|---|")
         for row in rows(work, args.big):
             if args.only and args.only not in row.name:
                 continue
-            tool, yard, ratio = measure(row, work, args.quick)
+            baseline = args.baseline if args.baseline and "--no-verify" not in row.tool else None
+            tool, yard, ratio, before = measure(row, work, args.quick, baseline)
+            shown = f"{before:.3f}" if before is not None else "-"
             print(f"| {row.name} | {tool:.3f} | {row.yardstick_name} | {yard:.3f} | {ratio:.2f} | {row.goal} | "
-                  f"{'yes' if met(row.goal, ratio) else 'NO'} |", flush=True)
+                  f"{'yes' if met(row.goal, ratio) else 'NO'} | {shown} |", flush=True)
 
 
 if __name__ == "__main__":
