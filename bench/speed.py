@@ -107,7 +107,7 @@ def rows(work: Path, big: Path | None) -> list[Row]:
         out.append(Row(f"debug vmlinux {planted.stat().st_size >> 20} MB --no-verify",
                        f"{TOOL} --no-verify -a /dev/null {q(str(planted))}",
                        f"nm {q(str(planted))} | grep -w kernel_headers_data", "nm | grep", "<= 1.0"))
-    images = " ".join(q(str(k61y / f"bzImage.{c}")) for c in CODECS * 2)  # enough for both workers to stay busy
+    images = " ".join(q(str(k61y / f"bzImage.{c}")) for c in [*CODECS, *CODECS])  # enough for both workers to stay busy
     out.append(Row("--json --info, 14 bzImages, -j 2", f"{TOOL} --json --info -j 2 {images} > /dev/null",
                    f"{TOOL} --json --info -j 1 {images} > /dev/null", "the same, -j 1", ">= 1.8"))
     return out
