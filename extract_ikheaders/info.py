@@ -139,7 +139,7 @@ def _options(config_text: bytes | None, found: Found | None) -> dict[str, str]:
         pattern = re.compile(rb"^CONFIG_([A-Z0-9_]+)=(.*)$", re.M)
         values = {k.decode(): v.decode(errors="replace") for k, v in pattern.findall(config_text)}
     elif found is not None:
-        autoconf = pipeline.archive_member(found.archive, "include/generated/autoconf.h") or b""
+        autoconf = pipeline.archive_member(found.archive, pipeline.AUTOCONF_H) or b""
         values = {k.decode(): ("m" if k.endswith(b"_MODULE") else v.decode(errors="replace"))
                   for k, v in re.findall(rb"^#define CONFIG_([A-Z0-9_]+) (.*)$", autoconf, re.M)}
         values.update({k[: -len("_MODULE")]: "m" for k in list(values) if k.endswith("_MODULE")})

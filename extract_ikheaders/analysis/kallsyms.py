@@ -34,7 +34,7 @@ from ..buffer import Buffer
 from ..dumps import pagewalk
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
-from ..elf.reader import ELF_MAGIC, SHF_ALLOC, SHT_NOBITS, CorruptElf, ElfImage, Section
+from ..elf.reader import ELF_MAGIC, CorruptElf, ElfImage, Section
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Layer
 from . import kallsyms_locate
@@ -294,8 +294,7 @@ def _relocated_word(elf: ElfImage, file_offset: int) -> int | None:
     """
     try:
         sections = elf.sections()
-        vaddr = next((s.addr + file_offset - s.offset for s in sections if s.flags & SHF_ALLOC
-                      and s.type != SHT_NOBITS and s.offset <= file_offset < s.offset + s.size), None)
+        vaddr = elf.vaddr_of(file_offset)
         if vaddr is None:
             return None
         wide = elf.bits == 64

@@ -91,15 +91,9 @@ def list_members(archive: bytes, *, max_members: int = DEFAULT_MAX_MEMBERS, max_
     return tuple(members)
 
 
-def read_member(archive: bytes, name: str, limit: int) -> bytes | None:
-    """The data of the regular file `name` (without its leading "./"), decoding the archive only up
-    to it; None when it is absent or larger than `limit` bytes."""
-    return read_members(archive, (name,), limit).get(name)
-
-
 def read_members(archive: bytes, names: tuple[str, ...], limit: int) -> dict[str, bytes]:
-    """The data of the regular files `names` that are present and at most `limit` bytes, in one
-    walk that stops at the last of them."""
+    """The data of the regular files `names` (without their leading "./") that are present and at
+    most `limit` bytes, decoding the archive only up to the last of them."""
     wanted, found = set(names), {}
     with _open_stream(archive, _Limits(DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, Damaged)) as stream:
         for info in stream:

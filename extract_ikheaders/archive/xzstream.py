@@ -180,7 +180,7 @@ def check_structure(archive: bytes | memoryview, base_offset: int = 0) -> Stream
     """What can be checked without decoding the archive (--no-verify): one xz stream that fills
     `archive` (zero padding allowed), whose header and footer agree, whose index (CRC32) accounts
     for every block, whose every block header (CRC32) gives the sizes the index gives, and whose
-    first block decodes to a tar of kernel headers. A truncated, shifted or spliced archive fails;
+    first block begins with a tar header. A truncated, shifted or spliced archive fails;
     a bit flipped inside a block's compressed data does not (only decoding finds that: verify()).
     The first header's name is not judged: symbols or markers frame an archive whatever it holds,
     and unpacking judges every name.

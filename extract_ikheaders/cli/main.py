@@ -7,7 +7,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -583,9 +582,6 @@ def _member_lines(found: Found, opts: Options) -> tuple[list[str], int]:
     return [m.stored for m in members], sum(1 for m in members if m.name)
 
 
-_UNPACK_LOCK = threading.Lock()
-
-
 def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
     """The unpacked tree, and a note when the directory is not ./kheaders-<release>.
 
@@ -602,7 +598,7 @@ def _unpack(found: Found, opts: Options) -> tuple[Extracted, str | None]:
     if opts.force and _inside(found.path, target):
         raise UsageError(f"{found.path} lies inside {target}, which --force would replace; "
                          "move the image or choose another directory")
-    with _UNPACK_LOCK, _locked_parent(target):
+    with _locked_parent(target):
         key = (found.sha256, str(target))
         if key in opts.unpacked:
             return opts.unpacked[key], name_note

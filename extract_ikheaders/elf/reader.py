@@ -224,14 +224,14 @@ class ElfImage:
         return merged
 
     def vaddr_of(self, offset: int) -> int | None:
-        """The link-time virtual address of file offset `offset`: from the PT_LOAD segment that
-        holds it (a stripped kernel keeps those), else the SHF_ALLOC section; None if neither does."""
-        for p in self.segments():
-            if p.type == PT_LOAD and p.offset <= offset < p.offset + p.filesz:
-                return p.vaddr + offset - p.offset
+        """The link-time virtual address of file offset `offset`: from the SHF_ALLOC section that
+        holds it, else the PT_LOAD segment (a file without section headers); None if neither does."""
         for s in self.sections():
             if s.flags & SHF_ALLOC and s.type != SHT_NOBITS and s.offset <= offset < s.offset + s.size:
                 return s.addr + offset - s.offset
+        for p in self.segments():
+            if p.type == PT_LOAD and p.offset <= offset < p.offset + p.filesz:
+                return p.vaddr + offset - p.offset
         return None
 
     # Segments ------------------------------------------------------------------------------

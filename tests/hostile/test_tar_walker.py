@@ -95,8 +95,9 @@ def test_member_lookup_stops_at_the_member() -> None:
     want.size = 5
     tail = want.tobuf(tarfile.GNU_FORMAT) + b"6.1.0".ljust(512, b"\0") + b"garbage that is no header".ljust(512, b"!")
     archive = lzma.compress(body + tail)
-    assert unpack.read_member(archive, "include/generated/utsrelease.h", 100) == b"6.1.0"
-    assert unpack.read_member(archive, "include/generated/utsrelease.h", 4) is None
+    name = "include/generated/utsrelease.h"
+    assert unpack.read_members(archive, (name,), 100) == {name: b"6.1.0"}
+    assert unpack.read_members(archive, (name,), 4) == {}
 
 
 def test_several_members_are_read_in_one_walk() -> None:
