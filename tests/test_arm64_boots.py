@@ -73,7 +73,7 @@ def test_arm64_ground_truth(corpus: Corpus, kernel: str) -> None:
     """The guest served the build's blob and .config, and handed QEMU its VMCOREINFO."""
     entry, truth, build = corpus.manifest["kernels"][kernel], corpus.truth(kernel), corpus.build(kernel)
     assert entry["arch"] == "arm64" and entry["page_size"] == 4096 == int(truth["vmcoreinfo"]["PAGESIZE"])
-    kstage = corpus.root / entry["dir"]
+    kstage = corpus.stage(entry["stage"])
     assert truth["release"] == build["release"] == truth["vmcoreinfo"]["OSRELEASE"]
     assert truth["config_sha256"] == build["config_sha256"] == sha256((kstage / "config").read_bytes())
     assert truth["vmcoreinfo"]["SYMBOL(swapper_pg_dir)"]
@@ -115,7 +115,7 @@ def test_arm64_capture_symbols_equal_system_map(corpus: Corpus, capture_path: An
     assert run.json["symbols"]["method"] == ("vmcoreinfo" if kind not in DERIVED else "located")
     symbols = [(int(addr, 16), typ, name) for addr, typ, name in
                (line.split(" ", 2) for line in out.read_text().splitlines())]
-    system_map = corpus.root / corpus.manifest["kernels"][kernel]["dir"] / "System.map"
+    system_map = corpus.stage(corpus.manifest["kernels"][kernel]["stage"]) / "System.map"
     expected = kallsyms_selection(system_map, not kernel.startswith("6.1"))
     assert Counter(symbols) == expected and len(symbols) > 5000
     assert run.json["symbols"]["count"] == len(symbols)
