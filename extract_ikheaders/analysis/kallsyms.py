@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from .. import pipeline
 from ..archive import locate
 from ..buffer import Buffer
-from ..dumps import pagewalk
+from ..dumps import pagewalk, paging_x86_64
+from ..dumps.paging import PageTables
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..elf.reader import ELF_MAGIC, CorruptElf, ElfImage, Section
@@ -184,8 +185,8 @@ def _placed_in_memory(found: kallsyms_locate.Located, mem: PhysicalMemory, start
         return found.placed(paddr + symbol_translation(mem.info.vmcoreinfo, path).delta, 8)
     except NotFound:
         pass
-    tops = pagewalk.qemu_cr3_tables(pagewalk.dump_notes(mem, dump_bytes)) if dump_bytes is not None else []
-    vaddr = pagewalk.image_vaddr(pagewalk.PageTables(mem, tops[0]), paddr) if tops else None
+    tops = paging_x86_64.qemu_cr3_tables(pagewalk.dump_notes(mem, dump_bytes)) if dump_bytes is not None else []
+    vaddr = paging_x86_64.image_vaddr(PageTables(mem, tops[0]), paddr) if tops else None
     if vaddr is None:
         raise NotFound(f"kallsyms at physical {paddr:#x} has place-relative offsets (the 7.x layout): symbol "
                        "addresses need the kernel image's virtual address, which the dump does not give "

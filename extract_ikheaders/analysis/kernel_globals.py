@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..dumps import pagewalk
+from ..dumps.paging import Miss, PageTables
 from ..dumps.physical import PhysicalMemory
 from .kallsyms import symbol_translation
 
@@ -206,11 +207,11 @@ def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: i
     if top is None or None in members or image.pointer != "<Q":
         return None
     list_off, state_off, name_off = (int(off or 0) for off in members)
-    tables = pagewalk.PageTables(image.mem, top)
+    tables = PageTables(image.mem, top)
 
     def read(vaddr: int, size: int) -> bytes:
         paddr = tables.translate(vaddr)
-        if isinstance(paddr, pagewalk.Miss) or (vaddr % pagewalk.PAGE) + size > pagewalk.PAGE:
+        if isinstance(paddr, Miss) or (vaddr % tables.paging.page) + size > tables.paging.page:
             return b""
         return image.mem.read_some(paddr, size)
 
