@@ -30,8 +30,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, 
         if release is not None:
             report["release"] = release
     if found is None and options.get("IKHEADERS") == "m":
+        in_dump = any(layer["format"] == "physical memory" for layer in report.get("layers", ()))
         report["headers"]["status"] = "module"
-        report["headers"]["hint"] = module_hint(report.get("release"))
+        report["headers"]["hint"] = dump_module_hint() if in_dump else module_hint(report.get("release"))
     if found is None and report["config"]["status"] == "absent" and report.get("release") is None:
         raise NotFound("not a kernel image (no kernel headers, no .config, no Linux banner or version)", path=name)
     platform = _platform(name, found, config_text)
@@ -49,8 +50,9 @@ def explained(exc: NotFound, name: str) -> NotFound:
         config = pipeline.find_config(name)
     except (NotFound, Damaged):
         return exc
-    if _options(config.text, None).get("IKHEADERS") != "m":
-        return exc
+    in_dump = any(layer.format == "physical memory" for layer in config.layers)
+    if _options(config.text, None).get("IKHEADERS") != "m" or in_dump:
+        return exc  # a dump's own reason already says what =m means there
     title = _config_title(config.text)
     return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}", path=exc.path,
                     layer=exc.layer)
@@ -61,6 +63,13 @@ def module_hint(release: str | None) -> str:
     where = (f" (/lib/modules/{imagetext.name_part(release)}/kernel/kernel/kheaders.ko on a system running it)"
              if imagetext.name_part(release) else "")
     return f"CONFIG_IKHEADERS=m: the headers are in the module kheaders.ko{where}; give that file"
+
+
+def dump_module_hint() -> str:
+    """Where a CONFIG_IKHEADERS=m kernel's headers are when its crash dump does not give them."""
+    return ("CONFIG_IKHEADERS=m: a dump holds the headers only while kheaders.ko is loaded (see the reason: "
+            "the module was not loaded, or its pages could not be read through the page tables); "
+            "otherwise give the kheaders.ko file")
 
 
 def _release_without_headers(name: str) -> str | None:

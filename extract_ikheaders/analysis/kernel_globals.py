@@ -199,8 +199,8 @@ def _init_mm(image: _Image, offsets: Offsets, pgd: int) -> int | None:
 
 def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: int) -> int | None:
     """`modules`: a list_head in the kernel's data near init_task whose entries (module space,
-    read through the page tables) are struct modules linked back to it. x86_64 only; an empty
-    list cannot be recognised."""
+    read through the page tables) are struct modules linked back to it. 64-bit little-endian kernels
+    whose VMCOREINFO names the top table (x86_64, arm64); an empty list cannot be recognised."""
 
     members = [offsets("module", name) for name in ("list", "state", "name")]
     top = pagewalk.vmcoreinfo_table(info)
