@@ -37,6 +37,7 @@ from .kdump import (
     read_sub_header,  # offset_note/size_note are not kept
 )
 from .physical import PhysicalMemory
+from .split import SplitSetMemory
 
 PAGE = 4096
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map
@@ -103,6 +104,8 @@ def top_tables(mem: PhysicalMemory, buf: Buffer) -> list[TopTable]:
 
 def dump_notes(mem: PhysicalMemory, buf: Buffer) -> list[tuple[str, bytes]]:
     """(name, desc) of the dump's ELF notes: the core's PT_NOTEs, or a kdump sub-header's notes."""
+    if isinstance(mem, SplitSetMemory):
+        return _kdump_notes(mem.lead)  # every part repeats the notes
     if isinstance(mem, KdumpMemory):
         return _kdump_notes(mem)
     if mem.info.format != "elf-core":
