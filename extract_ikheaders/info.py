@@ -21,6 +21,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, 
     name = os.fspath(path)
     report: dict[str, Any] = {"input": name}
     found = _headers(name, report, verify)
+    split = pipeline.split_report(name)
+    if split is not None:
+        report["split"] = split
     config_text = _config(name, report)
     options = _options(config_text, found)
     report["options"] = options
@@ -52,8 +55,9 @@ def explained(exc: NotFound, name: str) -> NotFound:
     if _options(config.text, None).get("IKHEADERS") != "m":
         return exc
     title = _config_title(config.text)
-    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}", path=exc.path,
-                    layer=exc.layer)
+    split = pipeline.split_note(name)  # a lone split part: the module's pages may be in another part
+    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}"
+                    + (f"; {split}" if split else ""), path=exc.path, layer=exc.layer)
 
 
 def module_hint(release: str | None) -> str:

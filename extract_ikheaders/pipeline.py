@@ -338,7 +338,7 @@ def group_inputs(paths: Sequence[str]) -> tuple[str, ...]:
     find_config, open_kernel, info) reads that name as one dump. Only the files given are read: a
     part's header never sends us looking for its siblings. UsageError for parts of different dumps
     of which one is incomplete (parts mixed up), for overlapping ranges and for a file given twice."""
-    parts = [part for part in map(_split_part, dict.fromkeys(paths)) if part is not None]
+    parts = [part for part in map(_split_part, paths) if part is not None]
     if len(parts) < 2:
         return tuple(paths)
     _refuse_repeats(parts)
@@ -377,9 +377,20 @@ def _refuse_repeats(parts: list[split.Part]) -> None:
     for part in parts:
         real = os.path.realpath(part.path)
         if real in seen:
-            raise UsageError(f"{part.path} and {seen[real]} are the same file: give each part of a "
-                             f"makedumpfile --split dump once")
+            same = "is given twice" if seen[real] == part.path else f"is the same file as {seen[real]}"
+            raise UsageError(f"{same}: give each part of a makedumpfile --split dump once", path=part.path)
         seen[real] = part.path
+
+
+def split_note(name: str) -> str | None:
+    """What a failure on a lone split part, or on a set with parts missing, must add: which pfns
+    the parts not given hold."""
+    report = split_report(name)
+    if report is None or not report["missing"]:
+        return None
+    missing = ", ".join(f"{m['start_pfn']:#x}-{m['end_pfn'] - 1:#x}" for m in report["missing"])
+    return (f"the makedumpfile --split dump's pfns {missing} (of {report['max_mapnr']:#x}) are in parts not "
+            f"given, which are needed for the rest")
 
 
 def split_report(name: str) -> dict[str, Any] | None:

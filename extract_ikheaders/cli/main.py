@@ -173,6 +173,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     try:
         action = choose.action(ctx)
         choose.check_applicable(ctx, action, images)
+        images = _grouped(images)
         _check_options(opts, len(images))
         if action == "analysis":
             _check_analysis(outputs, len(images), as_json)
@@ -187,6 +188,17 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
         return _dispatch(action, images, jobs, opts, outputs, live, root)
     except BrokenPipeError:
         raise StdoutClosed("stdout was closed") from None  # not an OSError: click would make that exit 1
+
+
+def _grouped(images: tuple[str, ...]) -> tuple[str, ...]:
+    """The parts of a makedumpfile --split dump given together are one IMAGE (stdin never is a part)."""
+    if len(images) < 2:
+        return images
+    files = tuple(image for image in images if image != "-")
+    grouped = iter(pipeline.group_inputs(files))
+    if len(files) == len(images):
+        return tuple(grouped)
+    return tuple(image for image in (*grouped, "-"))
 
 
 def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,
@@ -527,6 +539,8 @@ def _info(image: str, as_json: bool, verify: bool) -> list[tuple[bool, str]]:
         lines.append(f"banner:   {report['banner']}")
     chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
     lines.append(f"layers:   {chain or '(none)'}")
+    if report.get("split"):
+        lines.append(f"split:    {_split_line(report['split'])}")
     if headers["status"] == "present":
         where = {"kernel": "built in", "module": "in this module", "dump": "in the dump's memory",
                  "archive": "the input is the archive"}[headers["in"]]
@@ -551,6 +565,17 @@ def _arch_line(report: dict[str, Any]) -> str:
     order = f"{report['endian']}-endian" if report.get("endian") else "byte order unknown"
     source = f" ({platform['source']})" if platform.get("source") else ""
     return f"{report['arch']}, {size}{order}{source}"
+
+
+def _split_line(split: dict[str, Any]) -> str:
+    """'3 parts of a makedumpfile --split dump, whole (pfns 0x0-0x17fd9)', or what is missing."""
+    parts, last = split["parts"], split["max_mapnr"] - 1
+    what = f"{len(parts)} parts of a makedumpfile --split dump" if len(parts) > 1 else \
+        "one part of a makedumpfile --split dump"
+    if not split["missing"]:
+        return f"{what}, whole (pfns 0x0-{last:#x})"
+    missing = ", ".join(f"{m['start_pfn']:#x}-{m['end_pfn'] - 1:#x}" for m in split["missing"])
+    return f"{what}; pfns {missing} (of 0x0-{last:#x}) are in parts not given, which are needed for the rest"
 
 
 def _write_config(image: str, dest: str) -> dict[str, Any]:

@@ -56,8 +56,8 @@ def check_ranges(parts: Sequence[Part]) -> list[tuple[int, int]]:
     first = parts[0]
     for part in parts[1:]:
         if part.header.identity != first.header.identity:
-            raise UsageError(f"{part.path} and {first.path} are parts of different makedumpfile --split dumps "
-                             f"(their headers differ: {_difference(first.header, part.header)})")
+            raise UsageError(f"is a part of another makedumpfile --split dump than {first.path} (their headers "
+                             f"differ: {_difference(first.header, part.header)})", path=part.path)
     for part in parts:
         if not 0 <= part.header.start_pfn <= part.header.end_pfn <= part.header.max_mapnr:
             raise Damaged(f"its split range {part.header.start_pfn:#x}-{part.header.end_pfn:#x} does not lie "
@@ -65,8 +65,8 @@ def check_ranges(parts: Sequence[Part]) -> list[tuple[int, int]]:
     missing, covered, holder = [], 0, first
     for part in sorted((p for p in parts if not p.empty), key=lambda p: p.header.start_pfn):
         if part.header.start_pfn < covered:
-            raise UsageError(f"{part.path} ({part.header.split_range()}) overlaps {holder.path} "
-                             f"({holder.header.split_range()}): the parts of one dump hold disjoint pfn ranges")
+            raise UsageError(f"its {part.header.split_range()} overlap the {holder.header.split_range()} of "
+                             f"{holder.path}: the parts of one dump hold disjoint pfn ranges", path=part.path)
         if part.header.start_pfn > covered:
             missing.append((covered, part.header.start_pfn))
         covered, holder = part.header.end_pfn, part
