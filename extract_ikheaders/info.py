@@ -72,7 +72,7 @@ def _release_without_headers(name: str) -> str | None:
     `Linux version` banner of an uncompressed image."""
     with pipeline.open_input(name) as buf:
         banner = pipeline.find_banner(buf)
-        return bzimage.kernel_version(buf) or (banner[0] if banner else None)
+        return bzimage.kernel_version(buf) or (banner[0] if banner else None) or pipeline.dump_release(buf)
 
 
 def _config_title(config_text: bytes | None) -> tuple[str, str] | None:

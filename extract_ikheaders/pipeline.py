@@ -158,6 +158,15 @@ def _open_dump(buf: Buffer) -> PhysicalMemory | None:
         return None
 
 
+def dump_release(buf: Buffer) -> str | None:
+    """A crash dump's release from its metadata (VMCOREINFO, a kdump header's utsname), or None."""
+    try:
+        mem = _open_dump(buf)
+    except ExtractError:
+        return None
+    return (mem.info.vmcoreinfo.get("OSRELEASE") or mem.info.release) if mem is not None else None
+
+
 def _whole_stream(chunks: Iterator[bytes]) -> bytearray:
     """A decoded payload in one buffer (chunks are capped at compression.MAX_IMAGE by _peel_one)."""
     data = bytearray()

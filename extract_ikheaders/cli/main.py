@@ -179,7 +179,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
             _check_analysis(outputs, len(images), as_json)
         if kernel_source is not None and debuginfo_out is None and isf_out is None:
             raise UsageError("--kernel-source goes with --debuginfo or --isf")
-    except UsageError as exc:
+    except (UsageError, Damaged) as exc:  # Damaged: a split part's header, read to group the inputs
         if as_json:  # a record for every input all the same, so a batch report has one per input
             for image in images or ("-",):
                 click.echo(records.error_record(action, image, exc))
