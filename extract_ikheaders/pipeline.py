@@ -364,7 +364,19 @@ def group_inputs(paths: Sequence[str]) -> tuple[str, ...]:
             name = SET_JOIN.join(ordered)
             _SETS[name] = ordered
             set_of.update(dict.fromkeys(ordered, name))
-    return tuple(dict.fromkeys(set_of.get(path, path) for path in paths)) if set_of else tuple(paths)
+    return _with_sets(paths, set_of)
+
+
+def _with_sets(paths: Sequence[str], set_of: dict[str, str]) -> tuple[str, ...]:
+    """`paths`, each set's name where its first part was, its other parts dropped."""
+    inputs: list[str] = []
+    for path in paths:
+        name = set_of.get(path)
+        if name is None:
+            inputs.append(path)
+        elif name not in inputs:
+            inputs.append(name)
+    return tuple(inputs)
 
 
 def set_parts(name: str) -> tuple[str, ...] | None:
@@ -373,6 +385,8 @@ def set_parts(name: str) -> tuple[str, ...] | None:
 
 
 def _split_part(path: str) -> split.Part | None:
+    if path == "-":
+        return None  # stdin (the CLI spools it later) is never a part
     try:
         with _mapped(path) as buf:
             header = split.part_header(buf)

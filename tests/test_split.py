@@ -113,6 +113,9 @@ def test_set_with_a_part_missing_is_damaged_and_says_so(tmp_path: Path) -> None:
     assert run.stderr.startswith(f"extract-ikheaders: {parts[0]} + {parts[1]}: ")
     assert "pfn 0x105-0x10f: in a part of the makedumpfile --split dump that was not given" in run.stderr
     assert "the given parts of this makedumpfile --split dump lack pfns 0x105-0x10f (of 0x110)" in run.stderr
+    record = run_cli("--json", "-a", tmp_path / "out", parts[0], parts[1]).json
+    assert record["parts"] == [str(parts[0]), str(parts[1])] and record["error"]["exit"] == 3
+    assert record["error"]["message"] == run.stderr.removeprefix("extract-ikheaders: ").rstrip("\n")
 
 
 def test_parts_of_different_dumps_are_refused(tmp_path: Path) -> None:
@@ -201,8 +204,9 @@ def test_grouping_leaves_other_inputs_alone(tmp_path: Path) -> None:
     parts = _write_parts(tmp_path)
     other = tmp_path / "other"
     other.write_bytes(b"not a dump")
-    grouped = pipeline.group_inputs([str(other), str(parts[1]), "missing", str(parts[0]), str(parts[2])])
-    assert grouped == (str(other), " + ".join(map(str, parts)), "missing")
+    grouped = pipeline.group_inputs([str(other), str(parts[1]), "missing", str(parts[0]), "-", str(parts[2]),
+                                     str(other)])
+    assert grouped == (str(other), " + ".join(map(str, parts)), "missing", "-", str(other))
     assert pipeline.group_inputs([str(parts[0])]) == (str(parts[0]),)
 
 

@@ -192,13 +192,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
 
 def _grouped(images: tuple[str, ...]) -> tuple[str, ...]:
     """The parts of a makedumpfile --split dump given together are one IMAGE (stdin never is a part)."""
-    if len(images) < 2:
-        return images
-    files = tuple(image for image in images if image != "-")
-    grouped = iter(pipeline.group_inputs(files))
-    if len(files) == len(images):
-        return tuple(grouped)
-    return tuple(image for image in (*grouped, "-"))
+    return pipeline.group_inputs(images) if len(images) > 1 else images
 
 
 def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,

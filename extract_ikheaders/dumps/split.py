@@ -134,7 +134,12 @@ class SplitSetMemory(PhysicalMemory):
             if part is None:
                 break
             wanted = min(size, part.header.end_pfn * self.page_size - paddr)
-            data = part.read_some(paddr, wanted)
+            try:
+                data = part.read_some(paddr, wanted)
+            except Damaged:
+                if parts:  # only the very first page's damage is raised (the PhysicalMemory contract)
+                    break
+                raise
             parts.append(data)
             paddr, size = paddr + len(data), size - len(data)
             if len(data) < wanted:
