@@ -8,10 +8,15 @@ any other change the major, and CHANGELOG.md records both.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import imagetext
+from .. import imagetext, lazy
 from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, ToolError, UnsafeArchive, UsageError
+
+if TYPE_CHECKING:
+    from .. import pipeline
+else:
+    pipeline = lazy.module("extract_ikheaders.pipeline")  # loaded already by whatever made the record
 
 SCHEMA_VERSION = "1.2"
 
@@ -60,8 +65,6 @@ def error_record(action: str, image: str, exc: ExtractError, report: dict[str, A
 
 def _parts(image: str) -> dict[str, Any]:
     """`parts`: the files of a makedumpfile --split dump read as this one input."""
-    from .. import pipeline  # loaded already by whatever made the record
-
     parts = pipeline.set_parts(image)
     return {"parts": list(parts)} if parts is not None else {}
 
