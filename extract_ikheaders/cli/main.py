@@ -163,7 +163,8 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     Android boot.img, a kheaders.ko module (also
     .ko.xz/.ko.zst/.ko.gz), a crash image (ELF vmcore, kdump-compressed, flattened, LiME, raw
     memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
-    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
+    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given;
+    the parts of a makedumpfile --split dump given together, in any order, are one IMAGE.
     """
     ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
