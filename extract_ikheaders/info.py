@@ -21,6 +21,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, 
     name = os.fspath(path)
     report: dict[str, Any] = {"input": name}
     found = _headers(name, report, verify)
+    split = pipeline.split_report(name)
+    if split is not None:
+        report["split"] = split
     config_text = _config(name, report)
     options = _options(config_text, found)
     report["options"] = options
@@ -54,8 +57,9 @@ def explained(exc: NotFound, name: str) -> NotFound:
     if _options(config.text, None).get("IKHEADERS") != "m" or in_dump:
         return exc  # a dump's own reason already says what =m means there
     title = _config_title(config.text)
-    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}", path=exc.path,
-                    layer=exc.layer)
+    split = pipeline.split_note(name)  # a lone split part: the module's pages may be in another part
+    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}"
+                    + (f"; {split}" if split else ""), path=exc.path, layer=exc.layer)
 
 
 def module_hint(release: str | None) -> str:
@@ -77,7 +81,7 @@ def _release_without_headers(name: str) -> str | None:
     `Linux version` banner of an uncompressed image."""
     with pipeline.open_input(name) as buf:
         banner = pipeline.find_banner(buf)
-        return bzimage.kernel_version(buf) or (banner[0] if banner else None)
+        return bzimage.kernel_version(buf) or (banner[0] if banner else None) or pipeline.dump_release(buf)
 
 
 def _config_title(config_text: bytes | None) -> tuple[str, str] | None:

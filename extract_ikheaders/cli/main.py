@@ -163,7 +163,8 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     Android boot.img, a kheaders.ko module (also
     .ko.xz/.ko.zst/.ko.gz), a crash image (ELF vmcore, kdump-compressed, flattened, LiME, raw
     memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
-    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
+    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given;
+    the parts of a makedumpfile --split dump given together, in any order, are one IMAGE.
     """
     ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
@@ -173,12 +174,13 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     try:
         action = choose.action(ctx)
         choose.check_applicable(ctx, action, images)
+        images = _grouped(images)
         _check_options(opts, len(images))
         if action == "analysis":
             _check_analysis(outputs, len(images), as_json)
         if kernel_source is not None and debuginfo_out is None and isf_out is None:
             raise UsageError("--kernel-source goes with --debuginfo or --isf")
-    except UsageError as exc:
+    except (UsageError, Damaged) as exc:  # Damaged: a split part's header, read to group the inputs
         if as_json:  # a record for every input all the same, so a batch report has one per input
             for image in images or ("-",):
                 click.echo(records.error_record(action, image, exc))
@@ -187,6 +189,11 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
         return _dispatch(action, images, jobs, opts, outputs, live, root)
     except BrokenPipeError:
         raise StdoutClosed("stdout was closed") from None  # not an OSError: click would make that exit 1
+
+
+def _grouped(images: tuple[str, ...]) -> tuple[str, ...]:
+    """The parts of a makedumpfile --split dump given together are one IMAGE (stdin never is a part)."""
+    return pipeline.group_inputs(images) if len(images) > 1 else images
 
 
 def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,
@@ -527,6 +534,8 @@ def _info(image: str, as_json: bool, verify: bool) -> list[tuple[bool, str]]:
         lines.append(f"banner:   {report['banner']}")
     chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
     lines.append(f"layers:   {chain or '(none)'}")
+    if report.get("split"):
+        lines.append(f"split:    {_split_line(report['split'])}")
     if headers["status"] == "present":
         where = {"kernel": "built in", "module": "in this module", "dump": "in the dump's memory",
                  "archive": "the input is the archive"}[headers["in"]]
@@ -551,6 +560,17 @@ def _arch_line(report: dict[str, Any]) -> str:
     order = f"{report['endian']}-endian" if report.get("endian") else "byte order unknown"
     source = f" ({platform['source']})" if platform.get("source") else ""
     return f"{report['arch']}, {size}{order}{source}"
+
+
+def _split_line(split: dict[str, Any]) -> str:
+    """'3 parts of a makedumpfile --split dump, whole (pfns 0x0-0x17fd9)', or what is missing."""
+    parts, last = split["parts"], split["max_mapnr"] - 1
+    what = f"{len(parts)} parts of a makedumpfile --split dump" if len(parts) > 1 else \
+        "one part of a makedumpfile --split dump"
+    if not split["missing"]:
+        return f"{what}, whole (pfns 0x0-{last:#x})"
+    missing = ", ".join(f"{m['start_pfn']:#x}-{m['end_pfn'] - 1:#x}" for m in split["missing"])
+    return f"{what}; pfns {missing} (of 0x0-{last:#x}) are in parts not given, which are needed for the rest"
 
 
 def _write_config(image: str, dest: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from .kdump import (
 )
 from .paging import Miss, PageTables, Run, TopTable, merge_runs
 from .physical import PhysicalMemory
+from .split import SplitSetMemory
 
 _MAX_NOTES = 1 << 24
 _FEED = 1 << 20  # bytes gathered before each decoder step
@@ -72,6 +73,8 @@ def vmcoreinfo_table(info: dict[str, str]) -> TopTable | None:
 
 def dump_notes(mem: PhysicalMemory, buf: Buffer) -> list[tuple[str, bytes]]:
     """(name, desc) of the dump's ELF notes: the core's PT_NOTEs, or a kdump sub-header's notes."""
+    if isinstance(mem, SplitSetMemory):
+        return _kdump_notes(mem.lead)  # every part repeats the notes
     if isinstance(mem, KdumpMemory):
         return _kdump_notes(mem)
     if mem.info.format != "elf-core":

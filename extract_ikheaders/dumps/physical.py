@@ -48,6 +48,7 @@ class DumpInfo:
     release: str | None = None  # from the format's own header (kdump utsname)
     outer: tuple[Layer, ...] = ()  # layers around the dump itself (flattened)
     length: int | None = None  # the dump's size when it is not the input's (rebuilt from flattened)
+    partial: str | None = None  # why memory is missing by design (a split part alone): said in every failure
 
 
 class PhysicalMemory(ABC):
