@@ -22,6 +22,7 @@ from extract_ikheaders.elf.reader import PT_LOAD, ElfImage
 
 PAGE = 4096
 _CHUNK = 8 << 20
+ET_CORE, PT_NOTE = 4, 4
 CODEC_FLAGS = {"zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
 
 
@@ -85,6 +86,32 @@ def elf_core(segments: list[Seg], notes: Iterable[tuple[str, int, bytes]] = (),
     if xnum:
         out.write(struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 0, 0, phnum, 0, 0))
     return out.getvalue()
+
+
+def machine_core(machine: int, bits: int, endian: str, memory: bytes, paddr: int,
+                 notes: list[tuple[str, bytes]]) -> bytes:
+    """An ET_CORE of any class and byte order (e_machine `machine`): PT_NOTE, then one PT_LOAD of
+    `memory` at physical `paddr`."""
+    def note(name: str, desc: bytes) -> bytes:
+        raw = name.encode() + b"\0"
+        return struct.pack(f"{endian}III", len(raw), len(desc), 0) + _pad4(raw) + _pad4(desc)
+
+    blob = b"".join(note(name, desc) for name, desc in notes)
+    ehsize, phentsize = (64, 56) if bits == 64 else (52, 32)
+    data_at = ehsize + 2 * phentsize
+    ident = b"\x7fELF" + bytes([2 if bits == 64 else 1, 1 if endian == "<" else 2, 1]) + bytes(9)
+    word = "Q" if bits == 64 else "I"
+    header = ident + struct.pack(f"{endian}HHI{word}{word}{word}IHHHHHH", ET_CORE, machine, 1, 0, ehsize, 0, 0,
+                                 ehsize, phentsize, 2, 0, 0, 0)
+    if bits == 64:
+        phdrs = (struct.pack(f"{endian}IIQQQQQQ", PT_NOTE, 0, data_at, 0, 0, len(blob), len(blob), 4)
+                 + struct.pack(f"{endian}IIQQQQQQ", PT_LOAD, 7, data_at + len(blob), 0, paddr, len(memory),
+                               len(memory), 0))
+    else:
+        phdrs = (struct.pack(f"{endian}IIIIIIII", PT_NOTE, data_at, 0, 0, len(blob), len(blob), 0, 4)
+                 + struct.pack(f"{endian}IIIIIIII", PT_LOAD, data_at + len(blob), 0, paddr, len(memory), len(memory),
+                               7, 0))
+    return header + phdrs + blob + memory
 
 
 def _ehdr(phnum: int, shoff: int = 0) -> bytes:

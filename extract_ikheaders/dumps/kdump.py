@@ -29,7 +29,7 @@ from .. import imagetext
 from ..buffer import Buffer
 from ..compression import decode_lzo1x
 from ..errors import Damaged, NotMine
-from ..model import Layer
+from ..model import Layer, uname_platform
 from .physical import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, parse_vmcoreinfo, release_mapping
 
 SIGNATURE = b"KDUMP   "
@@ -213,7 +213,8 @@ class KdumpMemory(PhysicalMemory):
                   f"{header.layout.name}, page size {header.block_size}")
         if header.release:
             detail += f", {header.machine or 'unknown machine'} {header.release}"
-        self.info = DumpInfo("kdump", detail, header.vmcoreinfo, header.release or None, outer, len(src))
+        platform = uname_platform(header.machine, f"kdump header (machine {header.machine})")
+        self.info = DumpInfo("kdump", detail, header.vmcoreinfo, header.release or None, outer, len(src), platform)
 
     @property
     def source(self) -> Source:
