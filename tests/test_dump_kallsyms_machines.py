@@ -215,5 +215,5 @@ def test_unknown_translation_is_one_line() -> None:
         kallsyms.read_dump(core, "core")
     message = str(caught.value)
     assert "\n" not in message
-    assert "cannot place the kernel image of a riscv 64-bit dump in physical memory" in message
+    assert "cannot place the kernel image of this riscv 64-bit dump in physical memory" in message
     assert open_dump(core).info.platform is not None

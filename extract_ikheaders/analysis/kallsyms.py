@@ -3,7 +3,10 @@
 A dump is read through VMCOREINFO first: Linux 6.0+ puts `SYMBOL(kallsyms_*)` entries there, the
 running kernel's addresses (KASLR applied) of the tables. They lie in the kernel image, which is
 physically contiguous, so each is read at __pa_symbol(addr): x86_64 `addr - __START_KERNEL_map +
-phys_base`, arm64 `addr - kimage_voffset`. Dumps without them (QEMU dumps, older kernels) and every
+phys_base`, arm64 `addr - kimage_voffset`, s390 `addr` (6.10+: `addr - KERNELOFFSET +
+KERNELOFFPHYS`), ppc64 `addr - 0xc000000000000000`, 32-bit arm and powerpc through the linear map
+(see _linear_32_translation); in the word size and byte order of the dumped machine (the ELF core's
+class and data, a kdump header's utsname). Dumps without them (QEMU dumps, older kernels) and every
 other image are searched for the tables by their shape (kallsyms_locate.py); in a dump the kernel
 has already relocated kallsyms_relative_base, so the addresses are the running kernel's too.
 
@@ -459,7 +462,7 @@ def symbol_translation(info: dict[str, str], path: str, platform: Platform | Non
         return _Translate(_PPC64_PAGE_OFFSET, _PPC64_PAGE_OFFSET)
     if arch in ("arm", "powerpc") and bits == 32 and lowest_ram is not None and "SYMBOL(_stext)" in info:
         return _linear_32_translation(info, path, lowest_ram)
-    machine = f"a {arch} {bits}-bit" if arch else "an unknown machine's"
+    machine = f"this {arch} {bits}-bit" if arch else "this unknown machine's"
     raise NotFound(f"cannot place the kernel image of {machine} dump in physical memory: VMCOREINFO says "
                    "neither phys_base (x86_64) nor kimage_voffset (arm64), and no rule for it is known", path=path)
 
