@@ -168,8 +168,9 @@ def compress_page(codec: str, page: bytes) -> tuple[bytes, int]:
 def kdump_file(pages: dict[int, bytes], *, codec: str = "zlib", ram: Iterable[int] | None = None,
                max_mapnr: int | None = None, info: bytes = b"", release: str = "6.1.0-synthetic",
                dump_level: int = 31, stored: dict[int, tuple[bytes, int]] | None = None,
-               desc_override: dict[int, tuple[int, int]] | None = None) -> bytes:
-    """A 64-bit little-endian kdump-compressed file (header_version 6) holding `pages` (pfn -> 4 KiB).
+               desc_override: dict[int, tuple[int, int]] | None = None, machine: str = "x86_64") -> bytes:
+    """A 64-bit little-endian kdump-compressed file (header_version 6) holding `pages` (pfn -> 4 KiB),
+    its utsname.machine `machine`.
 
     `ram`: pfns in the 1st bitmap (default: the dumped ones); `stored`: per-pfn (bytes, flags) to
     store instead of compressing; `desc_override`: per-pfn (offset, size) to write in its descriptor.
@@ -191,7 +192,7 @@ def kdump_file(pages: dict[int, bytes], *, codec: str = "zlib", ram: Iterable[in
         offset, size = (desc_override or {}).get(pfn, (data_at + len(blobs), len(data)))
         descs += struct.pack("<qIIQ", offset, size, flags, 0)
         blobs += data
-    uts = b"".join(f.encode().ljust(65, b"\0") for f in ("Linux", "synthetic", release, "#1", "x86_64", ""))
+    uts = b"".join(f.encode().ljust(65, b"\0") for f in ("Linux", "synthetic", release, "#1", machine, ""))
     header = struct.pack("<8si390s6xqqIiiIIIIIIi", b"KDUMP   ", 6, uts, 0, 0, CODEC_FLAGS.get(codec, 0), PAGE,
                          sub_blocks, 2 * bitmap_len // PAGE, top, len(pages), 0, len(pages), 0, 1)
     sub = struct.pack("<QiiQQqQqQqQQQQ", 0, dump_level, 0, 0, top, info_at if info else 0, len(info),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Corpus, run_cli
-from dump_builders import machine_core
+from dump_builders import kdump_file, machine_core, pages_of
 from kallsyms_builder import encode, kernel_symbols
 from test_kallsyms import kallsyms_selection
 
@@ -22,6 +22,7 @@ from extract_ikheaders.analysis import kallsyms
 from extract_ikheaders.dumps.search import open_dump
 from extract_ikheaders.elf.reader import PT_LOAD, ElfImage
 from extract_ikheaders.errors import NotFound
+from extract_ikheaders.model import Platform
 
 Expected = Counter[tuple[int, str, str]]
 
@@ -163,9 +164,17 @@ def test_symbols_located_without_vmcoreinfo_kallsyms(corpus: Corpus, tmp_path: P
 # Synthetic cores: the translation rules and their errors -----------------------------------------
 
 
-def _synthetic(e_machine: int, bits: int, endian: str, ram_start: int, kernel_paddr: int, vaddr: int,
-               layout: str = "6.1", extra: str = "") -> tuple[bytes, list[tuple[int, str, str]]]:
-    """A core whose RAM (from ram_start) holds a kallsyms at physical kernel_paddr, virtual vaddr."""
+@dataclass(frozen=True)
+class _Kernel:
+    memory: bytes  # RAM from its start
+    vmcoreinfo: bytes
+    symbols: list[tuple[int, str, str]]
+
+
+def _kernel(bits: int, endian: str, ram_start: int, kernel_paddr: int, vaddr: int, layout: str = "6.1",
+            extra: str = "") -> _Kernel:
+    """RAM (from ram_start) holding a kallsyms at physical kernel_paddr, virtual vaddr, and the
+    VMCOREINFO that names its tables."""
     word = bits // 8
     enc = encode(kernel_symbols(600, vaddr + 0x1000, word=word), word=word, endian=endian, layout=layout,
                  vaddr=vaddr)
@@ -174,8 +183,15 @@ def _synthetic(e_machine: int, bits: int, endian: str, ram_start: int, kernel_pa
     info = f"OSRELEASE=6.1.0\nSYMBOL(_stext)={vaddr:x}\n{extra}" + "".join(
         f"SYMBOL({name})={vaddr + at:x}\n" for name, at in enc.labels.items() if name.startswith("kallsyms_")
         and name not in ("kallsyms_markers", "kallsyms_seqs_of_names"))
-    core = machine_core(e_machine, bits, endian, bytes(memory), ram_start, [("VMCOREINFO", info.encode())])
-    return core, enc.symbols
+    return _Kernel(bytes(memory), info.encode(), enc.symbols)
+
+
+def _synthetic(e_machine: int, bits: int, endian: str, ram_start: int, kernel_paddr: int, vaddr: int,
+               layout: str = "6.1", extra: str = "") -> tuple[bytes, list[tuple[int, str, str]]]:
+    """An ELF core of _kernel(...)."""
+    kernel = _kernel(bits, endian, ram_start, kernel_paddr, vaddr, layout, extra)
+    core = machine_core(e_machine, bits, endian, kernel.memory, ram_start, [("VMCOREINFO", kernel.vmcoreinfo)])
+    return core, kernel.symbols
 
 
 def test_ppc32_linear_map_7x_place_relative() -> None:
@@ -210,10 +226,27 @@ def test_arm32_with_ram_elsewhere_says_what_it_assumed() -> None:
 
 
 def test_unknown_translation_is_one_line() -> None:
-    core, _ = _synthetic(243, 64, "<", 0x80000000, 0x80200000, 0xFFFFFFFF80000000)  # riscv64
+    """riscv64 exports no phys_base or kimage_voffset: the VMCOREINFO reader (--isf, drgn) says so in
+    one line; --symbols finds the tables by shape instead, and says the same when there are none."""
+    core, symbols = _synthetic(243, 64, "<", 0x80000000, 0x80200000, 0xFFFFFFFF80000000)
     with pytest.raises(NotFound) as caught:
         kallsyms.read_dump(core, "core")
     message = str(caught.value)
     assert "\n" not in message
     assert "cannot place the kernel image of this riscv 64-bit dump in physical memory" in message
-    assert open_dump(core).info.platform is not None
+    located = kallsyms.symbols_in_memory(open_dump(core), "core")
+    assert located.method == "located" and located.symbols == symbols
+    info = b"OSRELEASE=6.1.0\n" + b"".join(f"SYMBOL({name})=ffffffff80001000\n".encode() for name in (
+        "kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index", "kallsyms_offsets"))
+    empty = machine_core(243, 64, "<", bytes(8192), 0x80000000, [("VMCOREINFO", info)])
+    with pytest.raises(NotFound, match="cannot place the kernel image of this riscv 64-bit dump"):
+        kallsyms.symbols_in_memory(open_dump(empty), "core")
+
+
+def test_kdump_compressed_s390x_through_its_utsname() -> None:
+    """A kdump-compressed file says its machine only in utsname: "s390x" is 64-bit big-endian."""
+    kernel = _kernel(64, ">", 0, 0x100000, 0x100000)
+    dump = kdump_file(pages_of(kernel.memory), info=kernel.vmcoreinfo, machine="s390x")
+    assert open_dump(dump).info.platform == Platform("s390", "big", 64, "kdump header (machine s390x)")
+    table = kallsyms.read_dump(dump, "dump")
+    assert table.word == 8 and table.symbols == kernel.symbols

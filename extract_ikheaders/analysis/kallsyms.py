@@ -133,10 +133,17 @@ def symbols_in_memory(mem: PhysicalMemory, path: str, dump_bytes: Buffer | None 
     """Through VMCOREINFO when it names the tables, else by locating them in physical memory
     (`dump_bytes`, the dump's file, gives its notes: QEMU's CR3 places a 7.x table)."""
     info = mem.info.vmcoreinfo
-    if _names_tables(info):
-        return read_memory(mem, path)
     kaslr = _hex(info, "KERNELOFFSET", path) if "KERNELOFFSET" in info else None
-    return locate_in_memory(mem, path, kaslr, dump_bytes)
+    if not _names_tables(info):
+        return locate_in_memory(mem, path, kaslr, dump_bytes)
+    try:
+        memory_translation(mem, path)
+    except NotFound as unplaced:  # no rule for this machine: the tables may still be found by shape
+        try:
+            return locate_in_memory(mem, path, kaslr, dump_bytes)
+        except NotFound:
+            raise unplaced from None
+    return read_memory(mem, path)
 
 
 def _names_tables(info: dict[str, str]) -> bool:
