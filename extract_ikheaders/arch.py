@@ -153,6 +153,8 @@ def _from_options(arch: str, defined: set[bytes] | None, source: str) -> Platfor
 KDUMP_SIGNATURE = b"KDUMP   "
 KDUMP_MACHINE_AT = 8 + 4 + 4 * 65
 UTS_FIELD = 65
+
+
 def from_dump_header(buf: Buffer) -> Platform | None:
     """From an ELF core's header, or a kdump-compressed dump's utsname.machine."""
     found = from_elf_header(buf, "ELF core header")
