@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ..dumps import pagewalk
 from ..dumps.paging import Miss, PageTables
 from ..dumps.physical import PhysicalMemory
-from .kallsyms import symbol_translation
+from .kallsyms import memory_translation
 
 Offsets = Callable[[str, str], int | None]  # (struct, member) -> byte offset, or None
 
@@ -130,7 +130,7 @@ def _from_image(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian
     info = mem.info.vmcoreinfo
     if "SYMBOL(_stext)" not in info:
         return {}
-    translate = symbol_translation(info, path)
+    translate = memory_translation(mem, path)
     pointer = ("<" if endian == "little" else ">") + ("Q" if pointer_size == 8 else "I")
     image = _Image(mem, translate(int(info["SYMBOL(_stext)"], 16)), translate.delta, pointer)
     found: dict[str, int] = {}

@@ -29,7 +29,7 @@ from .. import imagetext
 from ..buffer import Buffer
 from ..compression import decode_lzo1x
 from ..errors import Damaged, NotMine
-from ..model import Layer
+from ..model import Layer, uname_platform
 from .physical import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, parse_vmcoreinfo, release_mapping
 
 SIGNATURE = b"KDUMP   "
@@ -229,7 +229,9 @@ class KdumpMemory(PhysicalMemory):
             detail += f", makedumpfile --split part: {header.split_range()}"
             partial = (f"this file is one part of a makedumpfile --split dump and holds only its "
                        f"{header.split_range()}; the other parts are needed for the rest (give them together)")
-        self.info = DumpInfo("kdump", detail, header.vmcoreinfo, header.release or None, outer, len(src), partial)
+        platform = uname_platform(header.machine, f"kdump header (machine {header.machine})")
+        self.info = DumpInfo("kdump", detail, header.vmcoreinfo, header.release or None, outer, len(src),
+                             partial=partial, platform=platform)
 
     @property
     def source(self) -> Source:

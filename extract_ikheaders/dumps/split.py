@@ -105,7 +105,7 @@ class SplitSetMemory(PhysicalMemory):
         detail = self.lead.info.detail.split(", makedumpfile --split part")[0]
         detail += f", makedumpfile --split set of {len(names)} parts"
         self.info = DumpInfo(SET_FORMAT, detail, header.vmcoreinfo, header.release or None, (),
-                             sum(len(p.source) for p in parts), partial)
+                             sum(len(p.source) for p in parts), partial=partial, platform=self.lead.info.platform)
 
     def _part_at(self, pfn: int) -> kdump.KdumpMemory | None:
         i = bisect.bisect_right(self._starts, pfn) - 1
