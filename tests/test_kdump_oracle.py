@@ -345,7 +345,7 @@ def _describe(pfns: list[int], page: int) -> str:
     return f"{len(pfns)} pages ({shown}{', ...' if len(pfns) > 8 else ''})"
 
 
-@pytest.mark.slow  # 2-10 s a file, about 2 min for the 30 x86_64 dumps on one core
+@pytest.mark.slow  # 0.2-6 s a file: about 1 min for the 31 x86_64 dumps on one core, 45 s with -n 2
 @pytest.mark.parametrize("rel", corpus_params(dump_cases))
 def test_every_page_equals_libkdumpfile(corpus: Corpus, libkdumpfile: ctypes.CDLL, rel: str,
                                         tmp_path: Path) -> None:
