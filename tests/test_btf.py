@@ -164,3 +164,4 @@ def test_usage(tmp_path: Path) -> None:
     assert run_cli("--btf", "-", "--symbols", "-", vmlinux).code == 2
     assert run_cli("--btf", "x", "-a", "y", vmlinux).code == 2
     assert run_cli("--btf", "x", vmlinux, vmlinux).code == 2
+
