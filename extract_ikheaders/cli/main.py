@@ -25,7 +25,7 @@ from .records import failure_line
 
 if TYPE_CHECKING:  # loaded on first use (lazy.py): only the actions that need them pay for them
     from .. import info, model, pipeline
-    from ..analysis import confined_cc, debuginfo, isf, kallsyms
+    from ..analysis import btf, confined_cc, debuginfo, isf, kallsyms
     from ..analysis import drgn_session as kdrgn
     from ..archive import unpack
     from ..model import Extracted, Found
@@ -35,6 +35,7 @@ else:
     unpack = lazy.module("extract_ikheaders.archive.unpack")
     debuginfo = lazy.module("extract_ikheaders.analysis.debuginfo")
     isf = lazy.module("extract_ikheaders.analysis.isf")
+    btf = lazy.module("extract_ikheaders.analysis.btf")
     kallsyms = lazy.module("extract_ikheaders.analysis.kallsyms")
     kdrgn = lazy.module("extract_ikheaders.analysis.drgn_session")
     confined_cc = lazy.module("extract_ikheaders.analysis.confined_cc")
@@ -114,6 +115,10 @@ class Options:
                    "crash dump of a 6.0+ kernel: the --debuginfo types, kallsyms through VMCOREINFO, the banner. "
                    "Use: vol -s DIR-holding-FILE -f DUMP linux.pslist. Stock Volatility reads 4-level paging "
                    "only (x86_64 kernels booted with no5lvl or without 5-level support).")
+@click.option("--btf", "btf_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the kernel's BTF (the format of /sys/kernel/btf/vmlinux) to FILE ('-' for stdout), for "
+                   "libbpf CO-RE, bpftool and bpftrace: the kernel's own, exactly, when it was built with "
+                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="With --debuginfo or --isf: a matching kernel source tree, for the types the headers archive cannot "
                    "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
@@ -153,7 +158,7 @@ class Options:
 @click.version_option(__version__, prog_name=PROG)  # not package_name: importlib.metadata costs 20 ms
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
-            kernel_source: str | None, compile_timeout: float,
+            btf_out: str | None, kernel_source: str | None, compile_timeout: float,
             info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
             salvage: bool, max_size: int | None, max_members: int | None, no_verify: bool) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
@@ -169,7 +174,7 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage, verify=not no_verify)
-    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
+    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout, btf_out)
     action = "unpack"  # what a usage error's records say when the action itself is the error
     try:
         action = choose.action(ctx)
@@ -435,11 +440,13 @@ TYPES_STEP = "building the kernel's types from its headers (a first run for an a
 
 def _check_analysis(outputs: Analysis, count: int, as_json: bool) -> None:
     if count > 1:
-        raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
+        raise UsageError("--symbols, --debuginfo, --isf and --btf take one IMAGE")
     if outputs.isf_out == "-":
         raise UsageError("--isf needs a file, not stdout (Volatility reads it from a directory)")
     if outputs.symbols_out == "-" and as_json:
         raise UsageError("--symbols - and --json both want stdout")
+    if outputs.btf_out == "-" and (as_json or outputs.symbols_out == "-"):
+        raise UsageError("--btf - and " + ("--json" if as_json else "--symbols -") + " both want stdout")
     if outputs.debuginfo_out == "-":
         raise UsageError("--debuginfo needs a file, not stdout")
 
@@ -453,6 +460,7 @@ class Analysis:
     isf_out: str | None
     kernel_source: str | None
     compile_timeout: float = DEFAULT_COMPILE_SECONDS
+    btf_out: str | None = None
 
     def limits(self) -> confined_cc.Limits:
         return confined_cc.Limits(seconds=self.compile_timeout)
@@ -475,6 +483,9 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
     if symbols_out is not None:
         report["symbols"] = _symbols(image, symbols_out)
         lines.append((True, _symbols_line(image, report["symbols"])))
+    if outputs.btf_out is not None:
+        report["btf"] = _btf(image, outputs.btf_out)
+        lines.append((True, _btf_line(image, report["btf"])))
     return [(False, records.record("analysis", image, report))] if as_json else lines
 
 
@@ -491,6 +502,18 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
            else f"located at {report['offset']:#x} in {layers[-1]['format'] if layers else 'the file'}")
     kaslr = f", KASLR offset {report['kaslr_offset']:#x}" if report["kaslr_offset"] is not None else ""
     return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
+
+
+def _btf(image: str, dest: str) -> dict[str, Any]:
+    """--btf: the kernel's own BTF, exactly."""
+    found = btf.kernel_btf(image)
+    _write_archive(found.data, dest)
+    return {**found.as_dict(), "output": dest}
+
+
+def _btf_line(image: str, report: dict[str, Any]) -> str:
+    return (f"{PROG}: {image}: the kernel's own BTF ({report['types']:,} types, {report['bytes']:,} bytes, "
+            f"{report['where']}) written to {report['output']}")
 
 
 def _isf(image: str, dest: str, kernel_source: str | None, limits: confined_cc.Limits) -> dict[str, Any]:
@@ -810,6 +833,10 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str 
               "(drgn's own -e). drgn's -c (core) and -s (symbols) have no equivalent here: DUMP is the core.")
 @click.option("--system-map", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
+@click.option("--btf", "btf_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the kernel's BTF (the format of /sys/kernel/btf/vmlinux) to FILE ('-' for stdout), for "
+                   "libbpf CO-RE, bpftool and bpftrace: the kernel's own, exactly, when it was built with "
+                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
 @click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",
