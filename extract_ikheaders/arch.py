@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import lazy
 from .buffer import Buffer
 from .elf.reader import ELF_MAGIC, MACHINES
-from .model import Platform
+from .model import Platform, uname_platform
 
 if TYPE_CHECKING:  # read only for an image without an ELF header; loaded then (lazy.py)
     from .images import arm64_image, armzimage, bzimage, s390
@@ -153,12 +153,6 @@ def _from_options(arch: str, defined: set[bytes] | None, source: str) -> Platfor
 KDUMP_SIGNATURE = b"KDUMP   "
 KDUMP_MACHINE_AT = 8 + 4 + 4 * 65
 UTS_FIELD = 65
-# uname -m -> (architecture, byte order, bits)
-UNAME_MACHINES = {"x86_64": ("x86", "little", 64), "i686": ("x86", "little", 32), "i386": ("x86", "little", 32),
-                  "aarch64": ("arm64", "little", 64), "aarch64_be": ("arm64", "big", 64),
-                  "s390x": ("s390", "big", 64), "ppc64": ("powerpc", "big", 64), "ppc64le": ("powerpc", "little", 64),
-                  "ppc": ("powerpc", "big", 32), "riscv64": ("riscv", "little", 64), "riscv32": ("riscv", "little", 32),
-                  "loongarch64": ("loongarch", "little", 64)}
 
 
 def from_dump_header(buf: Buffer) -> Platform | None:
@@ -168,9 +162,4 @@ def from_dump_header(buf: Buffer) -> Platform | None:
         return found
     raw = bytes(buf[KDUMP_MACHINE_AT : KDUMP_MACHINE_AT + UTS_FIELD]).split(b"\0", 1)[0]
     machine = raw.decode("ascii", errors="replace")
-    if machine in UNAME_MACHINES:
-        arch, endian, bits = UNAME_MACHINES[machine]
-        return Platform(arch, endian, bits, f"kdump header (machine {machine})")
-    if machine.startswith("arm"):
-        return Platform("arm", "big" if machine.endswith("b") else "little", 32, f"kdump header (machine {machine})")
-    return None
+    return uname_platform(machine, f"kdump header (machine {machine})")

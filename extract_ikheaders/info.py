@@ -21,6 +21,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, 
     name = os.fspath(path)
     report: dict[str, Any] = {"input": name}
     found = _headers(name, report, verify)
+    split = pipeline.split_report(name)
+    if split is not None:
+        report["split"] = split
     config_text = _config(name, report)
     options = _options(config_text, found)
     report["options"] = options
@@ -30,8 +33,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, 
         if release is not None:
             report["release"] = release
     if found is None and options.get("IKHEADERS") == "m":
+        in_dump = any(layer["format"] == "physical memory" for layer in report.get("layers", ()))
         report["headers"]["status"] = "module"
-        report["headers"]["hint"] = module_hint(report.get("release"))
+        report["headers"]["hint"] = dump_module_hint() if in_dump else module_hint(report.get("release"))
     if found is None and report["config"]["status"] == "absent" and report.get("release") is None:
         raise NotFound("not a kernel image (no kernel headers, no .config, no Linux banner or version)", path=name)
     platform = _platform(name, found, config_text)
@@ -49,11 +53,13 @@ def explained(exc: NotFound, name: str) -> NotFound:
         config = pipeline.find_config(name)
     except (NotFound, Damaged):
         return exc
-    if _options(config.text, None).get("IKHEADERS") != "m":
-        return exc
+    in_dump = any(layer.format == "physical memory" for layer in config.layers)
+    if _options(config.text, None).get("IKHEADERS") != "m" or in_dump:
+        return exc  # a dump's own reason already says what =m means there
     title = _config_title(config.text)
-    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}", path=exc.path,
-                    layer=exc.layer)
+    split = pipeline.split_note(name)  # a lone split part: the module's pages may be in another part
+    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}"
+                    + (f"; {split}" if split else ""), path=exc.path, layer=exc.layer)
 
 
 def module_hint(release: str | None) -> str:
@@ -63,12 +69,19 @@ def module_hint(release: str | None) -> str:
     return f"CONFIG_IKHEADERS=m: the headers are in the module kheaders.ko{where}; give that file"
 
 
+def dump_module_hint() -> str:
+    """Where a CONFIG_IKHEADERS=m kernel's headers are when its crash dump does not give them."""
+    return ("CONFIG_IKHEADERS=m: a dump holds the headers only while kheaders.ko is loaded (see the reason: "
+            "the module was not loaded, or its pages could not be read through the page tables); "
+            "otherwise give the kheaders.ko file")
+
+
 def _release_without_headers(name: str) -> str | None:
     """An image without headers still says its release: an x86 bzImage's setup header, else the
     `Linux version` banner of an uncompressed image."""
     with pipeline.open_input(name) as buf:
         banner = pipeline.find_banner(buf)
-        return bzimage.kernel_version(buf) or (banner[0] if banner else None)
+        return bzimage.kernel_version(buf) or (banner[0] if banner else None) or pipeline.dump_release(buf)
 
 
 def _config_title(config_text: bytes | None) -> tuple[str, str] | None:

@@ -57,6 +57,24 @@ class Platform:
         return {"arch": self.arch, "endian": self.endian, "bits": self.bits, "source": self.source}
 
 
+# uname -m -> (architecture, byte order, bits): kdump headers and arch.py read the same names
+UNAME_MACHINES = {"x86_64": ("x86", "little", 64), "i686": ("x86", "little", 32), "i386": ("x86", "little", 32),
+                  "aarch64": ("arm64", "little", 64), "aarch64_be": ("arm64", "big", 64),
+                  "s390x": ("s390", "big", 64), "ppc64": ("powerpc", "big", 64), "ppc64le": ("powerpc", "little", 64),
+                  "ppc": ("powerpc", "big", 32), "riscv64": ("riscv", "little", 64), "riscv32": ("riscv", "little", 32),
+                  "loongarch64": ("loongarch", "little", 64)}
+
+
+def uname_platform(machine: str, source: str) -> Platform | None:
+    """The platform `uname -m` names (armv7l, armv7b ... are 32-bit arm of either byte order)."""
+    if machine in UNAME_MACHINES:
+        arch, endian, bits = UNAME_MACHINES[machine]
+        return Platform(arch, endian, bits, source)
+    if machine.startswith("arm"):
+        return Platform("arm", "big" if machine.endswith("b") else "little", 32, source)
+    return None
+
+
 @dataclass(frozen=True)
 class Found:
     """A headers archive located in an input, with the bytes already sliced out."""

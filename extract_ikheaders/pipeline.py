@@ -9,11 +9,11 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import arch, imagetext, lazy
 from .archive import locate, xzstream
@@ -25,9 +25,10 @@ from .images import registry
 if TYPE_CHECKING:  # loaded on first use (lazy.py): an image never needs the crash-dump stage, and
     # finding an archive never needs the tar reader (tarfile, hashlib: 7 ms of a start)
     from .archive import tarwalk, unpack
-    from .dumps import kcore, search
+    from .dumps import kcore, search, split
     from .dumps.physical import PhysicalMemory
 else:
+    split = lazy.module("extract_ikheaders.dumps.split")
     kcore = lazy.module("extract_ikheaders.dumps.kcore")
     search = lazy.module("extract_ikheaders.dumps.search")
     tarwalk = lazy.module("extract_ikheaders.archive.tarwalk")
@@ -92,7 +93,10 @@ def find_config(path: str | os.PathLike[str]) -> KernelConfig:
     with open_input(name) as buf:
         mem = _open_dump(buf)
         if mem is not None:
-            return _config_in_dump(mem, name)
+            try:
+                return _config_in_dump(mem, name)
+            except NotFound as exc:
+                raise search.with_partial(exc, mem) from None
         source = peel(buf, name, ())
         if source.chunks is not None:
             return _config_in_stream(source, name)
@@ -131,7 +135,10 @@ def open_kernel(path: str | os.PathLike[str]) -> Iterator[Kernel]:
     with open_input(name) as buf:
         mem = _open_dump(buf)
         if mem is not None:
-            yield Kernel(name, mem.info.outer, memory=mem, source=buf)
+            try:
+                yield Kernel(name, mem.info.outer, memory=mem, source=buf)
+            except (NotFound, Damaged) as exc:
+                raise search.with_partial(exc, mem) from None
             return
         source = peel(buf, name)
         if source.chunks is not None:
@@ -149,6 +156,15 @@ def _open_dump(buf: Buffer) -> PhysicalMemory | None:
         return search.open_dump(buf)
     except NotMine:
         return None
+
+
+def dump_release(buf: Buffer) -> str | None:
+    """A crash dump's release from its metadata (VMCOREINFO, a kdump header's utsname), or None."""
+    try:
+        mem = _open_dump(buf)
+    except ExtractError:
+        return None
+    return (mem.info.vmcoreinfo.get("OSRELEASE") or mem.info.release) if mem is not None else None
 
 
 def _whole_stream(chunks: Iterator[bytes]) -> bytearray:
@@ -286,7 +302,21 @@ def archive_members(archive: bytes, names: tuple[str, ...], limit: int = 16 << 2
 
 @contextmanager
 def open_input(path: str) -> Iterator[Buffer]:
-    """The file mapped read-only (never read whole into memory); b"" for an empty file."""
+    """The file mapped read-only (never read whole into memory); b"" for an empty file. A split
+    set's name (group_inputs) gives its first part, which the dump readers take for the whole set."""
+    parts = _SETS.get(path)
+    if parts is None:
+        with _mapped(path) as buf:
+            yield buf
+        return
+    with ExitStack() as stack:
+        bufs = [stack.enter_context(_mapped(part)) for part in parts]
+        with split.attached(bufs[0], bufs, parts):  # parts are in pfn order: the first holds the lowest
+            yield bufs[0]
+
+
+@contextmanager
+def _mapped(path: str) -> Iterator[Buffer]:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -303,6 +333,103 @@ def open_input(path: str) -> Iterator[Buffer]:
         raise InputError("permission denied", path=path) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read: {exc}", path=path) from None
+
+
+# makedumpfile --split sets -------------------------------------------------------------------
+
+_SETS: dict[str, tuple[str, ...]] = {}  # a set's input name -> its parts, in pfn order
+SET_JOIN = " + "
+
+
+def group_inputs(paths: Sequence[str]) -> tuple[str, ...]:
+    """`paths`, with the parts of a makedumpfile --split dump given together made one input, named
+    "part1 + part2 + ..." (in pfn order), where its first part was given. Every entry point (find,
+    find_config, open_kernel, info) reads that name as one dump. Only the files given are read: a
+    part's header never sends us looking for its siblings. UsageError for parts of different dumps
+    of which one is incomplete (parts mixed up), for overlapping ranges and for a file given twice."""
+    parts = [part for part in map(_split_part, paths) if part is not None]
+    if len(parts) < 2:
+        return tuple(paths)
+    _refuse_repeats(parts)
+    groups: dict[tuple[object, ...], list[split.Part]] = {}
+    for part in parts:
+        groups.setdefault(part.header.identity, []).append(part)
+    if len(groups) > 1 and any(split.check_ranges(group) for group in groups.values()):
+        split.check_ranges(parts)  # raises: parts of different dumps, and not two whole sets
+    set_of: dict[str, str] = {}
+    for group in groups.values():
+        split.check_ranges(group)  # overlaps refused before anything is read
+        if len(group) > 1:
+            ordered = tuple(p.path for p in sorted(group, key=lambda p: (p.header.start_pfn, p.empty)))
+            name = SET_JOIN.join(ordered)
+            _SETS[name] = ordered
+            set_of.update(dict.fromkeys(ordered, name))
+    return _with_sets(paths, set_of)
+
+
+def _with_sets(paths: Sequence[str], set_of: dict[str, str]) -> tuple[str, ...]:
+    """`paths`, each set's name where its first part was, its other parts dropped."""
+    inputs: list[str] = []
+    for path in paths:
+        name = set_of.get(path)
+        if name is None:
+            inputs.append(path)
+        elif name not in inputs:
+            inputs.append(name)
+    return tuple(inputs)
+
+
+def set_parts(name: str) -> tuple[str, ...] | None:
+    """The parts of the split set `name` (group_inputs), or None when it names one file."""
+    return _SETS.get(name)
+
+
+def _split_part(path: str) -> split.Part | None:
+    if path == "-":
+        return None  # stdin (the CLI spools it later) is never a part
+    try:
+        with _mapped(path) as buf:
+            header = split.part_header(buf)
+    except InputError:
+        return None  # the input's own reading reports it
+    return split.Part(path, header) if header is not None else None
+
+
+def _refuse_repeats(parts: list[split.Part]) -> None:
+    seen: dict[str, str] = {}
+    for part in parts:
+        real = os.path.realpath(part.path)
+        if real in seen:
+            same = "is given twice" if seen[real] == part.path else f"is the same file as {seen[real]}"
+            raise UsageError(f"{same}: give each part of a makedumpfile --split dump once", path=part.path)
+        seen[real] = part.path
+
+
+def split_note(name: str) -> str | None:
+    """What a failure on a lone split part, or on a set with parts missing, must add: which pfns
+    the parts not given hold."""
+    report = split_report(name)
+    if report is None or not report["missing"]:
+        return None
+    missing = ", ".join(f"{m['start_pfn']:#x}-{m['end_pfn'] - 1:#x}" for m in report["missing"])
+    return (f"the makedumpfile --split dump's pfns {missing} (of {report['max_mapnr']:#x}) are in parts not "
+            f"given, which are needed for the rest")
+
+
+def split_report(name: str) -> dict[str, Any] | None:
+    """--info's `split`: a makedumpfile --split set's (or lone part's) parts, their pfn ranges and the
+    pfn ranges no given part holds; None when the input is not split."""
+    parts = []
+    for path in _SETS.get(name, (name,)):
+        part = _split_part(path)
+        if part is None:
+            return None
+        parts.append(part)
+    missing = split.check_ranges(parts)
+    return {"parts": [{"path": p.path, "start_pfn": p.header.start_pfn, "end_pfn": p.header.end_pfn}
+                      for p in parts],
+            "max_mapnr": parts[0].header.max_mapnr,
+            "missing": [{"start_pfn": start, "end_pfn": end} for start, end in missing]}
 
 
 # The pipeline --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ copies). Big outputs are streamed: a real dump is never read whole into memory."
 from __future__ import annotations
 
 import io
+import itertools
 import mmap
 import os
 import random
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builders import headers_archive
 
@@ -22,6 +24,7 @@ from extract_ikheaders.elf.reader import PT_LOAD, ElfImage
 
 PAGE = 4096
 _CHUNK = 8 << 20
+ET_CORE, PT_NOTE = 4, 4
 CODEC_FLAGS = {"zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
 
 
@@ -87,6 +90,32 @@ def elf_core(segments: list[Seg], notes: Iterable[tuple[str, int, bytes]] = (),
     return out.getvalue()
 
 
+def machine_core(machine: int, bits: int, endian: str, memory: bytes, paddr: int,
+                 notes: list[tuple[str, bytes]]) -> bytes:
+    """An ET_CORE of any class and byte order (e_machine `machine`): PT_NOTE, then one PT_LOAD of
+    `memory` at physical `paddr`."""
+    def note(name: str, desc: bytes) -> bytes:
+        raw = name.encode() + b"\0"
+        return struct.pack(f"{endian}III", len(raw), len(desc), 0) + _pad4(raw) + _pad4(desc)
+
+    blob = b"".join(note(name, desc) for name, desc in notes)
+    ehsize, phentsize = (64, 56) if bits == 64 else (52, 32)
+    data_at = ehsize + 2 * phentsize
+    ident = b"\x7fELF" + bytes([2 if bits == 64 else 1, 1 if endian == "<" else 2, 1]) + bytes(9)
+    word = "Q" if bits == 64 else "I"
+    header = ident + struct.pack(f"{endian}HHI{word}{word}{word}IHHHHHH", ET_CORE, machine, 1, 0, ehsize, 0, 0,
+                                 ehsize, phentsize, 2, 0, 0, 0)
+    if bits == 64:
+        phdrs = (struct.pack(f"{endian}IIQQQQQQ", PT_NOTE, 0, data_at, 0, 0, len(blob), len(blob), 4)
+                 + struct.pack(f"{endian}IIQQQQQQ", PT_LOAD, 7, data_at + len(blob), 0, paddr, len(memory),
+                               len(memory), 0))
+    else:
+        phdrs = (struct.pack(f"{endian}IIIIIIII", PT_NOTE, data_at, 0, 0, len(blob), len(blob), 0, 4)
+                 + struct.pack(f"{endian}IIIIIIII", PT_LOAD, data_at + len(blob), 0, paddr, len(memory), len(memory),
+                               7, 0))
+    return header + phdrs + blob + memory
+
+
 def _ehdr(phnum: int, shoff: int = 0) -> bytes:
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     if shoff:  # PN_XNUM: the real count is in section header 0
@@ -141,11 +170,16 @@ def compress_page(codec: str, page: bytes) -> tuple[bytes, int]:
 def kdump_file(pages: dict[int, bytes], *, codec: str = "zlib", ram: Iterable[int] | None = None,
                max_mapnr: int | None = None, info: bytes = b"", release: str = "6.1.0-synthetic",
                dump_level: int = 31, stored: dict[int, tuple[bytes, int]] | None = None,
-               desc_override: dict[int, tuple[int, int]] | None = None) -> bytes:
-    """A 64-bit little-endian kdump-compressed file (header_version 6) holding `pages` (pfn -> 4 KiB).
+               desc_override: dict[int, tuple[int, int]] | None = None, split: tuple[int, int] | None = None,
+               timestamp: int = 0, machine: str = "x86_64") -> bytes:
+    """A 64-bit little-endian kdump-compressed file (header_version 6) holding `pages` (pfn -> 4 KiB),
+    its utsname.machine `machine`.
 
     `ram`: pfns in the 1st bitmap (default: the dumped ones); `stored`: per-pfn (bytes, flags) to
     store instead of compressing; `desc_override`: per-pfn (offset, size) to write in its descriptor.
+    `split` (start_pfn, end_pfn): a makedumpfile --split part, as makedumpfile writes one: both whole
+    bitmaps, descriptors and data for the pages in [start, end) only, the range in the sub-header.
+    `timestamp`: the header's tv_sec (makedumpfile's run time; the parts of one run share it).
     """
     top = max_mapnr if max_mapnr is not None else max(pages, default=0) + 1
     bitmap_len = -(-((top + 7) // 8) // PAGE) * PAGE
@@ -157,23 +191,33 @@ def kdump_file(pages: dict[int, bytes], *, codec: str = "zlib", ram: Iterable[in
     for pfn in pages:
         bitmap2[pfn // 8] |= 1 << (pfn % 8)
     descs_at = (1 + sub_blocks) * PAGE + 2 * bitmap_len
-    data_at = descs_at + 24 * len(pages)
+    start_pfn, end_pfn = split if split is not None else (0, top)
+    held = sorted(p for p in pages if start_pfn <= p < end_pfn)
+    data_at = descs_at + 24 * len(held)
     descs, blobs = bytearray(), bytearray()
-    for pfn in sorted(pages):
+    for pfn in held:
         data, flags = (stored or {}).get(pfn) or compress_page(codec, pages[pfn])
         offset, size = (desc_override or {}).get(pfn, (data_at + len(blobs), len(data)))
         descs += struct.pack("<qIIQ", offset, size, flags, 0)
         blobs += data
-    uts = b"".join(f.encode().ljust(65, b"\0") for f in ("Linux", "synthetic", release, "#1", "x86_64", ""))
-    header = struct.pack("<8si390s6xqqIiiIIIIIIi", b"KDUMP   ", 6, uts, 0, 0, CODEC_FLAGS.get(codec, 0), PAGE,
-                         sub_blocks, 2 * bitmap_len // PAGE, top, len(pages), 0, len(pages), 0, 1)
-    sub = struct.pack("<QiiQQqQqQqQQQQ", 0, dump_level, 0, 0, top, info_at if info else 0, len(info),
-                      0, 0, 0, 0, 0, top, top)
+    uts = b"".join(f.encode().ljust(65, b"\0") for f in ("Linux", "synthetic", release, "#1", machine, ""))
+    header = struct.pack("<8si390s6xqqIiiIIIIIIi", b"KDUMP   ", 6, uts, timestamp, 0, CODEC_FLAGS.get(codec, 0),
+                         PAGE, sub_blocks, 2 * bitmap_len // PAGE, top, len(pages), 0, len(pages), 0, 1)
+    sub = struct.pack("<QiiQQqQqQqQQQQ", 0, dump_level, int(split is not None), start_pfn, end_pfn,
+                      info_at if info else 0, len(info), 0, 0, 0, 0, start_pfn, end_pfn, top)
     head = bytearray((1 + sub_blocks) * PAGE)
     head[: len(header)] = header
     head[PAGE : PAGE + len(sub)] = sub
     head[info_at : info_at + len(info)] = info
     return bytes(head + bitmap1 + bitmap2 + descs + blobs)
+
+
+def split_kdump(pages: dict[int, bytes], bounds: Iterable[int], **kwargs: Any) -> list[bytes]:
+    """The parts makedumpfile --split would write: one per pfn range between consecutive `bounds`
+    (0, b1, ..., max_mapnr), each a kdump_file with the same headers but its own range."""
+    edges = list(bounds)
+    top = edges[-1]
+    return [kdump_file(pages, max_mapnr=top, split=(lo, hi), **kwargs) for lo, hi in itertools.pairwise(edges)]
 
 
 def pages_of(image: bytes, base_pfn: int = 0) -> dict[int, bytes]:

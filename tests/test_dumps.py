@@ -6,6 +6,7 @@ exactly the running guest's /sys/kernel/kheaders.tar.xz."""
 from __future__ import annotations
 
 import hashlib
+import json
 import mmap
 import random
 import re
@@ -535,3 +536,21 @@ def test_cli_exit_codes(kdump_dir: Path, tmp_path: Path) -> None:
     run = run_cli("--archive", "-", gap)
     assert run.code == 3 and "physical 0x2000-0x2fff is not in the dump" in run.stderr and not run.stdout
     assert run.stderr.count("\n") == 1
+
+
+def test_a_module_kernels_dump_without_the_module_says_what_a_dump_holds(tmp_path: Path) -> None:
+    """CONFIG_IKHEADERS=m, kheaders.ko not loaded: the advice is about the dump, not "give that file"."""
+    import gzip
+
+    config = b"# Linux/x86 6.1.0-synthetic Kernel Configuration\nCONFIG_IKCONFIG=y\nCONFIG_IKHEADERS=m\n"
+    blob = b"IKCFG_ST" + gzip.compress(config, mtime=0) + b"IKCFG_ED"
+    dump = tmp_path / "vmcore"
+    dump.write_bytes(elf_core([Seg(0x100000, memory_image(4 * PAGE, {PAGE: blob}))]))
+    run = run_cli("--info", "--json", dump)
+    assert run.code == 0, run.stderr
+    headers = json.loads(run.stdout)["headers"]
+    assert headers["status"] == "module"
+    assert headers["hint"].startswith("CONFIG_IKHEADERS=m: a dump holds the headers only while kheaders.ko is loaded")
+    run = run_cli("-a", "-", dump)
+    assert run.code == 1 and not run.stdout
+    assert "which a dump holds only if kheaders.ko was loaded" in run.stderr and "give that file" not in run.stderr

@@ -21,7 +21,9 @@ from conftest import Corpus, corpus_params, run_cli
 from dump_builders import PAGE, Seg, big_archive, elf_core, kdump_file, memory_image, pages_of
 
 from extract_ikheaders import Damaged, Method
-from extract_ikheaders.dumps import elfcore, pagewalk, physical, search
+from extract_ikheaders.dumps import elfcore, pagewalk, paging, paging_x86_64, physical, search
+from extract_ikheaders.dumps.paging import Miss, PageTables, Run, TopTable
+from extract_ikheaders.dumps.paging_x86_64 import ADDR_MASK, X86_64Paging
 
 ARCHIVE = big_archive(size=6 * PAGE)  # ~7 pages
 MODULE_VA = 0xFFFFFFFFC0002000
@@ -61,7 +63,7 @@ class Tables:
             if not entry & 1:
                 entry = self._new() | RW
                 struct.pack_into("<Q", self.image, at, entry)
-            table = entry & pagewalk.ADDR_MASK
+            table = entry & ADDR_MASK
         raise AssertionError(f"no level maps {1 << leaf_shift:#x} pages")
 
     def map(self, vaddr: int, paddr: int, size: int = PAGE, flags: int = RW) -> int:
@@ -76,7 +78,7 @@ def qemu_note(cr3: int, la57: bool) -> tuple[str, int, bytes]:
     """A QEMU "QEMU" note (QEMUCPUState v1) with CR0.PG, CR4.PAE (and LA57) and CR3 (PCID bits set)."""
     state = bytearray(432)
     struct.pack_into("<II", state, 0, 1, len(state))
-    cr4 = (1 << 5) | (pagewalk.CR4_LA57 if la57 else 0)
+    cr4 = (1 << 5) | (paging_x86_64.CR4_LA57 if la57 else 0)
     struct.pack_into("<5Q", state, 392, 0x80050033, 0, 0, cr3 | 0x5, cr4)
     return "QEMU", 0, bytes(state)
 
@@ -130,15 +132,15 @@ def test_translate_4k_2m_1g_and_holes(levels: int) -> None:
     image, tables, _ = build(levels, large="1G")
     tables.map(0xFFFFFFFFC0400000, 0x400000, 2 << 20)
     raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
-    walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, levels, "test"))
+    walk = PageTables(raw, TopTable(TOP, X86_64Paging(levels), "test"))
     assert walk.translate(DIRECT[levels] + 0x123456) == 0x123456  # inside a 1 GiB page
-    assert walk.translate(DIRECT[levels] + (5 << 30) + 7) == pagewalk.Miss(
+    assert walk.translate(DIRECT[levels] + (5 << 30) + 7) == Miss(
         DIRECT[levels] + (5 << 30), DIRECT[levels] + (6 << 30), "not mapped (level-3 entry not present)")
     assert walk.translate(KERNEL_MAP + (2 << 20) + 0x1234) == (2 << 20) + 0x1234  # 2 MiB page
     assert walk.translate(0xFFFFFFFFC0400000 + 0x1FFFFF) == 0x400000 + 0x1FFFFF
     assert walk.translate(MODULE_VA + PAGE + 5) == archive_pages()[1] + 5  # 4 KiB page
     hole = walk.translate(MODULE_VA + 100 * PAGE)
-    assert isinstance(hole, pagewalk.Miss) and "level-1 entry not present" in hole.why
+    assert isinstance(hole, Miss) and "level-1 entry not present" in hole.why
     assert hole.end - hole.start == PAGE
 
 
@@ -146,11 +148,11 @@ def test_translate_4k_2m_1g_and_holes(levels: int) -> None:
 def test_runs_and_module_space(levels: int) -> None:
     image, _, _ = build(levels)
     raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
-    walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, levels, "test"))
+    walk = PageTables(raw, TopTable(TOP, X86_64Paging(levels), "test"))
     runs = list(walk.runs())
-    assert pagewalk.Run(DIRECT[levels], 0, RAM) in runs  # four 2 MiB pages merged
+    assert Run(DIRECT[levels], 0, RAM) in runs  # four 2 MiB pages merged
     assert all(r.vaddr >= 1 << 63 for r in runs)  # the user half is never walked
-    space = pagewalk.ModuleSpace(walk, kernel_phys_base=None)
+    space = pagewalk.ModuleSpace(walk)
     assert space.direct_delta == DIRECT[levels] and space.image_delta == KERNEL_MAP
     pages = archive_pages()
     assert space.aliases(pages[3] + 9) == [MODULE_VA + 3 * PAGE + 9]
@@ -161,23 +163,25 @@ def test_large_page_leaf_ignores_the_pat_bit_and_reserved_ps_at_the_top() -> Non
     image, tables, _ = build(4)
     at = tables.map(0xFFFFFFFFC0600000, 0x600000 | 0x1000, 2 << 20)  # PAT bit (12) set on a 2 MiB leaf
     raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
-    walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, 4, "test"))
+    walk = PageTables(raw, TopTable(TOP, X86_64Paging(4), "test"))
     assert at and walk.translate(0xFFFFFFFFC0600010) == 0x600010
     struct.pack_into("<Q", image, TOP + 300 * 8, 0x200000 | RW | PS)  # PS is reserved in a PGD entry
     raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
-    walk = pagewalk.PageTables(raw, pagewalk.TopTable(TOP, 4, "test"))
+    walk = PageTables(raw, TopTable(TOP, X86_64Paging(4), "test"))
     miss = walk.translate(0xFFFF960000000000)
-    assert isinstance(miss, pagewalk.Miss) and "reserved" in miss.why
+    assert isinstance(miss, Miss) and "reserved" in miss.why
     assert all(r.vaddr >> 39 & 511 != 300 for r in walk.leaves())
 
 
 def test_qemu_note_and_vmcoreinfo_sources() -> None:
     name, _, desc = qemu_note(0x1234000, la57=True)
-    assert pagewalk.qemu_cr3_tables([(name, desc)]) == [pagewalk.TopTable(0x1234000, 5, "CR3 from QEMU note (CPU 0)")]
-    assert pagewalk.qemu_cr3_tables([("QEMU", desc[:300])]) == []
-    assert pagewalk.qemu_cr3_tables([("QEMU", desc[:400] + bytes(32))]) == []  # CR4 without PAE: no paging
+    expected = TopTable(0x1234000, X86_64Paging(5), "CR3 from QEMU note (CPU 0)")
+    assert paging_x86_64.qemu_cr3_tables([(name, desc)]) == [expected]
+    assert paging_x86_64.qemu_cr3_tables([("QEMU", desc[:300])]) == []
+    assert paging_x86_64.qemu_cr3_tables([("QEMU", desc[:400] + bytes(32))]) == []  # CR4 without PAE: no paging
     info = physical.parse_vmcoreinfo(info_for(4, -0x10000000))
-    assert pagewalk.vmcoreinfo_table(info) == pagewalk.TopTable(TOP, 4, "VMCOREINFO init_top_pgt")
+    image_delta = KERNEL_MAP + 0x10000000
+    assert pagewalk.vmcoreinfo_table(info) == TopTable(TOP, X86_64Paging(4), "VMCOREINFO init_top_pgt", image_delta)
     assert pagewalk.vmcoreinfo_table({"SYMBOL(init_top_pgt)": "zz"}) is None
 
 
@@ -339,7 +343,7 @@ def _header_paddr(found: Any) -> int:
     return int(note.split("at physical ")[1].split()[0], 16)
 
 
-def _pte_address(tables: pagewalk.PageTables, vaddr: int) -> int:
+def _pte_address(tables: PageTables, vaddr: int) -> int:
     table = tables.top.paddr
     for shift in tables.shifts:
         at = table + ((vaddr >> shift) & 511) * 8
@@ -347,7 +351,7 @@ def _pte_address(tables: pagewalk.PageTables, vaddr: int) -> int:
         assert entry is not None
         if shift == 12:
             return at
-        table = entry[(vaddr >> shift) & 511] & pagewalk.ADDR_MASK
+        table = entry[(vaddr >> shift) & 511] & ADDR_MASK
     raise AssertionError
 
 
@@ -360,12 +364,12 @@ def scramble_module_pages(src: Path, dst: Path) -> tuple[int, int, int]:
         mem = elfcore.open_memory(m)
         found = search.find_in_dump(m, str(dst))
         vaddr, size = found.offset, found.size
-        tables = pagewalk.PageTables(mem, pagewalk.top_tables(mem, m)[0])
+        tables = PageTables(mem, pagewalk.top_tables(mem, m)[0])
         first = vaddr & ~(PAGE - 1)
         count = (vaddr + size - first + PAGE - 1) // PAGE
         pte_at = [_pte_address(tables, first + i * PAGE) for i in range(1, count)]
         ptes = [struct.unpack("<Q", mem.read(at, 8))[0] for at in pte_at]
-        frames = [pte & pagewalk.ADDR_MASK for pte in ptes]
+        frames = [pte & ADDR_MASK for pte in ptes]
         contents = [mem.read(frame, PAGE) for frame in frames]
 
         def offset(paddr: int) -> int:
@@ -375,7 +379,7 @@ def scramble_module_pages(src: Path, dst: Path) -> tuple[int, int, int]:
         for i, (at, pte) in enumerate(zip(pte_at, ptes, strict=True)):
             frame = frames[len(frames) - 1 - i]
             m[offset(frame) : offset(frame) + PAGE] = contents[i]
-            m[offset(at) : offset(at) + 8] = struct.pack("<Q", frame | (pte & ~pagewalk.ADDR_MASK))
+            m[offset(at) : offset(at) + 8] = struct.pack("<Q", frame | (pte & ~ADDR_MASK))
         return vaddr, size, _header_paddr(found)
 
 
@@ -428,7 +432,7 @@ def test_qemu_dump_with_a_module_page_missing(corpus: Corpus, tmp_path: Path) ->
     missing_va = (found.offset & ~(PAGE - 1)) + 3 * PAGE
     with mapped(src) as m:
         mem = search.open_dump(m)
-        missing = pagewalk.PageTables(mem, pagewalk.top_tables(mem, m)[0]).translate(missing_va)
+        missing = PageTables(mem, pagewalk.top_tables(mem, m)[0]).translate(missing_va)
     assert isinstance(missing, int)
     out = tmp_path / "dump.hole"
     elf_hole(src, out, missing)
@@ -442,9 +446,9 @@ def test_tables_pointing_back_at_themselves_do_not_make_the_walk_endless(monkeyp
     image = bytearray(4 * PAGE)
     for i in range(512):  # every entry of the top table points at the top table itself
         struct.pack_into("<Q", image, i * 8, 0 | RW)
-    monkeypatch.setattr(pagewalk, "_MAX_TABLES", 1000)
+    monkeypatch.setattr(paging, "MAX_TABLES", 1000)
     raw = physical.MappedMemory(bytes(image), [physical.Extent(0, len(image), 0)], physical.DumpInfo("raw", ""))
-    walk = pagewalk.PageTables(raw, pagewalk.TopTable(0, 4, "test"))
+    walk = PageTables(raw, TopTable(0, X86_64Paging(4), "test"))
     leaves = list(walk.leaves())
     assert walk.truncated and len(leaves) < 1000 * 512
     assert walk.translate(0xFFFF800000001000) == 0  # the 4th level's entry points at page 0 too

@@ -152,4 +152,4 @@ def test_a_dump_is_always_decoded(corpus: Corpus, tmp_path: Path, dump: tuple[Pa
 
 def test_json_output_is_one_record(vmlinux: Path) -> None:
     run = run_cli("--json", "--no-verify", "-a", "/dev/null", vmlinux)
-    assert len(run.stdout.splitlines()) == 1 and json.loads(run.stdout)["schema"] == "1.1"
+    assert len(run.stdout.splitlines()) == 1 and json.loads(run.stdout)["schema"] == "1.2"

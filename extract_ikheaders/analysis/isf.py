@@ -48,7 +48,7 @@ from ..pipeline import find_banner
 from ..version import __version__
 from . import debuginfo, kernel_globals, vmcoreinfo_standin
 from .confined_cc import Limits
-from .kallsyms import symbol_translation
+from .kallsyms import memory_translation
 
 FORMAT_VERSION = "6.2.0"
 Desc = dict[str, Any]  # an ISF type descriptor
@@ -529,7 +529,7 @@ def dump_banner(mem: PhysicalMemory, symbols: list[tuple[int, str, str]], path: 
     if address is None:
         return None
     try:
-        data = mem.read_some(symbol_translation(mem.info.vmcoreinfo, path)(address), _BANNER_MAX)
+        data = mem.read_some(memory_translation(mem, path)(address), _BANNER_MAX)
     except (Damaged, NotFound):
         return None
     end = data.find(b"\0")

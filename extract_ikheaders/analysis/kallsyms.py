@@ -3,7 +3,10 @@
 A dump is read through VMCOREINFO first: Linux 6.0+ puts `SYMBOL(kallsyms_*)` entries there, the
 running kernel's addresses (KASLR applied) of the tables. They lie in the kernel image, which is
 physically contiguous, so each is read at __pa_symbol(addr): x86_64 `addr - __START_KERNEL_map +
-phys_base`, arm64 `addr - kimage_voffset`. Dumps without them (QEMU dumps, older kernels) and every
+phys_base`, arm64 `addr - kimage_voffset`, s390 `addr` (6.10+: `addr - KERNELOFFSET +
+KERNELOFFPHYS`), ppc64 `addr - 0xc000000000000000`, 32-bit arm and powerpc through the linear map
+(see _linear_32_translation); in the word size and byte order of the dumped machine (the ELF core's
+class and data, a kdump header's utsname). Dumps without them (QEMU dumps, older kernels) and every
 other image are searched for the tables by their shape (kallsyms_locate.py); in a dump the kernel
 has already relocated kallsyms_relative_base, so the addresses are the running kernel's too.
 
@@ -31,12 +34,13 @@ from dataclasses import dataclass
 from .. import pipeline
 from ..archive import locate
 from ..buffer import Buffer
-from ..dumps import pagewalk
+from ..dumps import pagewalk, paging_x86_64
+from ..dumps.paging import PageTables
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import open_dump
 from ..elf.reader import ELF_MAGIC, CorruptElf, ElfImage, Section
 from ..errors import Damaged, NotFound, NotMine
-from ..model import Layer
+from ..model import Layer, Platform
 from . import kallsyms_locate
 from .kallsyms_locate import (
     DIGIT_TOKENS,
@@ -121,18 +125,26 @@ def read_memory(mem: PhysicalMemory, path: str) -> Kallsyms:
     if not _names_tables(info):
         raise NotFound(f"VMCOREINFO has no SYMBOL(kallsyms_*) entries; reading kallsyms {_NEEDS}", path=path)
     layer = Layer(mem.info.format, 0, 0, "kallsyms through VMCOREINFO SYMBOL(kallsyms_*)")
-    return Kallsyms(_Reader(mem, info, path).symbols(), _hex(info, "KERNELOFFSET", path, default=0),
-                    layers=(*mem.info.outer, layer))
+    reader = _Reader(mem, info, path)
+    return Kallsyms(reader.symbols(), _hex(info, "KERNELOFFSET", path, default=0), layers=(*mem.info.outer, layer),
+                    word=reader.word)
 
 
 def symbols_in_memory(mem: PhysicalMemory, path: str, dump_bytes: Buffer | None = None) -> Kallsyms:
     """Through VMCOREINFO when it names the tables, else by locating them in physical memory
     (`dump_bytes`, the dump's file, gives its notes: QEMU's CR3 places a 7.x table)."""
     info = mem.info.vmcoreinfo
-    if _names_tables(info):
-        return read_memory(mem, path)
     kaslr = _hex(info, "KERNELOFFSET", path) if "KERNELOFFSET" in info else None
-    return locate_in_memory(mem, path, kaslr, dump_bytes)
+    if not _names_tables(info):
+        return locate_in_memory(mem, path, kaslr, dump_bytes)
+    try:
+        memory_translation(mem, path)
+    except NotFound as unplaced:  # no rule for this machine: the tables may still be found by shape
+        try:
+            return locate_in_memory(mem, path, kaslr, dump_bytes)
+        except NotFound:
+            raise unplaced from None
+    return read_memory(mem, path)
 
 
 def _names_tables(info: dict[str, str]) -> bool:
@@ -180,17 +192,18 @@ def _placed_in_memory(found: kallsyms_locate.Located, mem: PhysicalMemory, start
     kimage_voffset), else through the page tables of QEMU's CR3 (x86_64)."""
     assert found.place_relative_at is not None
     paddr = start + found.place_relative_at
+    word = kernel_words(mem.info.platform)[0]
     try:
-        return found.placed(paddr + symbol_translation(mem.info.vmcoreinfo, path).delta, 8)
+        return found.placed(paddr + memory_translation(mem, path).delta, word)
     except NotFound:
         pass
-    tops = pagewalk.qemu_cr3_tables(pagewalk.dump_notes(mem, dump_bytes)) if dump_bytes is not None else []
-    vaddr = pagewalk.image_vaddr(pagewalk.PageTables(mem, tops[0]), paddr) if tops else None
+    tops = paging_x86_64.qemu_cr3_tables(pagewalk.dump_notes(mem, dump_bytes)) if dump_bytes is not None else []
+    vaddr = paging_x86_64.image_vaddr(PageTables(mem, tops[0]), paddr) if tops else None
     if vaddr is None:
         raise NotFound(f"kallsyms at physical {paddr:#x} has place-relative offsets (the 7.x layout): symbol "
                        "addresses need the kernel image's virtual address, which the dump does not give "
-                       "(no VMCOREINFO phys_base or kimage_voffset, no QEMU CR3 that maps it)", path=path)
-    return found.placed(vaddr, 8)
+                       "(no VMCOREINFO that places the kernel image, no QEMU CR3 that maps it)", path=path)
+    return found.placed(vaddr, word)
 
 
 def _token_table_near(mem: PhysicalMemory, hit: int, lo: int) -> bool:
@@ -350,22 +363,44 @@ def x86_64_kaslr_offset(image: Buffer, symbols: SymbolTable) -> int | None:
     return running - (_START_KERNEL_MAP + -(-start // align) * align)
 
 
+def kernel_words(platform: Platform | None) -> tuple[int, str]:
+    """(bytes in a word, struct byte order) of the dumped kernel: what the dump's header says (ELF
+    class and data, kdump utsname), else 64-bit little-endian (x86_64, arm64: what VMCOREINFO alone
+    can place)."""
+    if platform is None or platform.bits not in (32, 64) or platform.endian not in ("little", "big"):
+        return 8, "<"
+    return platform.bits // 8, "<" if platform.endian == "little" else ">"
+
+
 class _Reader:
-    """Reads the kallsyms tables VMCOREINFO points at from physical memory."""
+    """Reads the kallsyms tables VMCOREINFO points at from physical memory, in the kernel's word
+    size and byte order."""
 
     def __init__(self, mem: PhysicalMemory, info: dict[str, str], path: str) -> None:
         self._mem = mem
         self._info = info
         self._path = path
-        self._to_phys = symbol_translation(info, path)
+        self.word, self._endian = kernel_words(mem.info.platform)
+        self._to_phys = memory_translation(mem, path)
 
     def symbols(self) -> SymbolTable:
         count = self._u32("kallsyms_num_syms")
         if not 0 < count <= MAX_SYMS:
-            raise Damaged(f"kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}", path=self._path)
-        tokens = self._tokens()
+            raise self._misplaced() or Damaged(f"kallsyms_num_syms is {count}, not in 1..{MAX_SYMS}", path=self._path)
+        try:
+            tokens = self._tokens()
+        except Damaged as exc:
+            raise self._misplaced() or exc from None
         names, _ = decode_names(self._names(), count, tokens, self._path)
         return SymbolTable(self._addresses(count), names)
+
+    def _misplaced(self) -> NotFound | None:
+        """Where the kernel image's place was assumed (32-bit linear map), tables that do not decode
+        mean the assumption is wrong: say so rather than call the dump damaged."""
+        if not self._to_phys.assumed:
+            return None
+        return NotFound(f"kallsyms not found where {self._to_phys.assumed} put it; the dump does not say where "
+                        "the kernel image lies in physical memory", path=self._path)
 
     def _addr(self, name: str) -> int:
         return _hex(self._info, f"SYMBOL({name})", self._path)
@@ -375,14 +410,14 @@ class _Reader:
         try:
             return self._mem.read(self._to_phys(vaddr), size)
         except Damaged as exc:
-            raise Damaged(f"{name} at {vaddr:#x} cannot be read: {exc}", path=self._path) from None
+            raise self._misplaced() or Damaged(f"{name} at {vaddr:#x} cannot be read: {exc}", path=self._path) from None
 
     def _u32(self, name: str) -> int:
-        value: int = struct.unpack("<I", self._read(name, 4))[0]
+        value: int = struct.unpack(f"{self._endian}I", self._read(name, 4))[0]
         return value
 
     def _tokens(self) -> list[bytes]:
-        index = struct.unpack("<256H", self._read("kallsyms_token_index", 512))
+        index = struct.unpack(f"{self._endian}256H", self._read("kallsyms_token_index", 512))
         span = self._addr("kallsyms_token_index") - self._addr("kallsyms_token_table")
         size = span if 0 < span <= TOKEN_TABLE_MAX else TOKEN_TABLE_MAX
         vaddr = self._addr("kallsyms_token_table")
@@ -396,30 +431,77 @@ class _Reader:
         return self._mem.read_some(self._to_phys(vaddr), size)
 
     def _addresses(self, count: int) -> array[int]:
+        word, endian = self.word, self._endian
         if "SYMBOL(kallsyms_offsets)" not in self._info:
-            return read_array(self._read("kallsyms_addresses", 8 * count), 0, count, "Q", "<")
-        offsets = read_array(self._read("kallsyms_offsets", 4 * count), 0, count, "i", "<")
+            words = read_array(self._read("kallsyms_addresses", word * count), 0, count, "Q" if word == 8 else "I",
+                               endian)
+            return array("Q", words)
+        offsets = read_array(self._read("kallsyms_offsets", 4 * count), 0, count, "i", endian)
         if "SYMBOL(kallsyms_relative_base)" not in self._info:  # 7.x: each offset relative to itself
-            return place_relative_addresses(offsets, self._addr("kallsyms_offsets"))
-        base: int = struct.unpack("<Q", self._read("kallsyms_relative_base", 8))[0]
-        return relative_addresses(offsets, base)
+            return place_relative_addresses(offsets, self._addr("kallsyms_offsets"), word)
+        base: int = struct.unpack(f"{endian}{'Q' if word == 8 else 'I'}", self._read("kallsyms_relative_base", word))[0]
+        return relative_addresses(offsets, base, word)
 
 
-def symbol_translation(info: dict[str, str], path: str) -> _Translate:
-    """__pa_symbol for the dump's architecture, from VMCOREINFO."""
-    if "NUMBER(phys_base)" in info:
+_PPC64_PAGE_OFFSET = 0xC000000000000000  # book3s and book3e: the kernel image is in the linear map
+_VMSPLIT_ALIGN = 0x10000000  # a 32-bit PAGE_OFFSET (VMSPLIT_1G ... 3G_OPT) is a multiple of 256 MiB
+_PHYS_OFFSET_ALIGN = 2 << 20  # arm's PHYS_OFFSET is 2 MiB aligned (ARM_PATCH_PHYS_VIRT); ppc32's is 0
+
+
+def memory_translation(mem: PhysicalMemory, path: str) -> _Translate:
+    """__pa_symbol for the dumped kernel: symbol_translation with what the dump itself says."""
+    lowest = next(iter(mem.ranges()), None)
+    return symbol_translation(mem.info.vmcoreinfo, path, mem.info.platform, lowest[0] if lowest else None)
+
+
+def symbol_translation(info: dict[str, str], path: str, platform: Platform | None = None,
+                       lowest_ram: int | None = None) -> _Translate:
+    """__pa_symbol for the dump's architecture, from VMCOREINFO and the dumped machine (the kernel's
+    arch/*/kernel/vmcore_info.c or machine_kexec.c says what each one exports)."""
+    if "NUMBER(phys_base)" in info:  # x86_64
         phys_base = _number(info, "NUMBER(phys_base)", path)
         return _Translate(_START_KERNEL_MAP - phys_base, _START_KERNEL_MAP)
-    if "NUMBER(kimage_voffset)" in info:
+    if "NUMBER(kimage_voffset)" in info:  # arm64
         return _Translate(_hex(info, "NUMBER(kimage_voffset)", path), 0)
-    raise NotFound("VMCOREINFO says neither phys_base nor kimage_voffset: "
-                   "cannot place the kernel image in physical memory", path=path)
+    arch, bits = (platform.arch, platform.bits) if platform is not None else ("", None)
+    if arch == "s390":
+        return _s390_translation(info, path)
+    if arch == "powerpc" and bits == 64:
+        return _Translate(_PPC64_PAGE_OFFSET, _PPC64_PAGE_OFFSET)
+    if arch in ("arm", "powerpc") and bits == 32 and lowest_ram is not None and "SYMBOL(_stext)" in info:
+        return _linear_32_translation(info, path, lowest_ram)
+    machine = f"this {arch} {bits}-bit" if arch else "this unknown machine's"
+    raise NotFound(f"cannot place the kernel image of {machine} dump in physical memory: VMCOREINFO says "
+                   "neither phys_base (x86_64) nor kimage_voffset (arm64), and no rule for it is known", path=path)
+
+
+def _s390_translation(info: dict[str, str], path: str) -> _Translate:
+    """s390 up to 6.9 maps the kernel 1:1 (KERNELOFFSET moves it physically and virtually alike);
+    6.10+ gives the image its own virtual place: __kernel_pa(x) = x - KERNELOFFSET + KERNELOFFPHYS."""
+    if "KERNELOFFPHYS" not in info:
+        return _Translate(0, 0)
+    virtual = _hex(info, "KERNELOFFSET", path)
+    return _Translate(virtual - _hex(info, "KERNELOFFPHYS", path), virtual)
+
+
+def _linear_32_translation(info: dict[str, str], path: str, lowest_ram: int) -> _Translate:
+    """32-bit arm and powerpc export neither PAGE_OFFSET nor PHYS_OFFSET: the kernel image lies in
+    the linear map, so __pa(x) = x - PAGE_OFFSET + PHYS_OFFSET, with PAGE_OFFSET the 256 MiB
+    boundary below _stext (less a ppc32 KASLR offset) and PHYS_OFFSET the dump's lowest address
+    (as makedumpfile assumes for arm) rounded down to 2 MiB, in case the dump left its first pages
+    out. The reader checks that the tables decode there."""
+    stext = _hex(info, "SYMBOL(_stext)", path) - _hex(info, "KERNELOFFSET", path, default=0)
+    page_offset = stext & ~(_VMSPLIT_ALIGN - 1)
+    phys_offset = lowest_ram & ~(_PHYS_OFFSET_ALIGN - 1)
+    assumed = f"PAGE_OFFSET {page_offset:#x} and PHYS_OFFSET {phys_offset:#x} (from the lowest address in the dump)"
+    return _Translate(page_offset - phys_offset, page_offset, assumed)
 
 
 @dataclass(frozen=True)
 class _Translate:
     delta: int  # physical = virtual - delta
     lowest: int  # virtual addresses below this are not in the kernel image
+    assumed: str = ""  # what the translation assumes where the dump does not say it
 
     def __call__(self, vaddr: int) -> int:
         paddr = vaddr - self.delta

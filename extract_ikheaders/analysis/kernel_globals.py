@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..dumps import pagewalk
+from ..dumps.paging import Miss, PageTables
 from ..dumps.physical import PhysicalMemory
-from .kallsyms import symbol_translation
+from .kallsyms import memory_translation
 
 Offsets = Callable[[str, str], int | None]  # (struct, member) -> byte offset, or None
 
@@ -129,7 +130,7 @@ def _from_image(mem: PhysicalMemory, offsets: Offsets, pointer_size: int, endian
     info = mem.info.vmcoreinfo
     if "SYMBOL(_stext)" not in info:
         return {}
-    translate = symbol_translation(info, path)
+    translate = memory_translation(mem, path)
     pointer = ("<" if endian == "little" else ">") + ("Q" if pointer_size == 8 else "I")
     image = _Image(mem, translate(int(info["SYMBOL(_stext)"], 16)), translate.delta, pointer)
     found: dict[str, int] = {}
@@ -198,19 +199,19 @@ def _init_mm(image: _Image, offsets: Offsets, pgd: int) -> int | None:
 
 def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: int) -> int | None:
     """`modules`: a list_head in the kernel's data near init_task whose entries (module space,
-    read through the page tables) are struct modules linked back to it. x86_64 only; an empty
-    list cannot be recognised."""
+    read through the page tables) are struct modules linked back to it. 64-bit little-endian kernels
+    whose VMCOREINFO names the top table (x86_64, arm64); an empty list cannot be recognised."""
 
     members = [offsets("module", name) for name in ("list", "state", "name")]
     top = pagewalk.vmcoreinfo_table(info)
     if top is None or None in members or image.pointer != "<Q":
         return None
     list_off, state_off, name_off = (int(off or 0) for off in members)
-    tables = pagewalk.PageTables(image.mem, top)
+    tables = PageTables(image.mem, top)
 
     def read(vaddr: int, size: int) -> bytes:
         paddr = tables.translate(vaddr)
-        if isinstance(paddr, pagewalk.Miss) or (vaddr % pagewalk.PAGE) + size > pagewalk.PAGE:
+        if isinstance(paddr, Miss) or (vaddr % tables.paging.page) + size > tables.paging.page:
             return b""
         return image.mem.read_some(paddr, size)
 

@@ -18,6 +18,8 @@ from dataclasses import replace
 
 from ..buffer import Buffer
 from ..dumps import pagewalk
+from ..dumps.paging import PageTables
+from ..dumps.paging_x86_64 import PAGE, START_KERNEL_MAP, qemu_cr3_tables
 from ..dumps.physical import PhysicalMemory
 from ..dumps.search import banner_release
 from ..errors import NotFound
@@ -42,22 +44,22 @@ def kallsyms(mem: PhysicalMemory, buf: Buffer, path: str) -> Kallsyms:
 
 
 def _vmcoreinfo(mem: PhysicalMemory, buf: Buffer, table: Kallsyms, path: str) -> dict[str, str]:
-    tops = pagewalk.qemu_cr3_tables(pagewalk.dump_notes(mem, buf))
+    tops = qemu_cr3_tables(pagewalk.dump_notes(mem, buf))
     if not tops:
         raise NotFound("the dump has neither VMCOREINFO nor a QEMU CPU note (CR3) to find the "
                        "page tables by", path=path)
     stext = table.symbols.address_of("_stext")
-    paddr = pagewalk.PageTables(mem, tops[0]).translate(stext) if stext is not None else None
+    paddr = PageTables(mem, tops[0]).translate(stext) if stext is not None else None
     if stext is None or not isinstance(paddr, int):
         raise NotFound("no VMCOREINFO, and the page tables of QEMU's CR3 do not map _stext", path=path)
-    phys_base = paddr - (stext - pagewalk.START_KERNEL_MAP)
+    phys_base = paddr - (stext - START_KERNEL_MAP)
     pgd = _init_top_pgt(mem, tops[0].paddr, paddr)
     release = mem.info.release or _release(mem, paddr)
     if pgd is None or release is None:
         missing = "init_top_pgt (no page in the kernel image matches CR3's)" if pgd is None else "a banner"
         raise NotFound(f"no VMCOREINFO, and the kernel image holds no {missing}", path=path)
-    swapper = f"{pgd + pagewalk.START_KERNEL_MAP - phys_base:x}"
-    return {"OSRELEASE": release, "PAGESIZE": str(pagewalk.PAGE), "SYMBOL(_stext)": f"{stext:x}",
+    swapper = f"{pgd + START_KERNEL_MAP - phys_base:x}"
+    return {"OSRELEASE": release, "PAGESIZE": str(PAGE), "SYMBOL(_stext)": f"{stext:x}",
             "SYMBOL(init_top_pgt)": swapper, "SYMBOL(swapper_pg_dir)": swapper,
             "NUMBER(phys_base)": str(phys_base), "KERNELOFFSET": f"{table.kaslr_offset:x}",
             "NUMBER(pgtable_l5_enabled)": "1" if tops[0].levels == 5 else "0"}

@@ -25,7 +25,7 @@ from .records import failure_line
 
 if TYPE_CHECKING:  # loaded on first use (lazy.py): only the actions that need them pay for them
     from .. import info, model, pipeline
-    from ..analysis import confined_cc, debuginfo, isf, kallsyms
+    from ..analysis import btf, confined_cc, debuginfo, isf, kallsyms
     from ..analysis import drgn_session as kdrgn
     from ..archive import unpack
     from ..model import Extracted, Found
@@ -35,6 +35,7 @@ else:
     unpack = lazy.module("extract_ikheaders.archive.unpack")
     debuginfo = lazy.module("extract_ikheaders.analysis.debuginfo")
     isf = lazy.module("extract_ikheaders.analysis.isf")
+    btf = lazy.module("extract_ikheaders.analysis.btf")
     kallsyms = lazy.module("extract_ikheaders.analysis.kallsyms")
     kdrgn = lazy.module("extract_ikheaders.analysis.drgn_session")
     confined_cc = lazy.module("extract_ikheaders.analysis.confined_cc")
@@ -114,6 +115,10 @@ class Options:
                    "crash dump of a 6.0+ kernel: the --debuginfo types, kallsyms through VMCOREINFO, the banner. "
                    "Use: vol -s DIR-holding-FILE -f DUMP linux.pslist. Stock Volatility reads 4-level paging "
                    "only (x86_64 kernels booted with no5lvl or without 5-level support).")
+@click.option("--btf", "btf_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the kernel's BTF (the format of /sys/kernel/btf/vmlinux) to FILE ('-' for stdout), for "
+                   "libbpf CO-RE, bpftool and bpftrace: the kernel's own, exactly, when it was built with "
+                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="With --debuginfo or --isf: a matching kernel source tree, for the types the headers archive cannot "
                    "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
@@ -153,7 +158,7 @@ class Options:
 @click.version_option(__version__, prog_name=PROG)  # not package_name: importlib.metadata costs 20 ms
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
-            kernel_source: str | None, compile_timeout: float,
+            btf_out: str | None, kernel_source: str | None, compile_timeout: float,
             info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
             salvage: bool, max_size: int | None, max_members: int | None, no_verify: bool) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
@@ -163,22 +168,24 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     Android boot.img, a kheaders.ko module (also
     .ko.xz/.ko.zst/.ko.gz), a crash image (ELF vmcore, kdump-compressed, flattened, LiME, raw
     memory) or a copy of /sys/kernel/kheaders.tar.xz. By default the headers are unpacked into
-    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given.
+    ./kheaders-<release>/ and that directory is printed on stdout. Several IMAGEs may be given;
+    the parts of a makedumpfile --split dump given together, in any order, are one IMAGE.
     """
     ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
                    salvage, verify=not no_verify)
-    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout)
+    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout, btf_out)
     action = "unpack"  # what a usage error's records say when the action itself is the error
     try:
         action = choose.action(ctx)
         choose.check_applicable(ctx, action, images)
+        images = _grouped(images)
         _check_options(opts, len(images))
         if action == "analysis":
             _check_analysis(outputs, len(images), as_json)
         if kernel_source is not None and debuginfo_out is None and isf_out is None:
             raise UsageError("--kernel-source goes with --debuginfo or --isf")
-    except UsageError as exc:
+    except (UsageError, Damaged) as exc:  # Damaged: a split part's header, read to group the inputs
         if as_json:  # a record for every input all the same, so a batch report has one per input
             for image in images or ("-",):
                 click.echo(records.error_record(action, image, exc))
@@ -187,6 +194,11 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
         return _dispatch(action, images, jobs, opts, outputs, live, root)
     except BrokenPipeError:
         raise StdoutClosed("stdout was closed") from None  # not an OSError: click would make that exit 1
+
+
+def _grouped(images: tuple[str, ...]) -> tuple[str, ...]:
+    """The parts of a makedumpfile --split dump given together are one IMAGE (stdin never is a part)."""
+    return pipeline.group_inputs(images) if len(images) > 1 else images
 
 
 def _dispatch(action: str, images: tuple[str, ...], jobs: int, opts: Options, outputs: Analysis, live: bool,
@@ -428,11 +440,13 @@ TYPES_STEP = "building the kernel's types from its headers (a first run for an a
 
 def _check_analysis(outputs: Analysis, count: int, as_json: bool) -> None:
     if count > 1:
-        raise UsageError("--symbols, --debuginfo and --isf take one IMAGE")
+        raise UsageError("--symbols, --debuginfo, --isf and --btf take one IMAGE")
     if outputs.isf_out == "-":
         raise UsageError("--isf needs a file, not stdout (Volatility reads it from a directory)")
     if outputs.symbols_out == "-" and as_json:
         raise UsageError("--symbols - and --json both want stdout")
+    if outputs.btf_out == "-" and (as_json or outputs.symbols_out == "-"):
+        raise UsageError("--btf - and " + ("--json" if as_json else "--symbols -") + " both want stdout")
     if outputs.debuginfo_out == "-":
         raise UsageError("--debuginfo needs a file, not stdout")
 
@@ -446,6 +460,7 @@ class Analysis:
     isf_out: str | None
     kernel_source: str | None
     compile_timeout: float = DEFAULT_COMPILE_SECONDS
+    btf_out: str | None = None
 
     def limits(self) -> confined_cc.Limits:
         return confined_cc.Limits(seconds=self.compile_timeout)
@@ -468,6 +483,9 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
     if symbols_out is not None:
         report["symbols"] = _symbols(image, symbols_out)
         lines.append((True, _symbols_line(image, report["symbols"])))
+    if outputs.btf_out is not None:
+        report["btf"] = _btf(image, outputs.btf_out)
+        lines.append((True, _btf_line(image, report["btf"])))
     return [(False, records.record("analysis", image, report))] if as_json else lines
 
 
@@ -484,6 +502,18 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
            else f"located at {report['offset']:#x} in {layers[-1]['format'] if layers else 'the file'}")
     kaslr = f", KASLR offset {report['kaslr_offset']:#x}" if report["kaslr_offset"] is not None else ""
     return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
+
+
+def _btf(image: str, dest: str) -> dict[str, Any]:
+    """--btf: the kernel's own BTF, exactly."""
+    found = btf.kernel_btf(image)
+    _write_archive(found.data, dest)
+    return {**found.as_dict(), "output": dest}
+
+
+def _btf_line(image: str, report: dict[str, Any]) -> str:
+    return (f"{PROG}: {image}: the kernel's own BTF ({report['types']:,} types, {report['bytes']:,} bytes, "
+            f"{report['where']}) written to {report['output']}")
 
 
 def _isf(image: str, dest: str, kernel_source: str | None, limits: confined_cc.Limits) -> dict[str, Any]:
@@ -527,6 +557,8 @@ def _info(image: str, as_json: bool, verify: bool) -> list[tuple[bool, str]]:
         lines.append(f"banner:   {report['banner']}")
     chain = " -> ".join(f"{layer['format']}@{layer['offset']:#x}" for layer in report.get("layers", []))
     lines.append(f"layers:   {chain or '(none)'}")
+    if report.get("split"):
+        lines.append(f"split:    {_split_line(report['split'])}")
     if headers["status"] == "present":
         where = {"kernel": "built in", "module": "in this module", "dump": "in the dump's memory",
                  "archive": "the input is the archive"}[headers["in"]]
@@ -551,6 +583,17 @@ def _arch_line(report: dict[str, Any]) -> str:
     order = f"{report['endian']}-endian" if report.get("endian") else "byte order unknown"
     source = f" ({platform['source']})" if platform.get("source") else ""
     return f"{report['arch']}, {size}{order}{source}"
+
+
+def _split_line(split: dict[str, Any]) -> str:
+    """'3 parts of a makedumpfile --split dump, whole (pfns 0x0-0x17fd9)', or what is missing."""
+    parts, last = split["parts"], split["max_mapnr"] - 1
+    what = f"{len(parts)} parts of a makedumpfile --split dump" if len(parts) > 1 else \
+        "one part of a makedumpfile --split dump"
+    if not split["missing"]:
+        return f"{what}, whole (pfns 0x0-{last:#x})"
+    missing = ", ".join(f"{m['start_pfn']:#x}-{m['end_pfn'] - 1:#x}" for m in split["missing"])
+    return f"{what}; pfns {missing} (of 0x0-{last:#x}) are in parts not given, which are needed for the rest"
 
 
 def _write_config(image: str, dest: str) -> dict[str, Any]:
@@ -790,6 +833,10 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str 
               "(drgn's own -e). drgn's -c (core) and -s (symbols) have no equivalent here: DUMP is the core.")
 @click.option("--system-map", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
+@click.option("--btf", "btf_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Write the kernel's BTF (the format of /sys/kernel/btf/vmlinux) to FILE ('-' for stdout), for "
+                   "libbpf CO-RE, bpftool and bpftrace: the kernel's own, exactly, when it was built with "
+                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
 @click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",

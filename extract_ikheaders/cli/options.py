@@ -16,7 +16,8 @@ from ..errors import UsageError
 
 # The options that choose the action, in the order their names appear in messages.
 ACTION_OPTIONS = {"info_only": "info", "list_only": "list", "archive_out": "archive", "env": "env",
-                  "symbols_out": "analysis", "debuginfo_out": "analysis", "isf_out": "analysis"}
+                  "symbols_out": "analysis", "debuginfo_out": "analysis", "isf_out": "analysis",
+                  "btf_out": "analysis"}
 
 # Where each other option has an effect. "config" is --config on its own: write the .config only.
 APPLIES: dict[str, frozenset[str]] = {

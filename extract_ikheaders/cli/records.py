@@ -8,12 +8,17 @@ any other change the major, and CHANGELOG.md records both.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import imagetext
+from .. import imagetext, lazy
 from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, ToolError, UnsafeArchive, UsageError
 
-SCHEMA_VERSION = "1.1"
+if TYPE_CHECKING:
+    from .. import pipeline
+else:
+    pipeline = lazy.module("extract_ikheaders.pipeline")  # loaded already by whatever made the record
+
+SCHEMA_VERSION = "1.2"
 
 # The exit code and the JSON `kind` of each kind of failure (the Exit codes in --help and the man
 # page); the first class an error is an instance of wins. Anything else, ParserSignal included, is
@@ -44,7 +49,8 @@ def failure_line(exc: ExtractError, image: str | None) -> tuple[int, str]:
 
 def record(action: str, image: str, report: dict[str, Any] | None = None) -> str:
     """A success record: the action's report with the keys every record has."""
-    return _dumps({**(report or {}), "schema": SCHEMA_VERSION, "input": image, "action": action, "error": None})
+    return _dumps({**(report or {}), **_parts(image), "schema": SCHEMA_VERSION, "input": image, "action": action,
+                   "error": None})
 
 
 def error_record(action: str, image: str, exc: ExtractError, report: dict[str, Any] | None = None) -> str:
@@ -53,7 +59,14 @@ def error_record(action: str, image: str, exc: ExtractError, report: dict[str, A
     code, line = failure_line(exc, image)
     kind = _classify(exc)[1]
     error = {"kind": kind, "message": line, "exit": code, "offset": exc.offset, "layer": exc.layer}
-    return _dumps({**(report or {}), "schema": SCHEMA_VERSION, "input": image, "action": action, "error": error})
+    return _dumps({**(report or {}), **_parts(image), "schema": SCHEMA_VERSION, "input": image, "action": action,
+                   "error": error})
+
+
+def _parts(image: str) -> dict[str, Any]:
+    """`parts`: the files of a makedumpfile --split dump read as this one input."""
+    parts = pipeline.set_parts(image)
+    return {"parts": list(parts)} if parts is not None else {}
 
 
 def schema() -> dict[str, Any]:

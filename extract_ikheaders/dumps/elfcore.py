@@ -11,8 +11,9 @@ import bisect
 from array import array
 
 from ..buffer import Buffer
-from ..elf.reader import ELF_MAGIC, PT_LOAD, CorruptElf, ElfImage, ElfType, SegmentTable
+from ..elf.reader import ELF_MAGIC, MACHINES, PT_LOAD, CorruptElf, ElfImage, ElfType, SegmentTable
 from ..errors import Damaged, NotMine
+from ..model import Platform
 from .physical import DumpInfo, ExtentTable, Gap, MappedMemory, parse_vmcoreinfo
 
 
@@ -36,8 +37,15 @@ def open_memory(buf: Buffer) -> MappedMemory:
         notes = ()  # VMCOREINFO is only a hint (search order, release): do without it
     vmcoreinfo = next((parse_vmcoreinfo(n.desc) for n in notes if n.name == "VMCOREINFO"), {})
     loads = _Loads(table, len(buf))
-    info = DumpInfo("elf-core", _detail(elf, len(loads), {n.name for n in notes}, vmcoreinfo), vmcoreinfo)
+    info = DumpInfo("elf-core", _detail(elf, len(loads), {n.name for n in notes}, vmcoreinfo), vmcoreinfo,
+                    platform=_platform(elf))
     return MappedMemory(buf, loads.extents(), info, loads.explain)
+
+
+def _platform(elf: ElfImage) -> Platform:
+    """The dumped machine: a core has the class, byte order and e_machine of the kernel it holds."""
+    known = MACHINES.get(elf.machine)
+    return Platform(known[1] if known else f"machine {elf.machine}", elf.byte_order, elf.bits, "ELF core header")
 
 
 def _detail(elf: ElfImage, loads: int, note_names: set[str], vmcoreinfo: dict[str, str]) -> str:

@@ -29,7 +29,7 @@ from .. import imagetext
 from ..buffer import Buffer
 from ..compression import decode_lzo1x
 from ..errors import Damaged, NotMine
-from ..model import Layer
+from ..model import Layer, uname_platform
 from .physical import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, parse_vmcoreinfo, release_mapping
 
 SIGNATURE = b"KDUMP   "
@@ -104,6 +104,15 @@ class Header:
     start_pfn: int
     end_pfn: int
     vmcoreinfo: dict[str, str]
+    # What every part of one makedumpfile --split run repeats: the layout, the header version, utsname,
+    # the timestamp (taken once per run), the codec, the block and bitmap geometry and max_mapnr.
+    identity: tuple[object, ...] = ()
+
+    def split_range(self) -> str:
+        """'pfns 0x0-0x57ff of 0x17fda' (a split part's own range; an empty one says so)."""
+        if self.end_pfn <= self.start_pfn:
+            return f"no pfns (an empty range at {self.start_pfn:#x}) of {self.max_mapnr:#x}"
+        return f"pfns {self.start_pfn:#x}-{self.end_pfn - 1:#x} of {self.max_mapnr:#x}"
 
 
 def open_memory(buf: Buffer) -> KdumpMemory:
@@ -125,8 +134,8 @@ def read_header(src: Source) -> Header:
     layout = next((lay for lay in LAYOUTS if _plausible(lay, head)), None)
     if layout is None:
         raise Damaged("kdump header is damaged (no sane header_version/block_size in any known layout)")
-    (_, version, uts, _, _, status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr,
-     *_rest) = layout.header.unpack_from(head)
+    (_, version, uts, tv_sec, tv_usec, status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr,
+     *_rest, nr_cpus) = layout.header.unpack_from(head)
     if sub_hdr_size < 0 or bitmap_blocks <= 0 or bitmap_blocks % 2:
         raise Damaged(f"kdump header is damaged (sub_hdr_size {sub_hdr_size}, bitmap_blocks {bitmap_blocks})")
     data_start = (1 + sub_hdr_size + bitmap_blocks) * block_size
@@ -138,9 +147,11 @@ def read_header(src: Source) -> Header:
     split = bool(sub.get("split", 0)) and version >= 2
     start_pfn = sub.get("start_pfn_64" if version >= 6 else "start_pfn", 0) if split else 0
     end_pfn = sub.get("end_pfn_64" if version >= 6 else "end_pfn", max_mapnr) if split else max_mapnr
+    identity = (layout.name, version, uts, tv_sec, tv_usec, status, block_size, sub_hdr_size, bitmap_blocks,
+                max_mapnr, nr_cpus)
     return Header(layout, version, fields[2], fields[4], status, block_size, sub_hdr_size, bitmap_blocks,
                   max_mapnr, sub.get("dump_level", -1), split, start_pfn, end_pfn,
-                  _read_vmcoreinfo(src, sub, version))
+                  _read_vmcoreinfo(src, sub, version), identity)
 
 
 def _plausible(layout: Layout, head: bytes) -> bool:
@@ -213,7 +224,14 @@ class KdumpMemory(PhysicalMemory):
                   f"{header.layout.name}, page size {header.block_size}")
         if header.release:
             detail += f", {header.machine or 'unknown machine'} {header.release}"
-        self.info = DumpInfo("kdump", detail, header.vmcoreinfo, header.release or None, outer, len(src))
+        partial = None
+        if header.split:
+            detail += f", makedumpfile --split part: {header.split_range()}"
+            partial = (f"this file is one part of a makedumpfile --split dump and holds only its "
+                       f"{header.split_range()}; the other parts are needed for the rest (give them together)")
+        platform = uname_platform(header.machine, f"kdump header (machine {header.machine})")
+        self.info = DumpInfo("kdump", detail, header.vmcoreinfo, header.release or None, outer, len(src),
+                             partial=partial, platform=platform)
 
     @property
     def source(self) -> Source:
@@ -339,6 +357,8 @@ class KdumpMemory(PhysicalMemory):
         return Gap(paddr, end_pfn * self.page_size, f"pfn {pfn:#x}-{end_pfn - 1:#x}: {why}")
 
     def _why_absent(self, pfn: int) -> str | None:
+        if self.header.split and not self.header.start_pfn <= pfn < self.header.end_pfn:
+            return f"in another part of the makedumpfile --split dump (this file holds its {self.header.split_range()})"
         if pfn >= self._pfn_limit or pfn < self.header.start_pfn:
             return "beyond the pages this dump file covers"
         if not self._bit(self._bitmap2, pfn):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .. import imagetext
 from ..buffer import Buffer
 from ..errors import Damaged
-from ..model import Layer
+from ..model import Layer, Platform
 
 _STEP = 1 << 20  # bytes read per step of a find
 RELEASE_EVERY = 16 << 20  # mapped bytes touched before dropping them from our page tables
@@ -48,6 +48,8 @@ class DumpInfo:
     release: str | None = None  # from the format's own header (kdump utsname)
     outer: tuple[Layer, ...] = ()  # layers around the dump itself (flattened)
     length: int | None = None  # the dump's size when it is not the input's (rebuilt from flattened)
+    partial: str | None = None  # why memory is missing by design (a split part alone): said in every failure
+    platform: Platform | None = None  # the dumped machine (ELF core header, kdump utsname): its word size, byte order
 
 
 class PhysicalMemory(ABC):

@@ -26,7 +26,7 @@ from ..archive import xzstream
 from ..buffer import Buffer
 from ..errors import Damaged, NotFound, NotMine
 from ..model import Check, Found, Layer, Method
-from . import elfcore, flattened, kdump, lime
+from . import elfcore, flattened, kdump, lime, split
 from .pagewalk import Resolver, Unreachable, VirtualHit
 from .physical import DumpInfo, Extent, MappedMemory, PhysicalMemory, kernel_start
 
@@ -44,7 +44,11 @@ _BANNER_WINDOW = 64 << 20  # either side of the archive, for the `Linux version`
 
 
 def open_dump(buf: Buffer) -> PhysicalMemory:
-    """The reader for this dump's format; NotMine if it is none of them."""
+    """The reader for this dump's format (a split set's when `buf` stands for one: split.attached);
+    NotMine if it is none of them."""
+    whole_set = split.attached_set(buf)
+    if whole_set is not None:
+        return whole_set
     for reader in (elfcore.open_memory, kdump.open_memory, flattened.open_memory, lime.open_memory):
         try:
             return reader(buf)
@@ -63,7 +67,19 @@ def find_in_dump(buf: Buffer, path: str, layers: tuple[Layer, ...] = (), progres
     Raises NotMine (not a dump), NotFound (no archive in its memory) or Damaged (an archive that
     runs into memory missing from the dump, or breaks off).
     """
-    return _find(open_dump(buf), buf, path, layers, progress)
+    mem = open_dump(buf)
+    try:
+        return _find(mem, buf, path, layers, progress)
+    except (NotFound, Damaged) as exc:
+        raise with_partial(exc, mem) from None
+
+
+def with_partial(exc: NotFound | Damaged, mem: PhysicalMemory) -> NotFound | Damaged:
+    """`exc`, saying which memory the input lacks by design (a split dump's parts not given)."""
+    if mem.info.partial and mem.info.partial not in exc.reason:
+        exc.reason = f"{exc.reason}; {mem.info.partial}"
+        exc.args = (exc.reason,)
+    return exc
 
 
 def _find(mem: PhysicalMemory, buf: Buffer, path: str, layers: tuple[Layer, ...],
