@@ -46,11 +46,13 @@ _NUMBER, _STRING, _BITMAP = 2, 4, 5
 # KDUMP_MACHPHYSADDR reads the file's own physical map: the addresses our readers use.
 _MACHPHYSADDR = 1
 
-# Dumps libkdumpfile 0.5.1 cannot read at all, by file name, each with the reason; they are left
-# out of the comparison, listed by test_the_oracle_covers_every_dump.
+# Dumps libkdumpfile 0.5.1 cannot read at all, by <stage without its hash>/<file name>, each with
+# the reason; they are left out of the comparison, listed by test_the_oracle_covers_every_dump.
 NOT_COMPARED = {
     "*.lime": "libkdumpfile has no LiME reader",
-    "dump.win-dmp": "a Windows crash dump (QEMU win-dmp): libkdumpfile reads no Windows format",
+    "*/dump.win-dmp": "a Windows crash dump (QEMU win-dmp): libkdumpfile reads no Windows format",
+    "boot-*arm64*/dump.kdump-*": "QEMU's aarch64 kdump output has 64 KiB blocks (its dump page size) for a 4 KiB-page "
+                                 "guest: libkdumpfile fails to decompress them (zlib error -5, Z_BUF_ERROR)",
 }
 # Flattened files (makedumpfile -F, QEMU 7.2's dump-guest-memory kdump-*) are compared too: 0.5.1
 # has no reader for them, so libkdumpfile reads the kdump file `makedumpfile -R` reassembles, and
@@ -64,10 +66,17 @@ def _is_dump(name: str) -> bool:
 def dump_cases(corpus: Corpus) -> Iterator[tuple[str, str]]:
     """Every dump file in the manifest's "files" map that libkdumpfile reads, by its corpus path."""
     for rel in sorted(corpus.manifest["files"]):
-        stage_dir, _, name = rel.rpartition("/")
-        if _is_dump(name) and not any(fnmatch(name, pattern) for pattern in NOT_COMPARED):
-            stage = stage_dir.rsplit("-", 1)[0]  # the directory without its recipe hash
-            yield f"{stage}/{name}", rel
+        if _is_dump(rel.rpartition("/")[2]) and not _left_out(rel):
+            yield _case(rel), rel
+
+
+def _case(rel: str) -> str:
+    stage_dir, _, name = rel.rpartition("/")
+    return f"{stage_dir.rsplit('-', 1)[0]}/{name}"  # the directory without its recipe hash
+
+
+def _left_out(rel: str) -> bool:
+    return any(fnmatch(_case(rel), pattern) for pattern in NOT_COMPARED)
 
 
 # libkdumpfile through ctypes ----------------------------------------------------------------
@@ -373,7 +382,8 @@ def test_the_oracle_covers_every_dump(corpus: Corpus) -> None:
     kdump outputs."""
     names = [rel.rpartition("/")[2] for rel in corpus.manifest["files"] if _is_dump(rel.rpartition("/")[2])]
     compared = [rel.rpartition("/")[2] for _, rel in dump_cases(corpus)]
-    left_out = [name for name in names if any(fnmatch(name, pattern) for pattern in NOT_COMPARED)]
+    left_out = [rel.rpartition("/")[2] for rel in corpus.manifest["files"]
+                if _is_dump(rel.rpartition("/")[2]) and _left_out(rel)]
     assert sorted(compared + left_out) == sorted(names)
     for kind in ("dump.elf", "dump.kdump-zlib", "vmcore", "vmcore.elf-d31", "vmcore.kdump-zlib-d31",
                  "vmcore.kdump-lzo-d1", "vmcore.flat-zlib-d31"):
