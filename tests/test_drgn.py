@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Corpus, ps_rows
+from conftest import Corpus, corpus_params, ps_rows
 
 from extract_ikheaders.analysis import debuginfo
 
@@ -248,3 +248,28 @@ def test_kernel_source_gives_the_log_mounts_and_paths(corpus: Corpus) -> None:
     assert got["log"][-1][1] == "Kernel panic - not syncing: sysrq triggered crash"
     assert ["/", "rootfs"] in got["mounts"] and ["/proc", "proc"] in got["mounts"]
     assert got["files"]["0"] == "/dev/console" and "/init" in got["files"].values()
+
+
+def _arm64_kernels(corpus: Corpus) -> list[tuple[str, str]]:
+    return [(kernel, kernel) for kernel in corpus.manifest["arm64_boots"]["kernels"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", corpus_params(_arm64_kernels))
+def test_drgn_on_arm64_qemu_dumps(corpus: Corpus, kernel: str) -> None:
+    """arm64 guests (QEMU virt, VMCOREINFO through fw_cfg): the types compiled for arm64 from the
+    dump's own headers, kallsyms through VMCOREINFO; drgn walks the 3-level (6.1, 39-bit) or LPA2
+    5-level (7.2, 52-bit) tables itself. The tasks are the guest's ps; a =m guest lists kheaders."""
+    dump = _qemu_dump(corpus, kernel, "elf")
+    modular = corpus.manifest["kernels"][kernel]["module"] is not None  # =y kernels: CONFIG_MODULES=n
+    code = TASKS + ("print(json.dumps([m.name.string_().decode() for m in for_each_module(prog)]))\n"
+                    if modular else "print('[]')\n")
+    run = run_drgn("-q", "-e", code, dump)
+    assert run.returncode == 0, run.stderr
+    tasks_line, modules_line = run.stdout.splitlines()
+    tasks = {pid: (comm, argv) for pid, comm, argv in json.loads(tasks_line)}
+    ps = _ps(corpus.truth(kernel))
+    later = {pid for pid in tasks if pid > max(ps)}
+    assert len(later) <= 2
+    _assert_ps(tasks, ps, later)
+    assert json.loads(modules_line) == (["kheaders"] if modular else [])

@@ -8,9 +8,12 @@ VA_BITS, TCR_EL1_T1SZ and PAGESIZE."""
 
 from __future__ import annotations
 
+import mmap
 import struct
+from pathlib import Path
 
 import pytest
+from conftest import Corpus, corpus_params
 from dump_builders import Seg, big_archive, elf_core, kdump_file, memory_image, pages_of
 
 from extract_ikheaders import Damaged, Method
@@ -275,3 +278,38 @@ def test_a_top_table_is_never_mistaken_for_another_architecture() -> None:
     top = pagewalk.vmcoreinfo_table(info)
     assert isinstance(top, TopTable) and top.paging == Arm64Paging(12, 48)
     assert top.image_delta == kernel.kimage_voffset
+
+
+# The corpus' arm64 guests (QEMU virt, -cpu max): 6.1 with 39-bit VA (3 levels), 7.2 with 52-bit VA
+# and LPA2 (5 levels) ------------------------------------------------------------------------------
+
+
+def arm64_elf_dumps(corpus: Corpus) -> list[tuple[str, tuple[str, Path]]]:
+    return [(kernel, (kernel, corpus.root / corpus.manifest["kernels"][kernel]["dumps"]["elf"]))
+            for kernel in corpus.manifest["arm64_boots"]["kernels"]]
+
+
+@pytest.mark.parametrize("case", corpus_params(arm64_elf_dumps))
+def test_real_tables_map_the_image_and_the_linear_map(corpus: Corpus, case: tuple[str, Path]) -> None:
+    """Every kernel-image symbol VMCOREINFO names translates to virtual - kimage_voffset, and the
+    linear map's first page to PHYS_OFFSET: the walk reads the guest's own swapper_pg_dir."""
+    kernel, path = case
+    entry = corpus.manifest["kernels"][kernel]
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        mem = search.open_dump(data)
+        info = mem.info.vmcoreinfo
+        top = pagewalk.vmcoreinfo_table(info)
+        assert top is not None and top.paging == Arm64Paging(12, entry["vmcoreinfo_va_bits"])
+        assert top.levels == {39: 3, 48: 4, 52: 5}[entry["vmcoreinfo_va_bits"]]
+        walk = PageTables(mem, top)
+        voffset = int(info["NUMBER(kimage_voffset)"], 16)
+        symbols = {k[len("SYMBOL("):-1]: int(v, 16) for k, v in info.items() if k.startswith("SYMBOL(")}
+        image = {name: vaddr for name, vaddr in symbols.items() if mem.read_some(vaddr - voffset, 1)}  # not vmemmap
+        assert len(image) >= 5 and "swapper_pg_dir" in image and "vmemmap" not in image
+        for name, vaddr in image.items():
+            assert walk.translate(vaddr) == vaddr - voffset, name
+        phys_offset = int(info["NUMBER(PHYS_OFFSET)"], 16)
+        page_offset = kernel_half(entry["vmcoreinfo_va_bits"])
+        assert walk.translate(page_offset + 0x1234) == phys_offset + 0x1234
+        space = pagewalk.ModuleSpace(walk)
+        assert (space.direct_delta, space.image_delta) == (page_offset - phys_offset, voffset)

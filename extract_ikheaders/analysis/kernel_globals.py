@@ -36,8 +36,9 @@ Offsets = Callable[[str, str], int | None]  # (struct, member) -> byte offset, o
 IMAGE_SPAN = 256 << 20  # bytes of the kernel image searched from _stext (text, data and bss)
 _SWAPPER = (b"swapper/0\0", b"swapper\0")
 _NEAR_SPAN = 8 << 20  # bytes either side of init_task searched for `modules` (both in .data)
-# two x86_64 module-space pointers (0xffffffffc0000000..0xfffffffffeffffff): a list_head's next and prev
-_MODULE_PAIR = re.compile(rb"(?s)(?=(.{3}[\xc0-\xfe]\xff{4}.{3}[\xc0-\xfe]\xff{4}))")  # overlapping
+# x86_64's module space (MODULES_VADDR..MODULES_END, above the 1 GiB KASLR image space); arm64's
+# VMCOREINFO gives its own
+_X86_64_MODULES = (0xFFFFFFFFC0000000, 0xFFFFFFFFFF000000)
 _MODULE_NAME = re.compile(rb"[A-Za-z0-9_-]{1,55}\0")
 _UTS_LEN = 65  # __NEW_UTS_LEN + 1: struct new_utsname is six of these
 _BANNER_MAX = 1024
@@ -222,17 +223,36 @@ def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: i
         state = int.from_bytes(read(entry + state_off, 4) or b"\xff" * 4, "little")
         return state <= 3 and _MODULE_NAME.match(read(entry + name_off, 56)) is not None
 
+    lo, hi = _module_space(info, top.paging.arch)
     center = init_task - image.delta
-    start = max(center - _NEAR_SPAN, 0)
-    data = image.mem.read_some(start, 2 * _NEAR_SPAN)
-    for match in _MODULE_PAIR.finditer(data):
+    start = max([center - _NEAR_SPAN, *(lo for lo, hi in image.mem.ranges() if lo <= center < hi)])  # RAM's start
+    data = image.mem.read_some(start, center + _NEAR_SPAN - start)
+    for match in _pointer_pairs(lo, hi).finditer(data):
         if match.start() % 8:
             continue
         head = image.virt(start + match.start())
         first, last = struct.unpack("<QQ", match.group(1))
-        if is_module(first - list_off, head, 8) and is_module(last - list_off, head, 0):
+        if lo <= first < hi and lo <= last < hi and is_module(first - list_off, head, 8) \
+                and is_module(last - list_off, head, 0):
             return head
     return None
+
+
+def _module_space(info: dict[str, str], arch: str) -> tuple[int, int]:
+    """[start, end) of module space: VMCOREINFO's MODULES_VADDR/MODULES_END (arm64), else x86_64's."""
+    try:
+        return int(info["NUMBER(MODULES_VADDR)"], 16), int(info["NUMBER(MODULES_END)"], 16)
+    except (KeyError, ValueError):
+        return _X86_64_MODULES if arch == "x86_64" else (0, 0)
+
+
+def _pointer_pairs(lo: int, hi: int) -> re.Pattern[bytes]:
+    """Two little-endian words (a list_head's next and prev) whose high bytes are those every address
+    in [lo, hi) shares: a cheap filter, the range itself is checked on each match."""
+    first, last = lo.to_bytes(8, "big"), max(lo, hi - 1).to_bytes(8, "big")
+    shared = next((i for i in range(8) if first[i] != last[i]), 8)
+    word = b".{%d}" % (8 - shared) + re.escape(first[:shared][::-1])
+    return re.compile(rb"(?s)(?=(" + word + word + rb"))")  # overlapping
 
 
 def _banner_at(image: _Image, info: dict[str, str], uts: int | None, offsets: Offsets) -> int | None:

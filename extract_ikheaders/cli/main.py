@@ -833,10 +833,6 @@ def _run(cmd: click.Command, prog_name: str, argv: list[str] | None, image: str 
               "(drgn's own -e). drgn's -c (core) and -s (symbols) have no equivalent here: DUMP is the core.")
 @click.option("--system-map", "system_map", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="A System.map (the build's, relocated by the dump's KASLR offset) instead of the dump's kallsyms.")
-@click.option("--btf", "btf_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
-              help="Write the kernel's BTF (the format of /sys/kernel/btf/vmlinux) to FILE ('-' for stdout), for "
-                   "libbpf CO-RE, bpftool and bpftrace: the kernel's own, exactly, when it was built with "
-                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="A matching kernel source tree: adds struct mount, struct rq and the printk ring buffer's types.")
 @click.option("--compile-timeout", type=click.FloatRange(min=1), default=DEFAULT_COMPILE_SECONDS, metavar="SECONDS",
