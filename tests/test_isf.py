@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Corpus, ps_rows, run_cli
+from conftest import Corpus, corpus_params, ps_rows, run_cli
 
 from extract_ikheaders.analysis import isf, kernel_globals
 from extract_ikheaders.errors import InputError
@@ -473,3 +473,38 @@ def run_report_banner(stage: Path) -> str:
 def test_a_four_level_dump_gets_no_paging_warning(four_level: tuple[Path, Path, dict[str, Any]]) -> None:
     _, _, report = four_level
     assert (report["paging_levels"], report["warnings"]) == (4, [])
+
+
+def _arm64_kernels(corpus: Corpus) -> list[tuple[str, str]]:
+    return [(kernel, kernel) for kernel in corpus.manifest["arm64_boots"]["kernels"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", corpus_params(_arm64_kernels))
+def test_isf_of_arm64_qemu_dumps_matches_the_build(corpus: Corpus, tmp_path: Path, kernel: str) -> None:
+    """Released Volatility 3 has no AArch64 layer, so the ISF of an arm64 dump is checked against the
+    build itself: every symbol kallsyms gives and every global found in the image at its System.map
+    address (no KASLR in these guests), its types those the arm64 types object holds (which the test
+    above compares with kbuild's own -g compile for this architecture)."""
+    entry = corpus.manifest["kernels"][kernel]
+    run = run_cli("--json", "--isf", tmp_path / "kernel.json", corpus.root / entry["dumps"]["elf"])
+    assert run.code == 0, run.stderr
+    report, doc = run.json["isf"], json.loads((tmp_path / "kernel.json").read_bytes())
+    system_map: dict[str, set[int]] = {}
+    for line in corpus.file(entry["stage"], "System.map").read_text().splitlines():
+        addr, _, name = line.split()
+        system_map.setdefault(name, set()).add(int(addr, 16))
+    loaded = ["modules"] if entry["module"] is not None else []
+    pointed = ["init_cred", "init_files", "init_fs", "init_nsproxy", "init_pid_ns", "init_struct_pid", "init_user_ns"]
+    assert report["recovered"] == sorted(["init_mm", "init_task", "linux_banner", *pointed, *loaded])
+    placed = {name: s["address"] for name, s in doc["symbols"].items() if name in system_map}
+    assert len(placed) > 10_000 and report["kaslr_offset"] == 0
+    assert [name for name, address in placed.items() if address not in system_map[name]] == []
+    assert {"swapper_pg_dir", "init_uts_ns"} <= set(report["from_vmcoreinfo"])
+    assert doc["symbols"]["init_task"]["type"] == {"kind": "struct", "name": "task_struct"}
+    assert doc["base_types"]["pointer"]["size"] == 8 and doc["base_types"]["pointer"]["endian"] == "little"
+    assert report["missing_types"] == []
+    assert report["paging_levels"] == {39: 3, 52: 5}[entry["vmcoreinfo_va_bits"]]
+    assert report["warnings"] == [isf.ARM64_WARNING]
+    again = run_cli("--isf", tmp_path / "again.json", corpus.root / entry["dumps"]["elf"])
+    assert f"warning: {isf.ARM64_WARNING}" in again.stderr

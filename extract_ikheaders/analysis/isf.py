@@ -384,6 +384,9 @@ class IsfReport:
 FIVE_LEVEL_WARNING = ("the dump's kernel uses 5-level paging (LA57), which stock Volatility 3 cannot translate: "
                       "its plugins will list nothing. Capture a kernel booted with no5lvl, or read this dump "
                       "with extract-ikheaders-drgn, which walks 5-level tables")
+ARM64_WARNING = ("the dump is of an arm64 kernel, and released Volatility 3 has no AArch64 layer to translate its "
+                 "addresses (its development tree has one): read this dump with extract-ikheaders-drgn, or give "
+                 "the table to a tool that reads ISF types and symbols")
 
 
 def build_isf(types: DwarfTypes, symbols: Iterable[tuple[int, str, str]], kaslr_offset: int, banner: bytes,
@@ -469,7 +472,9 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
         types, cached, types_object = _types(image, kernel_source, types_object, limits)
         found = _DumpSymbols.gather(mem, types, table.symbols, image)
         banner = dump_banner(mem, found.symbols, image) or _scanned_banner(buf, image)
-        levels = max((top.levels for top in pagewalk.top_tables(mem, buf)), default=None)
+        tops = pagewalk.top_tables(mem, buf)
+        levels = max((top.levels for top in tops), default=None)
+        arm64 = any(top.paging.arch == "arm64" for top in tops)
     doc = build_isf(types, found.symbols, table.kaslr_offset, banner, __version__)
     write_isf(doc, dest)
     return IsfReport(output=dest, banner=banner.rstrip(b"\0\n").decode(errors="replace"),
@@ -479,7 +484,7 @@ def make_isf(image: str, dest: str, *, kernel_source: str | None = None,
                      recovered=found.recovered, from_vmcoreinfo=found.from_vmcoreinfo,
                      missing_types=tuple(t for t in REQUIRED_TYPES if t not in types.user_types),
                      types_object=str(types_object), types_cached=cached, paging_levels=levels,
-                     warnings=(FIVE_LEVEL_WARNING,) if levels == 5 else ())
+                     warnings=(ARM64_WARNING,) if arm64 else (FIVE_LEVEL_WARNING,) if levels == 5 else ())
 
 
 def _types(image: str, kernel_source: str | None, types_object: Path | None,
