@@ -30,7 +30,7 @@ from ..buffer import Buffer
 from ..compression import decode_lzo1x
 from ..errors import Damaged, NotMine
 from ..model import Layer, uname_platform
-from .physical import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, parse_vmcoreinfo, release_mapping
+from .physical import RELEASE_EVERY, DumpInfo, Gap, PhysicalMemory, coalesced, parse_vmcoreinfo, release_mapping
 
 SIGNATURE = b"KDUMP   "
 ZLIB, LZO, SNAPPY, ZSTD = 0x1, 0x2, 0x4, 0x20
@@ -271,21 +271,14 @@ class KdumpMemory(PhysicalMemory):
         2nd bitmap. The carver calls this once per candidate it tries, so the runs of the block it
         starts in are kept and entered by bisection: each call costs what it walks, not the block."""
         start = max(start_pfn, self.header.start_pfn)
-        pending: tuple[int, int] | None = None
+        return coalesced(self._clipped_runs(start))
+
+    def _clipped_runs(self, start: int) -> Iterator[tuple[int, int]]:
         for block in range(start // _BLOCK_BITS, (self._pfn_limit + _BLOCK_BITS - 1) // _BLOCK_BITS):
             runs = self._block_runs(block)
             for first, end in runs[max(0, bisect.bisect_right(runs, (start, start)) - 1):]:
-                if end <= start:
-                    continue
-                first = max(first, start)
-                if pending is not None and pending[1] == first:
-                    pending = (pending[0], end)
-                    continue
-                if pending is not None:
-                    yield pending
-                pending = (first, end)
-        if pending is not None:
-            yield pending
+                if end > start:
+                    yield max(first, start), end
 
     def _block_runs(self, block: int) -> list[tuple[int, int]]:
         if self._runs_cache[0] != block:

@@ -256,6 +256,20 @@ class MappedMemory(PhysicalMemory):
             release_mapping(self.buf)
 
 
+def coalesced(runs: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Ordered runs [start, end), each joined with the next where that one starts at its end."""
+    pending: tuple[int, int] | None = None
+    for start, end in runs:
+        if pending is not None and pending[1] == start:
+            pending = (pending[0], end)
+            continue
+        if pending is not None:
+            yield pending
+        pending = (start, end)
+    if pending is not None:
+        yield pending
+
+
 def release_mapping(buf: object) -> None:
     """Drop an mmap's pages from our page tables (the page cache keeps them): RSS stays small
     however much of a big dump is scanned. A no-op for in-memory buffers."""

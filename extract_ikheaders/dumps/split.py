@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..buffer import Buffer
 from ..errors import Damaged, NotMine, UsageError
 from . import kdump
-from .physical import DumpInfo, Gap, PhysicalMemory
+from .physical import DumpInfo, Gap, PhysicalMemory, coalesced
 
 SET_FORMAT = "kdump split set"
 
@@ -115,17 +115,7 @@ class SplitSetMemory(PhysicalMemory):
 
     def ranges(self) -> Iterator[tuple[int, int]]:
         """Each part's runs in turn; a run that ends where the next part's first run starts is one."""
-        pending: tuple[int, int] | None = None
-        for part in self._parts:
-            for start, end in part.ranges():
-                if pending is not None and pending[1] == start:
-                    pending = (pending[0], end)
-                    continue
-                if pending is not None:
-                    yield pending
-                pending = (start, end)
-        if pending is not None:
-            yield pending
+        return coalesced(run for part in self._parts for run in part.ranges())
 
     def read_some(self, paddr: int, size: int) -> bytes:
         parts: list[bytes] = []
