@@ -554,3 +554,22 @@ def test_a_module_kernels_dump_without_the_module_says_what_a_dump_holds(tmp_pat
     run = run_cli("-a", "-", dump)
     assert run.code == 1 and not run.stdout
     assert "which a dump holds only if kheaders.ko was loaded" in run.stderr and "give that file" not in run.stderr
+
+
+def test_lime_takes_vmcoreinfo_from_the_kernels_memory() -> None:
+    """LiME has no notes: the kernel's own VMCOREINFO text (vmcoreinfo_data) is found in memory; the
+    format string in .rodata and implausible copies are passed over."""
+    real = b"OSRELEASE=6.1.0-synthetic\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffc008a3c000\nKERNELOFFSET=0\n\0"
+    decoys = b"OSRELEASE=%s\n\0" + b"OSRELEASE=6.1\nPAGESIZE=1000\nSYMBOL(x)=1\n\0"
+    memory = memory_image(8 * PAGE, {PAGE: decoys, 5 * PAGE + 8: real})
+    mem = search.open_dump(lime([(0x40000000, memory)]))
+    assert mem.info.vmcoreinfo == {"OSRELEASE": "6.1.0-synthetic", "PAGESIZE": "4096",
+                                   "SYMBOL(swapper_pg_dir)": "ffffffc008a3c000", "KERNELOFFSET": "0"}
+    assert mem.info.detail.endswith("VMCOREINFO found in memory")
+    assert search.open_dump(lime([(0x40000000, memory_image(8 * PAGE, {PAGE: decoys}))])).info.vmcoreinfo == {}
+
+
+def test_memory_full_of_vmcoreinfo_keys_costs_a_bounded_search() -> None:
+    flood = b"OSRELEASE=x\n\0" * 40_000  # 520 KB of candidates, none plausible
+    mem = search.open_dump(lime([(0, flood + b"OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(a)=1\n\0")]))
+    assert mem.info.vmcoreinfo == {}  # the real one lies past the candidates read (_VMCOREINFO_TRIES)

@@ -10,6 +10,7 @@ import bisect
 import contextlib
 import itertools
 import mmap
+import re
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -289,6 +290,36 @@ def parse_vmcoreinfo(data: bytes) -> dict[str, str]:
         if sep and key:
             info[imagetext.decode(key)] = imagetext.decode(value.rstrip(b"\0"))
     return info
+
+
+_VMCOREINFO_START = b"OSRELEASE="  # the first line the kernel writes (kernel/vmcore_info.c)
+_VMCOREINFO_MAX = 1 << 16  # VMCOREINFO_BYTES is one page
+_VMCOREINFO_TRIES = 256  # candidates read at most: memory full of the key costs no more
+_RELEASE = re.compile(r"\d+\.\d+[\w.+~-]*")
+
+
+def vmcoreinfo_in_memory(mem: PhysicalMemory) -> dict[str, str]:
+    """The kernel's own VMCOREINFO text (vmcoreinfo_data, or the note's copy) found in physical
+    memory, for formats that carry no notes (LiME, raw): {} when there is none that checks out (a
+    release, a power-of-two PAGESIZE and SYMBOL() lines; the format string "OSRELEASE=%s" in the
+    kernel's .rodata is not one)."""
+    tries = 0
+    for lo, hi in mem.ranges():
+        at = mem.find(_VMCOREINFO_START, lo, hi)
+        while at != -1 and tries < _VMCOREINFO_TRIES:
+            tries += 1
+            info = parse_vmcoreinfo(mem.read_some(at, _VMCOREINFO_MAX).split(b"\0", 1)[0])
+            if _plausible_vmcoreinfo(info):
+                return info
+            at = mem.find(_VMCOREINFO_START, at + 1, hi)
+    return {}
+
+
+def _plausible_vmcoreinfo(info: dict[str, str]) -> bool:
+    page = info.get("PAGESIZE", "")
+    return (_RELEASE.fullmatch(info.get("OSRELEASE", "")) is not None and page.isdigit()
+            and int(page) >= 4096 and int(page) & (int(page) - 1) == 0
+            and any(key.startswith("SYMBOL(") for key in info))
 
 
 def kernel_start(vmcoreinfo: dict[str, str]) -> int | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import lzma
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .. import imagetext
@@ -28,7 +29,7 @@ from ..errors import Damaged, NotFound, NotMine
 from ..model import Check, Found, Layer, Method
 from . import elfcore, flattened, kdump, lime, split
 from .pagewalk import Resolver, Unreachable, VirtualHit
-from .physical import DumpInfo, Extent, MappedMemory, PhysicalMemory, kernel_start
+from .physical import DumpInfo, Extent, MappedMemory, PhysicalMemory, kernel_start, vmcoreinfo_in_memory
 
 if TYPE_CHECKING:
     from .pagewalk import Resolver, VirtualHit
@@ -51,10 +52,20 @@ def open_dump(buf: Buffer) -> PhysicalMemory:
         return whole_set
     for reader in (elfcore.open_memory, kdump.open_memory, flattened.open_memory, lime.open_memory):
         try:
-            return reader(buf)
+            mem = reader(buf)
         except NotMine:
             continue
+        return with_vmcoreinfo_from_memory(mem) if mem.info.format == "lime" else mem
     raise NotMine("not a crash dump")
+
+
+def with_vmcoreinfo_from_memory(mem: PhysicalMemory) -> PhysicalMemory:
+    """`mem`, its VMCOREINFO taken from the kernel's own copy in memory when the format has no notes
+    (LiME, raw): what places kallsyms and finds the page tables there too."""
+    found = vmcoreinfo_in_memory(mem)
+    if found:
+        mem.info = replace(mem.info, vmcoreinfo=found, detail=f"{mem.info.detail}, VMCOREINFO found in memory")
+    return mem
 
 
 Progress = Callable[[int, int], None]  # (bytes searched, bytes to search)
@@ -124,7 +135,7 @@ def find_in_raw(buf: Buffer, path: str, layers: tuple[Layer, ...] = ()) -> Found
     if len(buf) == 0:
         raise NotFound("empty file", path=path)
     info = DumpInfo("raw memory", "no dump header: physical memory assumed to start at address 0")
-    return _find(MappedMemory(buf, [Extent(0, len(buf), 0)], info), buf, path, layers)
+    return _find(with_vmcoreinfo_from_memory(MappedMemory(buf, [Extent(0, len(buf), 0)], info)), buf, path, layers)
 
 
 def _search_order(mem: PhysicalMemory) -> tuple[list[tuple[int, int]], str]:
