@@ -10,7 +10,7 @@ import pytest
 from conftest import Corpus
 
 KERNELS = ["6.1-y-gzip", "6.1-y-bzip2", "6.1-y-lzma", "6.1-y-xz", "6.1-y-lzo", "6.1-y-lz4", "6.1-y-zstd",
-           "6.1-seed", "6.1-m", "6.12-y", "7.2-y"]
+           "6.1-seed", "6.1-m", "6.12-y", "7.2-y", "7.2-m"]
 
 
 def sha256(path: Path) -> str:
@@ -68,7 +68,7 @@ def elf_type(path: Path) -> int:
 
 
 def test_qemu_dumps_parse_as_their_format(corpus: Corpus) -> None:
-    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y"):
+    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y", "7.2-m"):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         dumps = corpus.truth(kernel)["dumps"]
         assert {"elf", "kdump-zlib"} <= set(dumps)

@@ -116,7 +116,7 @@ def _qemu_dump(corpus: Corpus, kernel: str, kind: str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", ["6.1-m-4level", "6.1-m", "6.1-y-gzip", "6.12-y", "7.2-y"])
+@pytest.mark.parametrize("kernel", ["6.1-m-4level", "6.1-m", "6.1-y-gzip", "6.12-y", "7.2-y", "7.2-m"])
 def test_drgn_on_a_qemu_dump_without_vmcoreinfo(corpus: Corpus, kernel: str) -> None:
     """QEMU's dump-guest-memory has no VMCOREINFO (no -device vmcoreinfo): the stand-in built from the
     dump (kallsyms by shape, KASLR from .config, CR3 from QEMU's note) lets drgn list the tasks. ps ran

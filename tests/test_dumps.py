@@ -353,7 +353,7 @@ def sha256(data: bytes) -> str:
 def corpus_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, dict[str, Any]]]]:
     """(name, (path, ground truth)) of every dump in the corpus."""
     dumps = []
-    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y"):
+    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y", "7.2-m"):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         for kind, name in corpus.truth(kernel)["dumps"].items():
             dumps.append((f"{kernel}/{kind}", (boot / name, corpus.truth(kernel))))
@@ -384,14 +384,15 @@ def test_every_corpus_dump_gives_the_guests_archive(corpus: Corpus, tmp_path: Pa
     report = run.json
     assert report["archive"]["sha256"] == truth["sha256"] and report["release"] == truth["release"]
     # =m: the module's archive is in vmalloc space, read through the page tables
-    assert report["layers"][-1]["format"] == ("virtual memory" if name.startswith("6.1-m/") else "physical memory")
+    modular = name.startswith(("6.1-m/", "7.2-m/"))
+    assert report["layers"][-1]["format"] == ("virtual memory" if modular else "physical memory")
 
 
 def test_qemu_dumps_take_the_release_from_the_kernels_utsname(corpus: Corpus) -> None:
     """QEMU's dumps carry no VMCOREINFO: the release comes from init_uts_ns on every capture
     (=y, =m 5-level and 4-level, 6.12), never from a banner that happens to lie near the archive."""
     captures = [(kernel, corpus.root / corpus.manifest["kernels"][kernel]["boot"] / "dump.elf")
-                for kernel in ("6.1-y-gzip", "6.1-m", "6.1-m-4level", "6.12-y", "7.2-y")]
+                for kernel in ("6.1-y-gzip", "6.1-m", "6.1-m-4level", "6.12-y", "7.2-y", "7.2-m")]
     for kernel, path in captures:
         found = find_file(path)
         assert found.release == corpus.truth(kernel)["release"], kernel

@@ -397,6 +397,7 @@ def _boot(corpus: Corpus, kernel: str) -> Path:
                                                        ("7.2-y", "k72y", "dump.elf"),
                                                        ("7.2-y", "k72y", "dump.kdump-zlib"),
                                                        ("6.1-m", "k61m", "dump.elf"),
+                                                       ("7.2-m", "k72m", "dump.elf"),
                                                        ("6.1-m-4level", "k61m", "dump.kdump-zlib")])
 def test_qemu_dump_symbols_equal_system_map(corpus: Corpus, kernel: str, stage: str, dump: str) -> None:
     """No VMCOREINFO: the tables are found in physical memory, addresses as the guest ran them."""

@@ -254,12 +254,12 @@ def test_page_table_page_missing_from_the_dump() -> None:
 # The corpus ------------------------------------------------------------------------------------
 
 
-def qemu_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, int]]]:
+def qemu_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, int, str]]]:
     dumps = []
-    for kernel, levels in (("6.1-m", 5), ("6.1-m-4level", 4)):
+    for kernel, levels in (("6.1-m", 5), ("6.1-m-4level", 4), ("7.2-m", 5)):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         for kind, name in corpus.truth(kernel)["dumps"].items():
-            dumps.append((f"{kernel}/{kind}", (boot / name, levels)))
+            dumps.append((f"{kernel}/{kind}", (boot / name, levels, kernel)))
     return dumps
 
 
@@ -275,7 +275,7 @@ def kdump_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, int, dict[str, An
 
 def test_the_module_corpus_has_its_captures(corpus: Corpus) -> None:
     truth = corpus.truth("6.1-m")
-    assert len(qemu_dumps(corpus)) == 4
+    assert len(qemu_dumps(corpus)) == 6 and corpus.truth("7.2-m")["module_loaded"]
     assert corpus.truth("6.1-m-4level")["sha256"] == truth["sha256"] and truth["module_loaded"]
     dumps = kdump_dumps(corpus)
     assert {levels for _, (_, levels, _) in dumps} == {4, 5} and len(dumps) >= 8
@@ -294,9 +294,9 @@ def _archive_through_the_page_tables(path: Path, sha: str, tmp_path: Path) -> di
 
 
 @pytest.mark.parametrize("dump", corpus_params(qemu_dumps))
-def test_cli_archive_from_qemu_dumps(corpus: Corpus, tmp_path: Path, dump: tuple[Path, int]) -> None:
-    path, levels = dump
-    layer = _archive_through_the_page_tables(path, corpus.truth("6.1-m")["sha256"], tmp_path)
+def test_cli_archive_from_qemu_dumps(corpus: Corpus, tmp_path: Path, dump: tuple[Path, int, str]) -> None:
+    path, levels, kernel = dump
+    layer = _archive_through_the_page_tables(path, corpus.truth(kernel)["sha256"], tmp_path)
     assert layer["detail"] == f"pagewalk, {levels}-level, CR3 from QEMU note (CPU 0)"
 
 

@@ -26,6 +26,7 @@ INPUTS = [
     ("k612y", "vmlinux", "6.12-y", "symbols"),
     ("k612y", "vmlinux.stripped", "6.12-y", "carve"),
     ("k72y", "vmlinux", "7.2-y", "symbols"),
+    ("k72m", "kheaders.ko", "7.2-m", "symbols"),
     ("k72y", "vmlinux.stripped", "7.2-y", "carve"),
     ("k72y", "vmlinux.bin", "7.2-y", "carve"),
     *[("k61y", f"bzImage.{c}", f"6.1-y-{c}", "carve") for c in ("gzip", "bzip2", "lzma", "xz", "lzo", "lz4", "zstd")],
