@@ -61,9 +61,9 @@ def capture_path(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> An
     return path
 
 
-def test_the_corpus_boots_three_arm64_kernels(corpus: Corpus) -> None:
+def test_the_corpus_boots_four_arm64_kernels(corpus: Corpus) -> None:
     boots = corpus.manifest["arm64_boots"]
-    assert boots["kernels"] == ["6.1-arm64", "6.1-arm64-m", "7.2-arm64"]
+    assert boots["kernels"] == ["6.1-arm64", "6.1-arm64-m", "7.2-arm64", "7.2-arm64-m"]
     assert {"elf", "kdump-zlib"} <= set(boots["qemu_dump_formats_offered"])
     assert boots["busybox"]["package"] == "busybox-static:arm64"
 
