@@ -57,9 +57,8 @@ def explained(exc: NotFound, name: str) -> NotFound:
     if _options(config.text, None).get("IKHEADERS") != "m" or in_dump:
         return exc  # a dump's own reason already says what =m means there
     title = _config_title(config.text)
-    split = pipeline.split_note(name)  # a lone split part: the module's pages may be in another part
-    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}"
-                    + (f"; {split}" if split else ""), path=exc.path, layer=exc.layer)
+    return NotFound(f"no kernel headers built in: {module_hint(title[1] if title else None)}", path=exc.path,
+                    layer=exc.layer)
 
 
 def module_hint(release: str | None) -> str:

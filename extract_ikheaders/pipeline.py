@@ -405,17 +405,6 @@ def _refuse_repeats(parts: list[split.Part]) -> None:
         seen[real] = part.path
 
 
-def split_note(name: str) -> str | None:
-    """What a failure on a lone split part, or on a set with parts missing, must add: which pfns
-    the parts not given hold."""
-    report = split_report(name)
-    if report is None or not report["missing"]:
-        return None
-    missing = ", ".join(f"{m['start_pfn']:#x}-{m['end_pfn'] - 1:#x}" for m in report["missing"])
-    return (f"the makedumpfile --split dump's pfns {missing} (of {report['max_mapnr']:#x}) are in parts not "
-            f"given, which are needed for the rest")
-
-
 def split_report(name: str) -> dict[str, Any] | None:
     """--info's `split`: a makedumpfile --split set's (or lone part's) parts, their pfn ranges and the
     pfn ranges no given part holds; None when the input is not split."""
