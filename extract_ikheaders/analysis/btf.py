@@ -60,10 +60,10 @@ class Btf:
 
 def parse(data: bytes, where: str) -> Btf | None:
     """`data` starting with a whole base BTF (anything may follow it), checked; None if it is not one."""
-    endian = next((e for e, magic in _MAGICS.items() if data.startswith(magic)), None)
-    if endian is None or len(data) < _HEADER.size:
+    header = _header(data[: _HEADER.size])
+    if header is None:
         return None
-    _, _, _, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(endian + _HEADER.format, data)
+    endian, hdr_len, type_off, type_len, str_off, str_len = header
     end = hdr_len + max(type_off + type_len, str_off + str_len)
     if hdr_len < _HEADER.size or end > min(len(data), MAX_BTF) or type_len % 4:
         return None
@@ -135,13 +135,23 @@ def _find_below(mem: PhysicalMemory, hi: int, magic: bytes, start: int) -> int:
     return mem.find(magic, start, hi)
 
 
-def _claimed(head: bytes) -> int:
-    """The length a BTF header says its blob has (0 when it is not a header, capped at MAX_BTF)."""
+def _header(head: bytes) -> tuple[str, int, int, int, int, int] | None:
+    """(byte order, hdr_len, type_off, type_len, str_off, str_len) of a BTF header, or None."""
     endian = next((e for e, magic in _MAGICS.items() if head.startswith(magic)), None)
     if endian is None or len(head) < _HEADER.size:
+        return None
+    _, _, _, *fields = struct.unpack_from(endian + _HEADER.format, head)
+    hdr_len, type_off, type_len, str_off, str_len = fields
+    return endian, hdr_len, type_off, type_len, str_off, str_len
+
+
+def _claimed(head: bytes) -> int:
+    """The length a BTF header says its blob has (0 when it is not a header, capped at MAX_BTF)."""
+    header = _header(head)
+    if header is None:
         return 0
-    _, _, _, hdr_len, type_off, type_len, str_off, str_len = struct.unpack(endian + _HEADER.format, head)
-    return min(int(hdr_len + max(type_off + type_len, str_off + str_len)), MAX_BTF)
+    _, hdr_len, type_off, type_len, str_off, str_len = header
+    return min(hdr_len + max(type_off + type_len, str_off + str_len), MAX_BTF)
 
 
 def _aligned(find: Callable[[bytes, int], int], magic: bytes, start: int) -> Iterator[int]:
