@@ -224,8 +224,11 @@ def _modules(image: _Image, offsets: Offsets, info: dict[str, str], init_task: i
         return state <= 3 and _MODULE_NAME.match(read(entry + name_off, 56)) is not None
 
     lo, hi = _module_space(info, top.paging.arch)
+    if lo >= hi:
+        return None  # no module space known for this machine
     center = init_task - image.delta
-    start = max([center - _NEAR_SPAN, *(lo for lo, hi in image.mem.ranges() if lo <= center < hi)])  # RAM's start
+    ram_start = [start for start, end in image.mem.ranges() if start <= center < end]
+    start = max([center - _NEAR_SPAN, *ram_start])  # RAM need not start at 0 (arm64 virt: 1 GiB)
     data = image.mem.read_some(start, center + _NEAR_SPAN - start)
     for match in _pointer_pairs(lo, hi).finditer(data):
         if match.start() % 8:
