@@ -40,7 +40,7 @@ def test_the_producer_changes_with_the_code_and_the_version(tmp_path: Path, monk
 
 def test_the_types_key_holds_the_producer(monkeypatch: pytest.MonkeyPatch) -> None:
     target = debuginfo.Target(arch="x86", bits=64, compiler=("cc",), flags=("-g",))
-    monkeypatch.setattr(debuginfo, "_compiler_version", lambda compiler: "cc 1.0")
+    monkeypatch.setattr(debuginfo, "compiler_version", lambda compiler: "cc 1.0")
     key = debuginfo._cache_key("ab" * 32, b"#define CONFIG_X 1\n", target, None)
     monkeypatch.setattr(debuginfo, "producer", lambda *modules: {"package": "0.0", "code": "other"})
     assert debuginfo._cache_key("ab" * 32, b"#define CONFIG_X 1\n", target, None) != key

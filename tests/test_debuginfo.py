@@ -153,11 +153,11 @@ def test_cli_debuginfo_without_headers_exits_1(cli: Any, tmp_path: Path) -> None
 def test_the_headers_tree_goes_to_a_ram_file_system_with_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Creating the archive's ~6,000 files costs seconds on a busy disk: /dev/shm when it has room."""
     monkeypatch.setattr(debuginfo, "_SCRATCH", str(tmp_path))
-    assert debuginfo._scratch_root() == str(tmp_path)
+    assert debuginfo.scratch_root() == str(tmp_path)
     monkeypatch.setattr(debuginfo, "_SCRATCH_FREE", 1 << 62)  # no file system has that much room
-    assert debuginfo._scratch_root() is None
+    assert debuginfo.scratch_root() is None
     monkeypatch.setattr(debuginfo, "_SCRATCH", str(tmp_path / "absent"))
-    assert debuginfo._scratch_root() is None
+    assert debuginfo.scratch_root() is None
 
 
 def test_autoconf_from_config() -> None:

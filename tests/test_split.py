@@ -17,6 +17,7 @@ from conftest import Corpus, run_cli
 from dump_builders import PAGE, big_archive, kdump_file, memory_image, pages_of, split_kdump, vmcoreinfo
 
 from extract_ikheaders import pipeline
+from extract_ikheaders.cli import records
 from extract_ikheaders.dumps import split
 from extract_ikheaders.errors import UsageError
 
@@ -57,7 +58,7 @@ def test_json_of_a_set_is_one_record_naming_every_part(tmp_path: Path) -> None:
     (record,) = [json.loads(line) for line in run.stdout.splitlines()]
     assert record["parts"] == [str(p) for p in parts]  # pfn order, whatever the order given
     assert record["input"] == " + ".join(str(p) for p in parts)
-    assert record["schema"] == "1.2"
+    assert record["schema"] == records.SCHEMA_VERSION
     assert record["archive"]["sha256"] == SHA
     assert record["archive"]["offset"] == BASE_PFN * PAGE + ARCHIVE_AT
     assert record["layers"][0]["format"] == "kdump split set"
@@ -123,8 +124,8 @@ def test_parts_of_different_dumps_are_refused(tmp_path: Path) -> None:
     second = _write_parts(tmp_path, timestamp=1_700_000_999, prefix="b")
     run = run_cli("--json", "-a", "/dev/null", first[0], second[1], first[2])
     assert run.code == 2
-    records = [json.loads(line) for line in run.stdout.splitlines()]
-    assert len(records) == 3 and {r["error"]["kind"] for r in records} == {"usage"}
+    reports = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(reports) == 3 and {r["error"]["kind"] for r in reports} == {"usage"}
     assert (f"{second[1]}: is a part of another makedumpfile --split dump than {first[0]} "
             f"(their headers differ: timestamp)") in run.stderr
 

@@ -18,6 +18,7 @@ from test_config import _inputs as config_inputs
 from test_dumps import corpus_dumps
 
 from extract_ikheaders.archive import xzstream
+from extract_ikheaders.cli import records
 from extract_ikheaders.errors import Damaged
 
 ARCHIVE = headers_archive()
@@ -152,4 +153,4 @@ def test_a_dump_is_always_decoded(corpus: Corpus, tmp_path: Path, dump: tuple[Pa
 
 def test_json_output_is_one_record(vmlinux: Path) -> None:
     run = run_cli("--json", "--no-verify", "-a", "/dev/null", vmlinux)
-    assert len(run.stdout.splitlines()) == 1 and json.loads(run.stdout)["schema"] == "1.2"
+    assert len(run.stdout.splitlines()) == 1 and json.loads(run.stdout)["schema"] == records.SCHEMA_VERSION

@@ -186,4 +186,109 @@ def kernel_btf(path: str | os.PathLike[str]) -> Btf:
 
 def missing(path: str) -> NotFound:
     return NotFound("the kernel carries no BTF of its own (it was built without CONFIG_DEBUG_INFO_BTF); "
-                    "generating BTF from its headers is not supported yet", path=path)
+                    "--btf-from headers generates it from the kernel's headers", path=path)
+
+
+# --- the types: what a generated BTF is compared with the kernel's by ------------------------------
+
+_INT, _PTR, _ARRAY, _FWD, _TYPEDEF, _FUNC_PROTO, _FLOAT = 1, 2, 3, 7, 8, 13, 16
+_ENUMS = (6, 19)
+_QUALIFIERS = {9: "volatile", 10: "const", 11: "restrict", 18: "type_tag"}
+_SPELL_DEPTH = 4  # anonymous structs inside anonymous structs are spelled out this deep
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    bit_offset: int
+    bitfield_size: int  # 0: not a bit field
+    type: str  # the member's type as C spells it; anonymous structs and unions by their members
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A struct or union as CO-RE relocations see it."""
+
+    kind: str  # "struct" or "union"
+    size: int
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True)
+class _Record:
+    kind: int
+    name: str
+    kind_flag: bool
+    size_or_type: int
+    members: tuple[tuple[str, int, int], ...] = ()  # struct/union: (name, type id, offset)
+    array: tuple[int, int] = (0, 0)  # array: (element type id, element count)
+
+
+def structs(btf: Btf) -> dict[str, Layout]:
+    """Every named struct and union of a base BTF; a name defined twice keeps its first definition."""
+    records = [None, *_records(btf)]
+    found: dict[str, Layout] = {}
+    for record in records:
+        if record is not None and record.kind in (_STRUCT, _UNION) and record.name and record.name not in found:
+            found[record.name] = _layout(records, record)
+    return found
+
+
+def _records(btf: Btf) -> Iterator[_Record]:
+    endian, hdr_len, type_off, type_len, str_off, str_len = _header(btf.data[: _HEADER.size]) or ("<", 0, 0, 0, 0, 0)
+    strings = btf.data[hdr_len + str_off : hdr_len + str_off + str_len]
+    section = btf.data[hdr_len + type_off : hdr_len + type_off + type_len]
+
+    def name(offset: int) -> str:
+        end = strings.find(b"\0", offset)
+        return strings[offset:end].decode("utf-8", "replace") if 0 <= offset < len(strings) else ""
+
+    record, entry = struct.Struct(endian + "III"), struct.Struct(endian + "III")
+    at = 0
+    while at + record.size <= len(section):  # parse() checked the records end exactly
+        name_off, info, size_or_type = record.unpack_from(section, at)
+        kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
+        after, per_entry = _TRAILERS.get(kind, (0, 0))
+        trailer = at + record.size
+        members: tuple[tuple[str, int, int], ...] = ()
+        array = (0, 0)
+        if kind in (_STRUCT, _UNION):
+            members = tuple((name(m_name), m_type, m_offset) for m_name, m_type, m_offset in
+                            (entry.unpack_from(section, trailer + 12 * i) for i in range(vlen)))
+        elif kind == _ARRAY:
+            element, _, count = entry.unpack_from(section, trailer)
+            array = (element, count)
+        yield _Record(kind, name(name_off), bool(info >> 31), size_or_type, members, array)
+        at = trailer + after + per_entry * vlen
+
+
+def _layout(records: list[_Record | None], record: _Record) -> Layout:
+    bitfields = record.kind_flag  # kind_flag: offsets hold (bit field size << 24 | bit offset)
+    members = tuple(Member(m_name, offset & 0xFFFFFF if bitfields else offset, offset >> 24 if bitfields else 0,
+                           spell(records, m_type)) for m_name, m_type, offset in record.members)
+    return Layout("struct" if record.kind == _STRUCT else "union", record.size_or_type, members)
+
+
+def spell(records: list[_Record | None], type_id: int, depth: int = 0) -> str:
+    """A type as C spells it; an anonymous struct or union by its members' types and offsets."""
+    record = records[type_id] if 0 <= type_id < len(records) else None
+    if record is None:
+        return "void"
+    kind = record.kind
+    if kind in (_STRUCT, _UNION, _FWD):
+        word = "union" if kind == _UNION or (kind == _FWD and record.kind_flag) else "struct"
+        if record.name or depth >= _SPELL_DEPTH:
+            return f"{word} {record.name}"
+        inner = "; ".join(f"{spell(records, t, depth + 1)} {n}@{o}" for n, t, o in record.members)
+        return f"{word} {{{inner}}}"
+    if kind in _ENUMS:
+        return f"enum {record.name}" if record.name else f"enum <{record.size_or_type} bytes>"
+    if kind == _PTR:
+        return spell(records, record.size_or_type, depth) + " *"
+    if kind == _ARRAY:
+        return f"{spell(records, record.array[0], depth)} [{record.array[1]}]"
+    if kind in _QUALIFIERS:
+        return f"{_QUALIFIERS[kind]} {spell(records, record.size_or_type, depth)}"
+    if kind == _FUNC_PROTO:
+        return "function"
+    return record.name  # int, float, typedef

@@ -109,7 +109,7 @@ def _shown(name: bytes) -> str:
 
 # --- 2-4. the compiler, one step at a time --------------------------------------------------------
 
-_PREPROCESSOR_FLAG = re.compile(r"^-(I|D|U|nostdinc)")
+_PREPROCESSOR_FLAG = re.compile(r"^-(I|D|U|nostdinc|idirafter)")
 _OPENED = re.compile(r"^\.+ (.+)$")
 _ASM_REGION = re.compile(r"^\s*(?:#|@|//|;|!)\s*APP\s*$.*?^\s*(?:#|@|//|;|!)\s*NO_APP\s*$\n?", re.M | re.S)
 
@@ -123,8 +123,7 @@ def compile_unit(compiler: Sequence[str], flags: Sequence[str], unit: Path, obj:
     when a step ran out of time or resources."""
     work = unit.parent
     preprocessed, assembly = work / f"{unit.stem}.i", work / f"{unit.stem}.s"
-    proc = _step([*compiler, *flags, "-E", "-H", str(unit), "-o", str(preprocessed)], work, limits)
-    _check_opened(proc.stderr, allowed)
+    proc = _preprocess(compiler, flags, unit, preprocessed, allowed, limits)
     if proc.returncode != 0:
         return proc
     codegen = _without_preprocessor_flags(flags)
@@ -134,6 +133,31 @@ def compile_unit(compiler: Sequence[str], flags: Sequence[str], unit: Path, obj:
     assembly.write_text(_ASM_REGION.sub("", assembly.read_text(errors="surrogateescape")),
                         errors="surrogateescape")
     return _step([*compiler, *codegen, "-c", str(assembly), "-o", str(obj)], work, limits)
+
+
+def check_unit(compiler: Sequence[str], flags: Sequence[str], unit: Path, allowed: Sequence[Path],
+               limits: Limits) -> subprocess.CompletedProcess[str]:
+    """Preprocess `unit` (checked as compile_unit does) and only check the result's syntax and types:
+    no code, no assembler. The diagnostics of the preprocessed file point at the headers' own lines,
+    a macro's error at the line that expanded it, with the include chain from the unit's line."""
+    work = unit.parent
+    preprocessed = work / f"{unit.stem}.i"
+    proc = _preprocess(compiler, flags, unit, preprocessed, allowed, limits)
+    if proc.returncode != 0:
+        return proc
+    return _step([*compiler, *_without_preprocessor_flags(flags), "-fsyntax-only", str(preprocessed)], work, limits)
+
+
+def run_tool(argv: list[str], cwd: Path, limits: Limits) -> subprocess.CompletedProcess[str]:
+    """A program run on the compiler's output (pahole on the types object), under the same limits."""
+    return _step(argv, cwd, limits)
+
+
+def _preprocess(compiler: Sequence[str], flags: Sequence[str], unit: Path, out: Path, allowed: Sequence[Path],
+                limits: Limits) -> subprocess.CompletedProcess[str]:
+    proc = _step([*compiler, *flags, "-E", "-H", str(unit), "-o", str(out)], unit.parent, limits)
+    _check_opened(proc.stderr, allowed)
+    return proc
 
 
 def _without_preprocessor_flags(flags: Sequence[str]) -> list[str]:
@@ -168,7 +192,8 @@ def _step(argv: list[str], cwd: Path, limits: Limits) -> subprocess.CompletedPro
 
     try:
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, errors="replace",
-                              timeout=limits.seconds, preexec_fn=_apply(limits), stdin=subprocess.DEVNULL)
+                              timeout=limits.seconds, preexec_fn=_apply(limits), stdin=subprocess.DEVNULL,
+                              env={**os.environ, "LC_ALL": "C"})  # diagnostics in ASCII, whatever the locale
     except subprocess.TimeoutExpired:
         raise LimitExceeded(f"{argv[0]} ran longer than {limits.seconds:g} s") from None
     if proc.returncode < 0:

@@ -165,11 +165,11 @@ def build_types(image: str | os.PathLike[str], *, kernel_source: str | os.PathLi
     # Structure only: a build decodes the whole archive as it unpacks it, and a cached build was made
     # from the same bytes (its key holds their sha256), decoded then.
     found = pipeline.find(image, verify=False)
-    config = _config_or_none(image)
+    config = config_or_none(image)
     return build_types_from(found.archive, config, kernel_source=kernel_source, cache=cache, limits=limits)
 
 
-def _config_or_none(image: str | os.PathLike[str]) -> bytes | None:
+def config_or_none(image: str | os.PathLike[str]) -> bytes | None:
     try:
         return pipeline.find_config(image).text
     except ExtractError:
@@ -184,7 +184,7 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
 
     sha = hashlib.sha256(archive).hexdigest()
     members = pipeline.archive_members(archive, (pipeline.AUTOCONF_H, pipeline.UTSRELEASE_H))  # one walk
-    autoconf, configuration = _autoconf(members.get(pipeline.AUTOCONF_H), config)
+    autoconf, configuration = autoconf_for(members.get(pipeline.AUTOCONF_H), config)
     release = pipeline.release_from_archive(archive, members.get(pipeline.UTSRELEASE_H, b""))
     target = target_for(archive, autoconf, release)
     source = _kernel_source(kernel_source)
@@ -196,7 +196,7 @@ def build_types_from(archive: bytes, config: bytes | None = None, *,
     shutil.rmtree(out_dir, ignore_errors=True)  # an incomplete entry (files removed by hand): build anew
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (tempfile.TemporaryDirectory(prefix=f".{key}.", dir=out_dir.parent) as staging,
-          tempfile.TemporaryDirectory(prefix="extract-ikheaders-types-", dir=_scratch_root()) as tmp):
+          tempfile.TemporaryDirectory(prefix="extract-ikheaders-types-", dir=scratch_root()) as tmp):
         tree = Path(tmp) / "headers"
         unpack.extract(archive, tree)
         (tree / "include" / "generated" / "autoconf.h").write_bytes(autoconf)
@@ -222,7 +222,7 @@ _SCRATCH = "/dev/shm"
 _SCRATCH_FREE = 512 << 20  # the tree (~30 MB unpacked) and the compiler's files, with room to spare
 
 
-def _scratch_root() -> str | None:
+def scratch_root() -> str | None:
     """Where the headers tree and the compiler's files go: a RAM file system when one is there with
     room, since creating the archive's ~6,000 files on a disk costs seconds of a cold build (5.1 s
     against 1.1 s on a busy machine); else the system's temporary directory (None)."""
@@ -251,7 +251,7 @@ def _cache_key(sha: str, autoconf: bytes, target: Target, source: Path | None) -
     unit = [HEADERS, GLOBALS, DECLARATIONS, PRIVATE_HEADERS, PRIVATE_GLOBALS, PRIVATE_DECLARATIONS]
     identity = {"producer": producer(sys.modules[__name__], confined_cc), "unit": unit, "archive": sha,
                 "autoconf": hashlib.sha256(autoconf).hexdigest(),
-                "compiler": list(target.compiler), "version": _compiler_version(target.compiler),
+                "compiler": list(target.compiler), "version": compiler_version(target.compiler),
                 "flags": list(target.flags), "source": str(source) if source else None,
                 "source_headers": _source_digest(source)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -268,7 +268,7 @@ def _source_digest(source: Path | None) -> str | None:
     return h.hexdigest()
 
 
-def _compiler_version(compiler: tuple[str, ...]) -> str:
+def compiler_version(compiler: tuple[str, ...]) -> str:
     try:
         proc = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30)
     except OSError as exc:
@@ -293,7 +293,7 @@ _DEFINE = re.compile(rb"^#define (CONFIG_[A-Za-z0-9_]+) (.*)$", re.M)
 _CONFIG_LINE = re.compile(rb"^(CONFIG_[A-Za-z0-9_]+)=(.*)$", re.M)
 
 
-def _autoconf(packed: bytes | None, config: bytes | None) -> tuple[bytes, str]:
+def autoconf_for(packed: bytes | None, config: bytes | None) -> tuple[bytes, str]:
     """include/generated/autoconf.h: the archive's own (`packed`: gen_kheaders.sh packs it) when it
     agrees with the .config, else one generated from the .config as kconfig writes it; and which it was."""
     if config is not None and packed is None:
@@ -476,7 +476,7 @@ def _compile(tree: Path, work: Path, target: Target, source: Path | None, limits
         declarations = [d for d in declarations if d not in dropped]
         globals_ = [g for g in globals_ if not any(f" {TYPE_PREFIX}{g};" in line for line in dropped)]
     raise TypesError(f"the kernel's headers do not compile for {target.name} with {' '.join(target.compiler)}: "
-                     f"{_first_error(proc.stderr)}")
+                     f"{first_error(proc.stderr)}")
 
 
 def _what(line: str) -> str:
@@ -506,7 +506,7 @@ def _failing_lines(stderr: str, unit_name: str) -> list[int]:
     return sorted(lines)
 
 
-def _first_error(stderr: str) -> str:
+def first_error(stderr: str) -> str:
     for line in stderr.splitlines():
         if "error" in line:
             return line.strip()

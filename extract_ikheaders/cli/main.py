@@ -17,7 +17,7 @@ import click
 
 from .. import imagetext, lazy, outfile
 from ..analysis import DEFAULT_COMPILE_SECONDS
-from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, UsageError
+from ..errors import Damaged, ExtractError, InputError, NotFound, StdoutClosed, ToolError, UsageError
 from ..version import __version__
 from . import options as choose
 from . import records
@@ -25,7 +25,7 @@ from .records import failure_line
 
 if TYPE_CHECKING:  # loaded on first use (lazy.py): only the actions that need them pay for them
     from .. import info, model, pipeline
-    from ..analysis import btf, confined_cc, debuginfo, isf, kallsyms
+    from ..analysis import btf, btf_headers, confined_cc, debuginfo, isf, kallsyms
     from ..analysis import drgn_session as kdrgn
     from ..archive import unpack
     from ..model import Extracted, Found
@@ -36,6 +36,7 @@ else:
     debuginfo = lazy.module("extract_ikheaders.analysis.debuginfo")
     isf = lazy.module("extract_ikheaders.analysis.isf")
     btf = lazy.module("extract_ikheaders.analysis.btf")
+    btf_headers = lazy.module("extract_ikheaders.analysis.btf_headers")
     kallsyms = lazy.module("extract_ikheaders.analysis.kallsyms")
     kdrgn = lazy.module("extract_ikheaders.analysis.drgn_session")
     confined_cc = lazy.module("extract_ikheaders.analysis.confined_cc")
@@ -83,6 +84,8 @@ class Options:
     max_members: int | None
     salvage: bool
     verify: bool = True  # --no-verify: -a and --info check the archive's structure only
+    btf_from: str = "auto"  # --env: which BTF to export
+    compile_timeout: float = DEFAULT_COMPILE_SECONDS
     # this invocation's unpacks, (archive sha256, target) -> result: several images holding one
     # archive unpack it once
     unpacked: dict[tuple[str, str], Extracted] = field(default_factory=dict, compare=False, repr=False)
@@ -118,7 +121,13 @@ class Options:
 @click.option("--btf", "btf_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="Write the kernel's BTF (the format of /sys/kernel/btf/vmlinux) to FILE ('-' for stdout), for "
                    "libbpf CO-RE, bpftool and bpftrace: the kernel's own, exactly, when it was built with "
-                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump).")
+                   "CONFIG_DEBUG_INFO_BTF (a vmlinux, a raw or compressed image, a crash dump); else generated "
+                   "from its headers and configuration (needs pahole; see --btf-from).")
+@click.option("--btf-from", "btf_from", type=click.Choice(("auto", "image", "headers")), default="auto",
+              show_default=True,
+              help="With --btf or --env: the kernel's own BTF (image), BTF generated from its headers "
+                   "(headers: the types its headers define, not those private to .c files), or its own when "
+                   "it has one (auto).")
 @click.option("--kernel-source", type=click.Path(file_okay=False, exists=True, path_type=str),
               help="With --debuginfo or --isf: a matching kernel source tree, for the types the headers archive cannot "
                    "give (fs/mount.h, kernel/sched/sched.h, the printk ring buffer).")
@@ -158,7 +167,7 @@ class Options:
 @click.version_option(__version__, prog_name=PROG)  # not package_name: importlib.metadata costs 20 ms
 def command(images: tuple[str, ...], output: str | None, force: bool, archive_out: str | None, list_only: bool,
             config_out: str | None, symbols_out: str | None, debuginfo_out: str | None, isf_out: str | None,
-            btf_out: str | None, kernel_source: str | None, compile_timeout: float,
+            btf_out: str | None, btf_from: str, kernel_source: str | None, compile_timeout: float,
             info_only: bool, env: bool, live: bool, root: str, symbols: str | None, as_json: bool, jobs: int,
             salvage: bool, max_size: int | None, max_members: int | None, no_verify: bool) -> int:
     """Extract the kernel headers archive (CONFIG_IKHEADERS) from IMAGE.
@@ -173,8 +182,8 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
     """
     ctx = click.get_current_context()
     opts = Options(output, force, symbols, archive_out, list_only, config_out, as_json, env, max_size, max_members,
-                   salvage, verify=not no_verify)
-    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout, btf_out)
+                   salvage, verify=not no_verify, btf_from=btf_from, compile_timeout=compile_timeout)
+    outputs = Analysis(symbols_out, debuginfo_out, isf_out, kernel_source, compile_timeout, btf_out, btf_from)
     action = "unpack"  # what a usage error's records say when the action itself is the error
     try:
         action = choose.action(ctx)
@@ -185,6 +194,8 @@ def command(images: tuple[str, ...], output: str | None, force: bool, archive_ou
             _check_analysis(outputs, len(images), as_json)
         if kernel_source is not None and debuginfo_out is None and isf_out is None:
             raise UsageError("--kernel-source goes with --debuginfo or --isf")
+        if "btf_from" in choose.given(ctx) and btf_out is None and not env:
+            raise UsageError("--btf-from goes with --btf or --env")
     except (UsageError, Damaged) as exc:  # Damaged: a split part's header, read to group the inputs
         if as_json:  # a record for every input all the same, so a batch report has one per input
             for image in images or ("-",):
@@ -385,6 +396,7 @@ def _one(image: str, opts: Options) -> list[tuple[bool, str]]:
         out.extend((True, f"{PROG}: {i.member}: {i.problem} ({i.action})") for i in extracted.incidents)
         if opts.env:
             out.extend((False, line) for line in _env_lines(extracted.directory))
+            out.extend(_env_btf(image, opts))
         elif not opts.as_json:
             out.append((False, extracted.directory))
         out.append((True, _summary(found, extracted)))
@@ -436,6 +448,7 @@ def _status(image: str, doing: str) -> Iterator[None]:
 
 
 TYPES_STEP = "building the kernel's types from its headers (a first run for an archive takes 10-40 s)"
+BTF_STEP = "finding the kernel's BTF, or generating it from its headers (a first run for an archive takes 15-40 s)"
 
 
 def _check_analysis(outputs: Analysis, count: int, as_json: bool) -> None:
@@ -461,6 +474,7 @@ class Analysis:
     kernel_source: str | None
     compile_timeout: float = DEFAULT_COMPILE_SECONDS
     btf_out: str | None = None
+    btf_from: str = "auto"
 
     def limits(self) -> confined_cc.Limits:
         return confined_cc.Limits(seconds=self.compile_timeout)
@@ -484,7 +498,8 @@ def _analysis(image: str, outputs: Analysis, as_json: bool) -> list[tuple[bool, 
         report["symbols"] = _symbols(image, symbols_out)
         lines.append((True, _symbols_line(image, report["symbols"])))
     if outputs.btf_out is not None:
-        report["btf"] = _btf(image, outputs.btf_out)
+        with _status(image, BTF_STEP):
+            report["btf"] = _btf(image, outputs.btf_out, outputs.btf_from, outputs.limits())
         lines.append((True, _btf_line(image, report["btf"])))
     return [(False, records.record("analysis", image, report))] if as_json else lines
 
@@ -504,16 +519,22 @@ def _symbols_line(image: str, report: dict[str, Any]) -> str:
     return f"{PROG}: {image}: {report['count']} symbols ({how}{kaslr}) written to {report['output']}"
 
 
-def _btf(image: str, dest: str) -> dict[str, Any]:
-    """--btf: the kernel's own BTF, exactly."""
-    found = btf.kernel_btf(image)
-    _write_archive(found.data, dest)
+def _btf(image: str, dest: str, source: str, limits: confined_cc.Limits) -> dict[str, Any]:
+    """--btf: the kernel's own BTF, exactly, or one generated from its headers."""
+    found = btf_headers.for_kernel(image, source, limits=limits)
+    blob = found.blob if isinstance(found, btf_headers.Generated) else found
+    _write_archive(blob.data, dest)
     return {**found.as_dict(), "output": dest}
 
 
 def _btf_line(image: str, report: dict[str, Any]) -> str:
-    return (f"{PROG}: {image}: the kernel's own BTF ({report['types']:,} types, {report['bytes']:,} bytes, "
-            f"{report['where']}) written to {report['output']}")
+    size = f"{report['types']:,} types, {report['named_structs']:,} named structs and unions, {report['bytes']:,} bytes"
+    if report["source"] == "image":
+        return f"{PROG}: {image}: the kernel's own BTF ({size}, {report['where']}) written to {report['output']}"
+    cached = ", cached" if report["cached"] else ""
+    return (f"{PROG}: {image}: BTF generated from the kernel's headers ({size}; {report['headers_compiled']:,} "
+            f"headers compiled, {report['headers_dropped']:,} left out, --json lists them{cached}) "
+            f"written to {report['output']}")
 
 
 def _isf(image: str, dest: str, kernel_source: str | None, limits: confined_cc.Limits) -> dict[str, Any]:
@@ -721,6 +742,21 @@ def _env_lines(directory: str) -> list[str]:
     path = shlex.quote(os.path.abspath(directory))
     return [f"export BCC_KERNEL_SOURCE={path}", f"export BPFTRACE_KERNEL_SOURCE={path}",
             f"export BPFTRACE_KERNEL_BUILD={path}"]
+
+
+def _env_btf(image: str, opts: Options) -> list[tuple[bool, str]]:
+    """--env: the path of the kernel's BTF (its own, else generated) for the tools that take one; a
+    kernel that has none and a machine without pahole still get the headers' exports."""
+    import shlex
+
+    try:
+        with _status(image, BTF_STEP):
+            limits = confined_cc.Limits(seconds=opts.compile_timeout)
+            found = btf_headers.for_kernel(image, opts.btf_from, limits=limits)
+        path = shlex.quote(str(btf_headers.stored(found)))
+    except (NotFound, ToolError, Damaged) as exc:  # the headers' exports stand without it
+        return [(True, f"{PROG}: {image}: no BTF to export: {exc}")]
+    return [(False, f"export BPFTRACE_BTF={path}"), (False, f"export EXTRACT_IKHEADERS_BTF={path}")]
 
 
 def _live_source(root: str) -> str:

@@ -29,7 +29,8 @@ APPLIES: dict[str, frozenset[str]] = {
     "config_out": frozenset({"unpack", "archive", "list", "config"}),
     "symbols": frozenset({"unpack", "archive", "list", "env"}),  # --system-map
     "kernel_source": frozenset({"analysis"}),
-    "compile_timeout": frozenset({"analysis"}),
+    "compile_timeout": frozenset({"analysis", "env"}),
+    "btf_from": frozenset({"analysis", "env"}),
     "jobs": frozenset({"unpack", "archive", "list", "config", "info"}),
     "as_json": frozenset({"unpack", "archive", "list", "config", "info", "analysis"}),
     "no_verify": frozenset({"archive", "info"}),  # unpacking and listing decode it all: they always verify

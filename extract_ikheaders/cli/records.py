@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 else:
     pipeline = lazy.module("extract_ikheaders.pipeline")  # loaded already by whatever made the record
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 # The exit code and the JSON `kind` of each kind of failure (the Exit codes in --help and the man
 # page); the first class an error is an instance of wins. Anything else, ParserSignal included, is
