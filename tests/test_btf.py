@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -438,3 +439,26 @@ def test_env_exports_the_kernels_btf(corpus: Corpus, btftools: Path, tmp_path: P
     exports = dict(line.removeprefix("export ").split("=", 1) for line in made.stdout.decode().splitlines())
     blob = _parsed(Path(exports["BPFTRACE_BTF"]))
     assert "task_struct" in btf.structs(blob)
+
+
+BPFTRACE_PROBE = 'kprobe:do_nanosleep { printf("%d %s\\n", curtask->pid, curtask->comm); }'
+
+
+@pytest.mark.slow
+def test_bpftrace_compiles_a_probe_against_it_as_against_the_kernels(corpus: Corpus, btftools: Path,
+                                                                      tmp_path: Path) -> None:
+    """bpftrace with BPFTRACE_BTF at the generated BTF: its debug output (-d: the AST with types, and
+    the LLVM IR with each member's offset) equals what the kernel's own BTF gives. Nothing is loaded."""
+    if shutil.which("bpftrace") is None:
+        pytest.fail("bpftrace is not installed (fixtures/install-deps.sh installs it)")
+    generated(corpus.file("k612btf", "vmlinux"), tmp_path / "gen.btf")
+    outputs = {}
+    for name, path in (("generated", tmp_path / "gen.btf"), ("kernel", corpus.file("k612btf", "vmlinux.btf"))):
+        proc = subprocess.run(["bpftrace", "-d", "-e", BPFTRACE_PROBE], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "BPFTRACE_BTF": str(path)})
+        outputs[name] = proc.stdout + proc.stderr
+    assert outputs["generated"] == outputs["kernel"]
+    kernel = btf.structs(_parsed(corpus.file("k612btf", "vmlinux.btf")))["task_struct"]
+    offsets = {m.name: m.bit_offset // 8 for m in kernel.members if m.name in ("pid", "comm")}
+    assert f"add i64 %get_cur_task, {offsets['pid']}\n" in outputs["kernel"]
+    assert f"add i64 %get_cur_task1, {offsets['comm']}\n" in outputs["kernel"]

@@ -353,7 +353,7 @@ def sha256(data: bytes) -> str:
 def corpus_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, dict[str, Any]]]]:
     """(name, (path, ground truth)) of every dump in the corpus."""
     dumps = []
-    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "7.2-y", "7.2-m"):
+    for kernel in ("6.1-y-gzip", "6.1-m", "6.12-y", "6.12-btf", "7.2-y", "7.2-m"):
         boot = corpus.root / corpus.manifest["kernels"][kernel]["boot"]
         for kind, name in corpus.truth(kernel)["dumps"].items():
             dumps.append((f"{kernel}/{kind}", (boot / name, corpus.truth(kernel))))
@@ -362,6 +362,8 @@ def corpus_dumps(corpus: Corpus) -> list[tuple[str, tuple[Path, dict[str, Any]]]
     dumps.append(("kdump/vmcore", (kdir / "vmcore", kd["ground_truth"])))
     for kind, name in kd["makedumpfile_outputs"].items():
         dumps.append((f"kdump/{kind}", (kdir / name, kd["ground_truth"])))
+    # makedumpfile -F -c -d 31 run by the capture kernel itself, written to its second disk
+    dumps.append(("kdump/guest-flat-c-d31", (kdir / "vmcore.guest-flat-c-d31", kd["ground_truth"])))
     seven = corpus.manifest["kdump_7"]
     dumps.append(("kdump-7.2/vmcore", (corpus.root / seven["dir"] / "vmcore", seven["ground_truth"])))
     return dumps
