@@ -31,8 +31,8 @@ IMAGES = [
     ("k61arm64", "vmlinuz.efi.zstd", "variants/zstd/config"),
 ]
 # the kernel a dump's ground truth is for -> the stage that built it
-DUMP_STAGES = {"6.1-y-gzip": "k61y", "6.1-m": "k61m", "6.12-y": "k612y", "7.2-y": "k72y", "7.2-m": "k72m",
-               "kdump": "k61y", "kdump-7.2": "k72y"}
+DUMP_STAGES = {"6.1-y-gzip": "k61y", "6.1-m": "k61m", "6.12-y": "k612y", "6.12-btf": "k612btf", "7.2-y": "k72y",
+               "7.2-m": "k72m", "kdump": "k61y", "kdump-7.2": "k72y"}
 
 
 def _inputs(corpus: Corpus) -> Iterator[tuple[str, tuple[Path, Path]]]:

@@ -44,7 +44,7 @@ from .. import pipeline
 from ..archive import unpack
 from ..cachekey import producer
 from ..errors import ExtractError, NotFound, ToolError
-from . import btf, confined_cc, debuginfo
+from . import btf, confined_cc, debuginfo, kallsyms
 from .confined_cc import Limits
 from .debuginfo import Target, TypesError
 
@@ -124,8 +124,6 @@ def generate(image: str | os.PathLike[str], *, limits: Limits | None = None, cac
 
 
 def _symbol_names(image: str | os.PathLike[str]) -> frozenset[str] | None:
-    from . import kallsyms
-
     try:
         table = kallsyms.find_symbols(image)
     except ExtractError:
