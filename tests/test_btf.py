@@ -220,7 +220,7 @@ def fake_tree(root: Path, headers: dict[str, bytes]) -> Path:
     """A headers tree as the archive unpacks: kbuild's -include files, autoconf.h, and `headers`."""
     files = {"include/linux/kconfig.h": b"#include <generated/autoconf.h>\n",
              "include/linux/compiler_types.h": b"#define __user\n",
-             "include/generated/autoconf.h": b"#define CONFIG_X86_64 1\n",
+             "include/generated/autoconf.h": b"#define CONFIG_X86_64 1\n#define CONFIG_64BIT 1\n",
              "arch/x86/include/asm/types.h": guarded("asm/types.h", "typedef unsigned int u32;"),
              "include/linux/types.h": guarded("linux/types.h", "#include <asm/types.h>\ntypedef int pid_t;"),
              "include/uapi/linux/abi.h": guarded("uapi", "struct abi { int x; };"),
@@ -462,3 +462,47 @@ def test_bpftrace_compiles_a_probe_against_it_as_against_the_kernels(corpus: Cor
     offsets = {m.name: m.bit_offset // 8 for m in kernel.members if m.name in ("pid", "comm")}
     assert f"add i64 %get_cur_task, {offsets['pid']}\n" in outputs["kernel"]
     assert f"add i64 %get_cur_task1, {offsets['comm']}\n" in outputs["kernel"]
+
+
+def fake_pahole(tmp_path: Path, blob: bytes) -> Path:
+    """A stand-in for pahole that writes `blob` where --btf_encode_detached asks (no real one needed)."""
+    (tmp_path / "blob.btf").write_bytes(blob)
+    script = tmp_path / "pahole"
+    script.write_text("#!/bin/sh\n"
+                      'if [ "$1" = --version ]; then echo v1.24; exit 0; fi\n'
+                      f'cp {tmp_path / "blob.btf"} "${{1#--btf_encode_detached=}}"\n')
+    script.chmod(0o755)
+    return script
+
+
+def archive_of(tree: Path) -> bytes:
+    return headers_archive({"./" + p.relative_to(tree).as_posix(): p.read_bytes()
+                            for p in tree.rglob("*") if p.is_file()})
+
+
+def test_generated_btf_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole path with the real compiler and a stand-in pahole: the JSON record says which headers
+    went in and why the others did not; a second run is a cache hit."""
+    monkeypatch.setenv(btf_headers.PAHOLE_ENV, str(fake_pahole(tmp_path, BLOB)))
+    monkeypatch.setenv("EXTRACT_IKHEADERS_TYPES_CACHE", str(tmp_path / "cache"))
+    vmlinux = incbin_object(tmp_path, archive_of(fake_tree(tmp_path / "headers", HEADERS_UNDER_TEST)))
+    run = run_cli("--json", "--btf", tmp_path / "out.btf", vmlinux)  # auto: the kernel has no BTF of its own
+    assert run.code == 0, run.stderr
+    record = json.loads(run.stdout)["btf"]
+    assert (tmp_path / "out.btf").read_bytes() == BLOB
+    assert record["source"] == "headers" and record["cached"] is False and record["pahole"] == "v1.24"
+    assert record["headers_compiled"] == 6 and record["symbols_checked"] == 0  # no kallsyms: none dropped as unbuilt
+    # templates: linux/template.h, and the fake kconfig.h and compiler_types.h (unguarded here)
+    assert record["dropped_by_reason"] == {"template": 3, "directory": 3, "does not compile": 4}
+    again = run_cli("--btf", tmp_path / "again.btf", "--btf-from", "headers", vmlinux)
+    assert again.code == 0 and "cached" in again.stderr
+    assert "BTF generated from the kernel's headers (311 types, 302 named structs and unions" in again.stderr
+
+
+def test_a_header_reaching_outside_the_archive_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(btf_headers.PAHOLE_ENV, str(fake_pahole(tmp_path, BLOB)))
+    monkeypatch.setenv("EXTRACT_IKHEADERS_TYPES_CACHE", str(tmp_path / "cache"))
+    tree = fake_tree(tmp_path / "headers", {"include/linux/evil.h": b'#include "/etc/passwd"\n'})
+    run = run_cli("--btf", tmp_path / "out.btf", "--btf-from", "headers", incbin_object(tmp_path, archive_of(tree)))
+    assert run.code == 3 and not (tmp_path / "out.btf").exists()
+    assert 'linux/evil.h: includes "/etc/passwd", outside the headers archive' in run.stderr
