@@ -15,15 +15,15 @@ export EXTRACT_IKHEADERS_PAHOLE="$root/$("$py" -c 'import json,sys; print(json.l
 types="$cache/btf-types"
 export EXTRACT_IKHEADERS_TYPES_CACHE="$types"
 hyperfine --warmup 1 --min-runs 5 --export-markdown "$cache/btf-own.md" \
-    -n "-a vmlinux" "$py -m extract_ikheaders -a /dev/null $btf612/vmlinux" \
-    -n "--btf vmlinux" "$py -m extract_ikheaders --btf /dev/null $btf612/vmlinux" \
-    -n "-a bzImage" "$py -m extract_ikheaders -a /dev/null $btf612/bzImage" \
-    -n "--btf bzImage" "$py -m extract_ikheaders --btf /dev/null $btf612/bzImage"
+    -n "archive, vmlinux" "$py -m extract_ikheaders -a /dev/null $btf612/vmlinux" \
+    -n "btf, vmlinux" "$py -m extract_ikheaders --btf /dev/null $btf612/vmlinux" \
+    -n "archive, bzImage" "$py -m extract_ikheaders -a /dev/null $btf612/bzImage" \
+    -n "btf, bzImage" "$py -m extract_ikheaders --btf /dev/null $btf612/bzImage"
 hyperfine --warmup 1 --min-runs 5 --export-markdown "$cache/btf-cached.md" \
-    -n "-a 6.1 vmlinux" "$py -m extract_ikheaders -a /dev/null $k61" \
-    -n "--btf-from headers, cached" "$py -m extract_ikheaders --btf-from headers --btf /dev/null $k61"
+    -n "archive, 6.1 vmlinux" "$py -m extract_ikheaders -a /dev/null $k61" \
+    -n "btf from headers, cached" "$py -m extract_ikheaders --btf-from headers --btf /dev/null $k61"
 # One --prepare per command needs hyperfine 1.16+: its own run, with the baseline.
 hyperfine --min-runs 3 --prepare "rm -rf $types" --export-markdown "$cache/btf-cold.md" \
-    -n "-a 6.1 vmlinux" "$py -m extract_ikheaders -a /dev/null $k61" \
-    -n "--btf-from headers, cold" "$py -m extract_ikheaders --btf-from headers --btf /dev/null $k61"
+    -n "archive, 6.1 vmlinux" "$py -m extract_ikheaders -a /dev/null $k61" \
+    -n "btf from headers, cold" "$py -m extract_ikheaders --btf-from headers --btf /dev/null $k61"
 cat "$cache/btf-own.md" "$cache/btf-cached.md" "$cache/btf-cold.md"
