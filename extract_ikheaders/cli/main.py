@@ -25,7 +25,7 @@ from .records import failure_line
 
 if TYPE_CHECKING:  # loaded on first use (lazy.py): only the actions that need them pay for them
     from .. import info, model, pipeline
-    from ..analysis import btf, btf_headers, confined_cc, debuginfo, isf, kallsyms
+    from ..analysis import btf_headers, confined_cc, debuginfo, isf, kallsyms
     from ..analysis import drgn_session as kdrgn
     from ..archive import unpack
     from ..model import Extracted, Found
@@ -35,7 +35,6 @@ else:
     unpack = lazy.module("extract_ikheaders.archive.unpack")
     debuginfo = lazy.module("extract_ikheaders.analysis.debuginfo")
     isf = lazy.module("extract_ikheaders.analysis.isf")
-    btf = lazy.module("extract_ikheaders.analysis.btf")
     btf_headers = lazy.module("extract_ikheaders.analysis.btf_headers")
     kallsyms = lazy.module("extract_ikheaders.analysis.kallsyms")
     kdrgn = lazy.module("extract_ikheaders.analysis.drgn_session")
