@@ -21,7 +21,7 @@ from builders import headers_archive, incbin_object
 from conftest import Corpus, corpus_params, run_cli
 from dump_builders import Seg, elf_core, filler, kdump_file, pages_of
 
-from extract_ikheaders.analysis import btf, btf_headers
+from extract_ikheaders.analysis import btf, btf_headers, debuginfo
 from extract_ikheaders.analysis.confined_cc import Limits
 from extract_ikheaders.analysis.debuginfo import Target
 
@@ -282,7 +282,7 @@ def test_errors_are_charged_to_the_unit_line_that_included_them() -> None:
               "/w/cc/btf.c:9:10: fatal error: nothing.h: No such file or directory\n"
               "In file included from /w/cc/btf.c:12:\n"
               "/t/include/linux/c.h:1:2: error: #error \"asm/x.h: not in the headers archive\"\n")
-    charged = btf_headers.charged_errors(stderr, "btf.c")
+    charged = debuginfo.charged_errors(stderr, "btf.c")
     assert charged == {7: "b.h:5: unknown type name 'x'", 9: "btf.c:9: nothing.h: No such file or directory",
                        12: 'c.h:1: #error "asm/x.h: not in the headers archive"'}
 
@@ -303,9 +303,9 @@ def test_the_unit_drops_what_does_not_compile_and_keeps_the_first_definition(tmp
 
 
 def test_without_pahole_the_error_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vmlinux = incbin_object(tmp_path, headers_archive())  # before PATH loses the compiler that builds it
     monkeypatch.delenv(btf_headers.PAHOLE_ENV, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    vmlinux = incbin_object(tmp_path, headers_archive())
     run = run_cli("--btf", tmp_path / "out.btf", "--btf-from", "headers", vmlinux)
     assert run.code == 2 and not (tmp_path / "out.btf").exists()
     assert "generating BTF needs pahole, the kernel's BTF encoder: install it (Debian and Ubuntu: apt install " \

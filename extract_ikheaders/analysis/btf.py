@@ -78,20 +78,29 @@ def parse(data: bytes, where: str) -> Btf | None:
 
 def _count_types(section: bytes, endian: str) -> tuple[int, int] | None:
     """(types, named structs and unions) if every record parses to the section's end exactly."""
-    layout = struct.Struct(endian + _TYPE.format)
-    at = types = named = 0
-    while at < len(section):
-        if at + layout.size > len(section):
-            return None
-        name_off, info, _ = layout.unpack_from(section, at)
-        kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
-        trailer = _TRAILERS.get(kind)
-        if trailer is None:
-            return None
-        at += layout.size + trailer[0] + trailer[1] * vlen
+    reached = types = named = 0
+    for _, end, name_off, info, _ in _walk(section, endian):
+        reached = end
         types += 1
-        named += kind in (_STRUCT, _UNION) and name_off != 0
-    return (types, named) if at == len(section) else None
+        named += info >> 24 & 0x1F in (_STRUCT, _UNION) and name_off != 0
+    return (types, named) if reached == len(section) else None
+
+
+def _walk(section: bytes, endian: str) -> Iterator[tuple[int, int, int, int, int]]:
+    """(start, end, name_off, info, size or type) of each type record, while they parse: it stops at
+    a record of an unknown kind or one the section cannot hold (the last end then falls short)."""
+    layout = struct.Struct(endian + _TYPE.format)
+    at = 0
+    while at + layout.size <= len(section):
+        name_off, info, size_or_type = layout.unpack_from(section, at)
+        trailer = _TRAILERS.get(info >> 24 & 0x1F)
+        if trailer is None:
+            return
+        end = at + layout.size + trailer[0] + trailer[1] * (info & 0xFFFF)
+        if end > len(section):
+            return
+        yield at, end, name_off, info, size_or_type
+        at = end
 
 
 def in_elf(elf: ElfImage, path: str) -> Btf | None:
@@ -235,7 +244,9 @@ def structs(btf: Btf) -> dict[str, Layout]:
 
 
 def _records(btf: Btf) -> Iterator[_Record]:
-    endian, hdr_len, type_off, type_len, str_off, str_len = _header(btf.data[: _HEADER.size]) or ("<", 0, 0, 0, 0, 0)
+    header = _header(btf.data[: _HEADER.size])
+    assert header is not None  # a Btf is a parsed, checked blob
+    endian, hdr_len, type_off, type_len, str_off, str_len = header
     strings = btf.data[hdr_len + str_off : hdr_len + str_off + str_len]
     section = btf.data[hdr_len + type_off : hdr_len + type_off + type_len]
 
@@ -243,23 +254,18 @@ def _records(btf: Btf) -> Iterator[_Record]:
         end = strings.find(b"\0", offset)
         return strings[offset:end].decode("utf-8", "replace") if 0 <= offset < len(strings) else ""
 
-    record, entry = struct.Struct(endian + "III"), struct.Struct(endian + "III")
-    at = 0
-    while at + record.size <= len(section):  # parse() checked the records end exactly
-        name_off, info, size_or_type = record.unpack_from(section, at)
-        kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
-        after, per_entry = _TRAILERS.get(kind, (0, 0))
-        trailer = at + record.size
+    entry = struct.Struct(endian + "III")  # a member (name_off, type, offset); an array (type, index, count)
+    for at, _, name_off, info, size_or_type in _walk(section, endian):
+        kind, vlen, trailer = info >> 24 & 0x1F, info & 0xFFFF, at + _TYPE.size
         members: tuple[tuple[str, int, int], ...] = ()
         array = (0, 0)
         if kind in (_STRUCT, _UNION):
             members = tuple((name(m_name), m_type, m_offset) for m_name, m_type, m_offset in
-                            (entry.unpack_from(section, trailer + 12 * i) for i in range(vlen)))
+                            (entry.unpack_from(section, trailer + entry.size * i) for i in range(vlen)))
         elif kind == _ARRAY:
             element, _, count = entry.unpack_from(section, trailer)
             array = (element, count)
         yield _Record(kind, name(name_off), bool(info >> 31), size_or_type, members, array)
-        at = trailer + after + per_entry * vlen
 
 
 def _layout(records: list[_Record | None], record: _Record) -> Layout:

@@ -77,6 +77,7 @@ _PROTOTYPE = re.compile(rb"^(?![ \t]*(?:static|#|typedef|return|\}))[ \t]*(?:ext
 class Dropped:
     header: str
     reason: str
+    kind: str  # "directory", "template", "unbuilt subsystem" or "does not compile"
 
 
 @dataclass(frozen=True)
@@ -97,21 +98,13 @@ class Generated:
     def as_dict(self) -> dict[str, object]:
         reasons: dict[str, int] = {}
         for item in self.dropped:
-            reasons[_reason_class(item.reason)] = reasons.get(_reason_class(item.reason), 0) + 1
+            reasons[item.kind] = reasons.get(item.kind, 0) + 1
         return {**self.blob.as_dict(), "source": "headers", "release": self.release, "arch": self.arch,
                 "configuration": self.configuration, "headers_compiled": len(self.compiled),
                 "headers_dropped": len(self.dropped), "dropped_by_reason": reasons,
                 "dropped": [{"header": d.header, "reason": d.reason} for d in self.dropped],
                 "symbols_checked": self.symbols, "pahole": self.pahole, "cached": self.cached,
                 "cache": str(self.path)}
-
-
-def _reason_class(reason: str) -> str:
-    for prefix, name in (("no include guard", "template"), ("declares", "unbuilt subsystem"),
-                         ("does not compile", "does not compile"), ("in include/", "directory")):
-        if reason.startswith(prefix):
-            return name
-    return "other"
 
 
 def generate(image: str | os.PathLike[str], *, limits: Limits | None = None, cache: Path | None = None) -> Generated:
@@ -157,7 +150,7 @@ def generate_from(archive: bytes, config: bytes | None, symbols: frozenset[str] 
         compiled, dropped = _build(tree, Path(tmp), target, pahole, symbols, staged / "vmlinux.btf",
                                    limits or Limits())
         meta = {"release": release, "arch": target.name, "archive_sha256": sha, "compiled": list(compiled),
-                "dropped": [[d.header, d.reason] for d in dropped], "symbols": len(symbols or ()),
+                "dropped": [[d.header, d.reason, d.kind] for d in dropped], "symbols": len(symbols or ()),
                 "pahole": pahole[1]}
         (staged / "btf.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         try:
@@ -175,7 +168,7 @@ def _loaded(out_dir: Path, cached: bool, configuration: str) -> Generated:
     if blob is None:
         raise TypesError(f"{path}: the cached BTF does not check out; remove {out_dir}")
     return Generated(path, blob, meta["release"], meta["arch"], tuple(meta["compiled"]),
-                     tuple(Dropped(h, r) for h, r in meta["dropped"]), int(meta["symbols"]), str(meta["pahole"]),
+                     tuple(Dropped(*item) for item in meta["dropped"]), int(meta["symbols"]), str(meta["pahole"]),
                      cached, configuration)
 
 
@@ -268,37 +261,14 @@ def _compiling(compiler: Sequence[str], flags: Sequence[str], headers: list[str]
         proc = confined_cc.check_unit(compiler, flags, unit, allowed, limits)
         if proc.returncode == 0:
             return headers, failed
-        errors = charged_errors(proc.stderr, unit.name)
+        errors = debuginfo.charged_errors(proc.stderr, unit.name)
         bad = {headers[n - 1]: message for n, message in errors.items() if 0 < n <= len(headers)}
         if not bad:
             raise TypesError(f"the headers do not compile: {debuginfo.first_error(proc.stderr)}")
-        failed += [Dropped(h, f"does not compile after the headers before it: {m}") for h, m in bad.items()]
+        failed += [Dropped(h, f"does not compile after the headers before it: {m}", "does not compile")
+                   for h, m in bad.items()]
         headers = [h for h in headers if h not in bad]
     raise TypesError(f"the headers still do not compile after {MAX_ROUNDS} rounds of dropping the failing ones")
-
-
-_INCLUDED_FROM = re.compile(r"(?:In file included from|from) \S*?{}:(\d+)")
-_ERROR = re.compile(r"^(\S+?):(\d+):\d+: (?:fatal )?error: (.*)$")
-
-
-def charged_errors(stderr: str, unit_name: str) -> dict[int, str]:
-    """The unit's lines errors are charged to (an error in a header: the unit line that included it,
-    from the include chain gcc prints once per run of errors in one header), each with its first error."""
-    included = re.compile(_INCLUDED_FROM.pattern.format(re.escape(unit_name)))
-    charged: dict[int, str] = {}
-    context: int | None = None
-    for text in stderr.splitlines():
-        chain = included.search(text)
-        if chain:
-            context = int(chain.group(1))
-            continue
-        error = _ERROR.match(text)
-        if error is None:
-            continue
-        line = int(error.group(2)) if error.group(1).endswith(unit_name) else context
-        if line is not None:
-            charged.setdefault(line, f"{Path(error.group(1)).name}:{error.group(2)}: {error.group(3)}"[:200])
-    return charged
 
 
 # --- the headers -----------------------------------------------------------------------------------
@@ -317,12 +287,12 @@ def candidates(tree: Path, arch: str, symbols: frozenset[str] | None) -> tuple[l
         if top in SKIPPED_DIRS:
             continue  # whole directories: reported once each, below
         text = path.read_bytes()
-        reason = _unsuitable(text, symbols)
-        if reason:
-            dropped.append(Dropped(name, reason))
+        unsuitable = _unsuitable(text, symbols)
+        if unsuitable:
+            dropped.append(Dropped(name, *unsuitable))
         else:
             rest.append(name)
-    dropped += [Dropped(f"include/{d}/", f"in include/{d}/: {why}") for d, why in SKIPPED_DIRS.items()
+    dropped += [Dropped(f"include/{d}/", f"in include/{d}/: {why}", "directory") for d, why in SKIPPED_DIRS.items()
                 if (include / d).is_dir()]
     rest.sort(key=lambda h: (not h.startswith("linux/"), h.startswith("asm/"), h.count("/"), h))
     return [*core, *rest], dropped
@@ -339,9 +309,10 @@ def _headers(include: Path, arch_include: Path) -> Iterator[tuple[str, Path]]:
                 yield prefix + relative, path
 
 
-def _unsuitable(text: bytes, symbols: frozenset[str] | None) -> str | None:
+def _unsuitable(text: bytes, symbols: frozenset[str] | None) -> tuple[str, str] | None:
+    """(reason, kind) when the header is no unit of its own."""
     if not _GUARD.match(text):
-        return NO_GUARD
+        return NO_GUARD, "template"
     if symbols is None:
         return None
     declared = sorted({n.decode() for n in _PROTOTYPE.findall(_COMMENT.sub(b"", text))
@@ -349,7 +320,7 @@ def _unsuitable(text: bytes, symbols: frozenset[str] | None) -> str | None:
     if declared and not symbols.intersection(declared):
         shown = ", ".join(declared[:3]) + (", ..." if len(declared) > 3 else "")
         return (f"declares {len(declared)} function{'s' if len(declared) > 1 else ''} ({shown}), none in the "
-                "kernel's symbol table: a subsystem this kernel does not build")
+                "kernel's symbol table: a subsystem this kernel does not build", "unbuilt subsystem")
     return None
 
 

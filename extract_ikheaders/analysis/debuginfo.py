@@ -490,8 +490,18 @@ def _what(line: str) -> str:
 
 def _failing_lines(stderr: str, unit_name: str) -> list[int]:
     """The unit's lines that errors come from: an error in the unit itself, or in a header it includes."""
+    return sorted(charged_errors(stderr, unit_name))
+
+
+_LOCATED_ERROR = re.compile(r"^(\S+?):(\d+):\d+: (?:fatal )?error: (.*)$")
+
+
+def charged_errors(stderr: str, unit_name: str) -> dict[int, str]:
+    """The unit's lines errors are charged to, each with its first error ("file:line: message"): an
+    error in the unit itself, or in a header it includes, charged to the unit line of the include
+    chain gcc prints once for a run of errors in one header."""
     name = re.escape(unit_name)
-    lines: set[int] = set()
+    charged: dict[int, str] = {}
     context: int | None = None
     for text in stderr.splitlines():
         included = re.search(rf"(?:In file included from|from) \S*{name}:(\d+)", text)
@@ -499,11 +509,16 @@ def _failing_lines(stderr: str, unit_name: str) -> list[int]:
             context = int(included.group(1))
             continue
         direct = re.match(rf"\S*{name}:(\d+):\d+: (?:fatal )?error", text)
-        if direct:
-            lines.add(int(direct.group(1)))
-        elif re.search(r": (?:fatal )?error:", text) and context is not None:
-            lines.add(context)  # gcc prints the include chain once for a run of errors in one header
-    return sorted(lines)
+        line = int(direct.group(1)) if direct else context if re.search(r": (?:fatal )?error:", text) else None
+        if line is not None:
+            charged.setdefault(line, _error_message(text))
+    return charged
+
+
+def _error_message(text: str) -> str:
+    located = _LOCATED_ERROR.match(text)
+    message = f"{Path(located.group(1)).name}:{located.group(2)}: {located.group(3)}" if located else text.strip()
+    return message[:200]
 
 
 def first_error(stderr: str) -> str:
